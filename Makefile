@@ -1,0 +1,53 @@
+# Two entry points for a new user: `make demo` and `make test`.
+# Everything else here is what those two need: the virtual env, the system
+# packages the tests drive (Debian's adb, qemu-user and the aarch64 cross
+# compiler), and the C++ delegate build.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+BUILD := build/delegates
+DELEGATE := $(BUILD)/libwbmm_delegate.so
+APT_PACKAGES := adb qemu-user g++-aarch64-linux-gnu cmake make g++
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: demo test setup system-deps delegate delegate-arm64 clean help
+
+help:
+	@echo "make demo   set up .venv, build the delegate, convert and benchmark the built-in example"
+	@echo "make test   set up everything the tests need, then run the whole test suite"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# Installs only what is missing; needs root (CI and these machines run as root).
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(DELEGATE): $(wildcard delegates/*.cc delegates/*.h delegates/CMakeLists.txt delegates/kernels/*)
+	cmake -S delegates -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+delegate: $(DELEGATE)
+
+demo: $(STAMP) delegate
+	$(VENV)/bin/wbmm-mobile demo --out results/demo
+
+test: $(STAMP) system-deps delegate
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf build results .pytest_cache .hypothesis

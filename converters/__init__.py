@@ -1,0 +1,1 @@
+"""Keras -> TFLite conversion with WBMM lowerings, .tflite I/O, rewrite passes and verification."""

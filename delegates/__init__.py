@@ -1,0 +1,1 @@
+"""The C++ WBMM delegate (``libwbmm_delegate.so``) and its Python loader."""

@@ -1,0 +1,180 @@
+"""Latency of .tflite models on this machine, with the same ai-edge-litert runtime users ship.
+
+``time_model`` loads a model (XNNPACK by default, or TFLite's builtin kernels, plus an
+optional external delegate such as the project's C++ one), feeds it seeded random
+inputs, times interpreter creation, the first invoke, a warm-up, then at least
+``runs`` timed invokes, and returns every per-run figure in a :class:`LatencyStats`.
+``compare_models`` times several models the same way and reports speedups against
+the first. Not a phone benchmark: ``android_harness`` runs ``benchmark_model`` on
+devices; this is the host-side yardstick and the base of its Linux runner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+
+from converters.verify import load_interpreter, random_inputs, read_model_bytes
+
+ModelLike = Union[bytes, bytearray, str, os.PathLike]
+
+
+@dataclass
+class LatencyStats:
+    """Timings in milliseconds of one model under one configuration."""
+    model: str
+    model_bytes: int
+    model_sha256: str
+    kernels: str
+    threads: int
+    delegate: str | None
+    runs_ms: list[float]
+    median_ms: float
+    p5_ms: float
+    p95_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    init_ms: float
+    first_ms: float
+    warmup_mean_ms: float
+    warmup: int
+
+    @property
+    def runs(self) -> int:
+        return len(self.runs_ms)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["runs"] = self.runs
+        return data
+
+
+def _describe_delegate(delegate: Any) -> str | None:
+    if delegate is None:
+        return None
+    if isinstance(delegate, (str, os.PathLike)):
+        return str(delegate)
+    return type(delegate).__name__
+
+
+def summarize(runs_ms: Sequence[float]) -> dict[str, float]:
+    """median, p5, p95 (linear interpolation), mean, std, min, max of a list of timings."""
+    values = np.asarray(runs_ms, dtype=np.float64)
+    return {"median_ms": float(np.median(values)), "p5_ms": float(np.percentile(values, 5)),
+            "p95_ms": float(np.percentile(values, 95)), "mean_ms": float(values.mean()),
+            "std_ms": float(values.std()), "min_ms": float(values.min()), "max_ms": float(values.max())}
+
+
+class _Progress:
+    """A rich progress bar when asked for one, a no-op otherwise; also accepts a callable(done, total)."""
+
+    def __init__(self, progress: bool | Callable[[int, int], None], description: str, total: int):
+        self.callback = progress if callable(progress) else None
+        self.bar = None
+        self.total = total
+        self.done = 0
+        if progress is True:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(description, total=total)
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, total=max(self.total, self.done))
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def time_model(model: ModelLike, *, threads: int = 1, runs: int = 50, warmup: int = 5, kernels: str = "xnnpack",
+               delegate: Any = None, min_secs: float = 0.0, progress: bool | Callable[[int, int], None] = True,
+               seed: int = 0, inputs: Sequence[np.ndarray] | None = None, name: str | None = None) -> LatencyStats:
+    """Time ``model`` (bytes or path) with the ai-edge-litert interpreter.
+
+    Sequence: create + allocate the interpreter (``init_ms``), one first invoke
+    (``first_ms``, includes lazy packing of weights by XNNPACK), ``warmup`` untimed-in-stats
+    invokes (``warmup_mean_ms``), then timed invokes until both ``runs`` invokes and
+    ``min_secs`` seconds are done. Inputs are set once (seeded random unless given).
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    data = read_model_bytes(model)
+    label = name or ("<bytes>" if isinstance(model, (bytes, bytearray, memoryview)) else str(model))
+
+    start = time.perf_counter()
+    interpreter = load_interpreter(data, threads=threads, kernels=kernels, delegate=delegate)
+    init_ms = (time.perf_counter() - start) * 1e3
+
+    values = list(inputs) if inputs is not None else random_inputs(interpreter, seed)
+    for detail, value in zip(interpreter.get_input_details(), values):
+        interpreter.set_tensor(detail["index"], np.asarray(value, dtype=detail["dtype"]))
+
+    bar = _Progress(progress, f"{Path(label).name} ({kernels}, {threads}t)", 1 + warmup + runs)
+    try:
+        start = time.perf_counter()
+        interpreter.invoke()
+        first_ms = (time.perf_counter() - start) * 1e3
+        bar.advance()
+        warm = []
+        for _ in range(warmup):
+            start = time.perf_counter()
+            interpreter.invoke()
+            warm.append((time.perf_counter() - start) * 1e3)
+            bar.advance()
+        timed: list[float] = []
+        began = time.perf_counter()
+        while len(timed) < runs or time.perf_counter() - began < min_secs:
+            start = time.perf_counter()
+            interpreter.invoke()
+            timed.append((time.perf_counter() - start) * 1e3)
+            bar.advance()
+    finally:
+        bar.close()
+
+    return LatencyStats(model=label, model_bytes=len(data), model_sha256=hashlib.sha256(data).hexdigest(),
+                        kernels=kernels, threads=threads, delegate=_describe_delegate(delegate), runs_ms=timed,
+                        init_ms=init_ms, first_ms=first_ms,
+                        warmup_mean_ms=float(np.mean(warm)) if warm else float("nan"), warmup=warmup,
+                        **summarize(timed))
+
+
+@dataclass
+class BenchComparison:
+    """Several models timed under one configuration; speedups are against the first model's median."""
+    stats: list[LatencyStats]
+    speedups: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"models": [s.to_dict() for s in self.stats], "speedups_vs_first": self.speedups}
+
+
+def compare_models(models: Sequence[ModelLike], *, threads: int = 1, runs: int = 50, warmup: int = 5,
+                   kernels: str = "xnnpack", delegate: Any = None, min_secs: float = 0.0,
+                   progress: bool | Callable[[int, int], None] = True, seed: int = 0) -> BenchComparison:
+    """``time_model`` on each model in turn (one process, same settings); speedup_i = median_0 / median_i."""
+    if not models:
+        raise ValueError("no model to benchmark")
+    # Read every file first so a missing or corrupt one fails before minutes of timing.
+    for model in models:
+        read_model_bytes(model)
+    stats = [time_model(m, threads=threads, runs=runs, warmup=warmup, kernels=kernels, delegate=delegate,
+                        min_secs=min_secs, progress=progress, seed=seed) for m in models]
+    base = stats[0].median_ms
+    return BenchComparison(stats, [base / s.median_ms if s.median_ms > 0 else float("inf") for s in stats])

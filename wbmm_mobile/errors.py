@@ -29,8 +29,13 @@ __all__ = [
     "DeviceCommandError",
     "DeviceNoSpaceError",
     "AdbProtocolError",
+    "DeviceTimeoutError",
     "BenchmarkError",
     "BenchmarkOutputError",
+    "BenchmarkFailedError",
+    "BenchmarkFlagsIgnoredError",
+    "ResultsFileError",
+    "PowerMeasurementError",
 ]
 
 
@@ -107,6 +112,10 @@ class AdbProtocolError(DeviceError):
     """A peer broke the ADB wire protocol (bad magic, checksum, length ...)."""
 
 
+class DeviceTimeoutError(DeviceError, TimeoutError):
+    """A device command or transfer did not finish within its timeout (the device still answers)."""
+
+
 class BenchmarkError(WbmmError, RuntimeError):
     """A benchmark run failed; carries the runner's own words."""
 
@@ -117,3 +126,23 @@ class BenchmarkError(WbmmError, RuntimeError):
 
 class BenchmarkOutputError(BenchmarkError):
     """benchmark_model printed something we cannot parse."""
+
+
+class BenchmarkFailedError(BenchmarkError):
+    """benchmark_model said "Benchmarking failed." (or the runner exited non-zero); carries its words."""
+
+
+class BenchmarkFlagsIgnoredError(BenchmarkError):
+    """benchmark_model ignored flags ("Unconsumed cmdline flags"): it measured another configuration."""
+
+    def __init__(self, message: str, output: str = "", flags: str = ""):
+        super().__init__(message, output)
+        self.flags = flags
+
+
+class ResultsFileError(WbmmError, ValueError):
+    """A results file (JSON lines) that cannot be read: names the file and the line."""
+
+
+class PowerMeasurementError(WbmmError, RuntimeError):
+    """Battery/rail readings that cannot give an energy figure (charging, unreadable, too few samples)."""

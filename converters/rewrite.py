@@ -1,0 +1,320 @@
+"""Rewrite the large depthwise convolutions of a .tflite model: the library entry point.
+
+``rewrite_model(bytes, RewriteOptions) -> RewriteResult`` (bytes + report) and the
+path-based ``rewrite_file``. Each DEPTHWISE_CONV_2D goes through: match
+(``rewrites/_depthwise.match``) -> common check (stride, dilation, multiplier,
+dynamic shape, type, --min-kernel) -> the strategy order from ``converters.strategy``
+-> the first pass of ``PASSES`` in that order whose own check accepts it -> its
+rewrite. Every layer left alone is in the report with its reason.
+
+Before anything is returned the rewritten model is run against the original with
+the ai-edge-litert interpreter on seeded inputs (and the user's): exact mode fails
+past 1e-4 relative (float32 and float16 weights, whose numbers are kept) or one
+quantisation step (int8). Windowed mode changes the function: it is measured and
+reported, not enforced. Models with custom ops are verified only when the wbmm
+delegate can be loaded.
+
+Not for: file format details (``converters/tflite_io.py``) or Keras conversion.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Sequence
+
+import numpy as np
+
+from converters import strategy as strategy_mod
+from converters import tflite_io
+from converters.rewrites import _depthwise, depthwise_custom, depthwise_halo, depthwise_split, depthwise_windowed
+from converters.rewrites._graph import GraphEditor, prune_unused
+from wbmm_mobile.errors import UnsupportedModelError, VerificationError
+
+MODES = ("exact", "windowed")
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One rewrite: its name, the mode it belongs to and its module (check + rewrite)."""
+    name: str
+    mode: str
+    module: ModuleType
+
+
+# The one ordered list of passes. In exact mode the strategy picker orders the three
+# exact passes per layer; this order breaks ties and lists what exists.
+PASSES: tuple[Pass, ...] = (
+    Pass("windowed", "windowed", depthwise_windowed),
+    Pass("custom", "exact", depthwise_custom),
+    Pass("halo", "exact", depthwise_halo),
+    Pass("split", "exact", depthwise_split),
+)
+
+EXACT_RELATIVE = 1e-4
+INT8_STEPS = 1.0
+
+
+@dataclass
+class RewriteOptions:
+    mode: str = "exact"
+    strategy: str = "auto"
+    target: str = "xnnpack"
+    min_kernel: int = 7
+    measure: bool = False
+    verify: bool = True
+    inputs: Sequence[np.ndarray] | None = None
+    seed: int = 0
+    delegate: Any = None           # a loaded delegate or a path; None tries delegates.load() for custom ops
+    progress: bool = False
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.strategy not in strategy_mod.STRATEGIES:
+            raise ValueError(f"strategy must be one of {strategy_mod.STRATEGIES}, got {self.strategy!r}")
+        if self.target not in strategy_mod.TARGETS:
+            raise ValueError(f"target must be one of {strategy_mod.TARGETS}, got {self.target!r}")
+        if self.min_kernel < 1:
+            raise ValueError(f"min_kernel must be >= 1, got {self.min_kernel}")
+
+
+@dataclass
+class LayerReport:
+    subgraph: int
+    op_index: int
+    name: str
+    kernel: str
+    input_shape: list[int]
+    precision: str
+    padding: str
+    rewritten: bool
+    strategy: str | None
+    reason: str
+    ops_added: int = 0
+
+
+@dataclass
+class RewriteReport:
+    mode: str
+    target: str
+    strategy: str
+    min_kernel: int
+    layers: list[LayerReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    verification: dict | None = None
+    verification_note: str = ""
+    bytes_before: int = 0
+    bytes_after: int = 0
+    ops_before: dict[str, int] = field(default_factory=dict)
+    ops_after: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rewritten_count(self) -> int:
+        return sum(layer.rewritten for layer in self.layers)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["rewritten_count"] = self.rewritten_count
+        return data
+
+
+@dataclass
+class RewriteResult:
+    model: bytes
+    report: RewriteReport
+
+
+def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str = "<bytes>") -> RewriteResult:
+    """Rewrite ``data`` (.tflite bytes); verification failures raise VerificationError."""
+    options = options or RewriteOptions()
+    options.validate()
+    model = tflite_io.load_model_bytes(data, name)
+    report = RewriteReport(options.mode, options.target, options.strategy, options.min_kernel,
+                           bytes_before=len(data), ops_before=_op_counts(model))
+    if options.mode == "windowed":
+        report.warnings.append("windowed mode changes the function: each KxK conv becomes WBMM with window "
+                               "(K+1)/2 and sees zeros across window borders (see the measured deviation)")
+
+    for g in range(len(model.subgraphs)):
+        _rewrite_subgraph(model, g, options, report)
+    out = tflite_io.model_to_bytes(model)
+    report.bytes_after = len(out)
+    report.ops_after = _op_counts(tflite_io.load_model_bytes(out, "the rewritten model"))
+    if options.verify:
+        _verify(data, out, model, options, report)
+    return RewriteResult(out, report)
+
+
+def rewrite_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
+                 options: RewriteOptions | None = None, report_path: str | os.PathLike | None = None) -> RewriteResult:
+    """Read, rewrite, verify, then write the model (and the JSON report if asked)."""
+    input_path = Path(input_path)
+    data = tflite_io.read_model(input_path)   # clear errors first; the bytes are read again below
+    del data
+    result = rewrite_model(input_path.read_bytes(), options, name=str(input_path))
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(output_path).with_name(Path(output_path).name + ".partial")
+    tmp.write_bytes(result.model)
+    os.replace(tmp, output_path)
+    if report_path is not None:
+        import json
+        Path(report_path).write_text(json.dumps(result.report.to_dict(), indent=2) + "\n")
+    return result
+
+
+def load_inputs_npz(path: str | os.PathLike, model: bytes) -> list[np.ndarray]:
+    """Arrays from an .npz, matched to the model's inputs by name, else taken in file order."""
+    from converters.verify import input_specs
+
+    path = Path(path)
+    if not path.exists():
+        from wbmm_mobile.errors import ModelNotFoundError
+        raise ModelNotFoundError(f"{path}: no such inputs file")
+    try:
+        archive = np.load(path)
+        arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:  # noqa: BLE001 - any npz failure is the user's file
+        raise UnsupportedModelError(f"{path}: cannot read as .npz ({exc})") from None
+    specs = input_specs(model)
+    if all(spec.name in arrays for spec in specs):
+        chosen = [arrays[spec.name] for spec in specs]
+    elif len(arrays) == len(specs):
+        chosen = list(arrays.values())
+    else:
+        raise UnsupportedModelError(f"{path}: {len(arrays)} arrays for a model with {len(specs)} inputs "
+                                    f"({', '.join(s.name for s in specs)})")
+    for spec, value in zip(specs, chosen):
+        if tuple(value.shape)[1:] != tuple(spec.shape)[1:]:
+            raise UnsupportedModelError(f"{path}: input {spec.name!r} has shape {value.shape}, model wants {spec.shape}")
+    return chosen
+
+
+# --------------------------------------------------------------------------- the loop
+
+def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteReport) -> None:
+    graph = model.subgraphs[g]
+    if not graph.operators:
+        return
+    originals = list(graph.operators)
+    replacements: dict[int, list] = {}
+    passes = {p.name: p for p in PASSES if p.mode == options.mode}
+    for index in range(len(originals)):
+        layer = _depthwise.match(model, g, index)
+        if layer is None:
+            continue
+        entry = LayerReport(g, index, layer.name, f"{layer.kernel_size[0]}x{layer.kernel_size[1]}",
+                            list(layer.x.shape), layer.precision, layer.padding_name, False, None, "")
+        report.layers.append(entry)
+        reason = _depthwise.check_common(layer, options.min_kernel)
+        if reason:
+            entry.reason = reason
+            continue
+        if options.mode == "windowed":
+            order, why = ("windowed",), "windowed mode"
+        else:
+            chosen = strategy_mod.pick(strategy_mod.LayerShape(layer.x.shape[1], layer.x.shape[2], layer.channels,
+                                                               max(layer.kernel_size), layer.padding_name),
+                                       options.target, options.strategy, options.measure)
+            order, why = chosen.order, chosen.reason
+        refusals = []
+        for name in order:
+            rewrite_pass = passes[name]
+            refusal = rewrite_pass.module.check(layer)
+            if refusal:
+                refusals.append(f"{name}: {refusal}")
+                continue
+            editor = GraphEditor(model, g, dynamic_batch=layer.dynamic_batch)
+            if name == "windowed":
+                rewrite_pass.module.rewrite(editor, layer, use_custom_op=options.strategy == "custom")
+            else:
+                rewrite_pass.module.rewrite(editor, layer)
+            replacements[index] = editor.ops
+            entry.rewritten, entry.strategy, entry.ops_added = True, name, len(editor.ops)
+            entry.reason = "; ".join([why] + refusals)
+            break
+        else:
+            entry.reason = "; ".join(refusals) or "no pass accepted it"
+    if replacements:
+        new_ops = []
+        for index, op in enumerate(originals):
+            new_ops.extend(replacements.get(index, [op]))
+        graph.operators = new_ops
+        prune_unused(model, g)
+
+
+def _op_counts(model) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for g in range(len(model.subgraphs)):
+        for name in tflite_io.op_names(model, g):
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# --------------------------------------------------------------------------- verification
+
+def _load_delegate(options: RewriteOptions):
+    if options.delegate is not None:
+        return options.delegate, "the given delegate"
+    try:
+        from delegates import load  # the C++ delegate's Python loader (another area)
+    except ImportError:
+        return None, "the wbmm delegate's loader (delegates.load) is not available"
+    try:
+        loader = getattr(load, "load_delegate", None) or getattr(load, "load", None)
+        if loader is None:
+            return None, "delegates.load has no load_delegate()"
+        return loader(), "the wbmm delegate"
+    except Exception as exc:  # noqa: BLE001 - an unbuilt or broken delegate only skips verification
+        return None, f"the wbmm delegate could not be loaded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+
+
+def _verify(original: bytes, rewritten: bytes, model, options: RewriteOptions, report: RewriteReport) -> None:
+    from converters import verify
+
+    has_custom = any(layer.strategy == "custom" for layer in report.layers if layer.rewritten)
+    if not report.rewritten_count:
+        report.verification_note = "nothing was rewritten; nothing to verify"
+        return
+    delegate = None
+    if has_custom:
+        delegate, where = _load_delegate(options)
+        if delegate is None:
+            report.verification_note = (f"NOT verified: the model has wbmm custom ops and {where}; "
+                                        "run it where the delegate is built to check it")
+            report.warnings.append(report.verification_note)
+            return
+    kernels = "builtin" if options.target == "builtin" else "xnnpack"
+    input_sets = [verify.random_inputs(original, options.seed), verify.random_inputs(original, options.seed + 1)]
+    if options.inputs is not None:
+        input_sets.append(list(options.inputs))
+    precisions = {layer.precision for layer in report.layers if layer.rewritten}
+    worst = None
+    for inputs in input_sets:
+        reference = verify.run_tflite(original, inputs, kernels=kernels, dequantize_outputs=True)
+        candidate_interpreter = verify.load_interpreter(rewritten, kernels=kernels, delegate=delegate)
+        candidate = verify.run_tflite(candidate_interpreter, inputs, dequantize_outputs=True)
+        specs = verify.output_specs(candidate_interpreter)
+        tolerances = [verify.Tolerance(absolute=INT8_STEPS * s.scale, description=f"int8: abs <= one step {s.scale:.3g}")
+                      if s.quantized else
+                      verify.Tolerance(relative=EXACT_RELATIVE, description=f"rel <= {EXACT_RELATIVE:g}")
+                      for s in specs]
+        result = verify.compare(reference, candidate, tolerances, enforce=options.mode == "exact",
+                                what="the rewritten model")
+        if worst is None or result.max_rel > worst.max_rel:
+            worst = result
+    report.verification = worst.to_dict()
+    report.verification["inputs"] = f"{len(input_sets)} sets (seeds {options.seed}, {options.seed + 1}" + \
+        (", and the user's)" if options.inputs is not None else ")")
+    report.verification["kernels"] = kernels
+    report.verification["precisions"] = sorted(precisions)
+    if options.mode == "windowed":
+        report.verification_note = (f"windowed mode: measured deviation from the original on seeded inputs: "
+                                    f"max abs {worst.max_abs:.3g}, max rel {worst.max_rel:.3g} (not an error)")
+        report.warnings.append(report.verification_note)
+    else:
+        report.verification_note = f"verified with {kernels} kernels" + \
+            (f" and {options.delegate and 'the given delegate' or 'the wbmm delegate'}" if has_custom else "") + \
+            f": {worst.summary()}"

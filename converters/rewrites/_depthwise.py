@@ -1,0 +1,220 @@
+"""Match a DEPTHWISE_CONV_2D and the checks every large-kernel rewrite shares.
+
+``match`` reads one op into a :class:`DepthwiseLayer` (shapes, the kernel as float
+numbers, bias, padding, activation, precision); ``check_common`` returns the reason a
+layer must be left alone, or None. Strategy-specific reasons (a halo matrix too
+large, an even kernel in windowed mode) live in the strategy's own file.
+
+Precision handling, shared by all strategies through :func:`emit_in_float`:
+float16 weights behind DEQUANTIZE are read as the exact float16 values and written
+back as float16 (behind DEQUANTIZE); int8 layers run their replacement in float
+between a DEQUANTIZE of the input and a QUANTIZE into the original int8 output, so
+the model's quantisation parameters are kept and the output is the exact real-valued
+conv rounded once (within one quantisation step of the int8 kernel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from converters import tflite_io
+from converters.rewrites._graph import Activation, Builtin, GraphEditor, Tensor
+
+SUPPORTED_ACTIVATIONS = {Activation.NONE: "none", Activation.RELU: "relu", Activation.RELU6: "relu6"}
+
+
+@dataclass
+class DepthwiseLayer:
+    subgraph: int
+    op_index: int
+    name: str
+    x: Tensor
+    out: Tensor
+    kernel_size: tuple[int, int]
+    kernel: np.ndarray | None          # (kh, kw, C) float64 real values, None if not constant
+    bias: np.ndarray | None            # (C,) float64 real values
+    padding: int                       # schema.Padding.SAME / VALID
+    activation: int
+    precision: str                     # "float32", "float16" (weights), "int8", or a type name
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    depth_multiplier: int
+    dynamic_batch: bool
+    dynamic_spatial: bool
+    output_quantization: schema.QuantizationParametersT | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def padding_name(self) -> str:
+        return "SAME" if self.padding == schema.Padding.SAME else "VALID"
+
+    @property
+    def channels(self) -> int:
+        return self.x.shape[3]
+
+    @property
+    def weights_float16(self) -> bool:
+        return self.precision == "float16"
+
+
+def _producer(graph: schema.SubGraphT, tensor_index: int) -> schema.OperatorT | None:
+    for op in graph.operators:
+        if tensor_index in [int(o) for o in op.outputs]:
+            return op
+    return None
+
+
+def _constant_through_dequantize(model, g: int, tensor_index: int) -> tuple[np.ndarray | None, bool]:
+    """The constant behind ``tensor_index``; follows one DEQUANTIZE of a float16 constant."""
+    value = tflite_io.constant_value(model, g, tensor_index)
+    if value is not None:
+        return value, False
+    graph = model.subgraphs[g]
+    producer = _producer(graph, tensor_index)
+    if producer is not None and tflite_io.opcode_name(model, producer.opcodeIndex) == "DEQUANTIZE":
+        source = int(producer.inputs[0])
+        value = tflite_io.constant_value(model, g, source)
+        if value is not None and graph.tensors[source].type == schema.TensorType.FLOAT16:
+            return value, True
+    return None, False
+
+
+def _per_channel_scales(tensor: schema.TensorT, channels: int) -> np.ndarray | None:
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None
+    scale = np.asarray(q.scale, dtype=np.float64)
+    return np.broadcast_to(scale, (channels,)) if scale.size == 1 else scale
+
+
+def _shape(tensor: schema.TensorT) -> tuple[int, ...]:
+    return tuple(int(s) for s in (tensor.shape if tensor.shape is not None else []))
+
+
+def match(model: schema.ModelT, g: int, op_index: int) -> DepthwiseLayer | None:
+    """A DepthwiseLayer for a DEPTHWISE_CONV_2D op, None for any other op."""
+    graph = model.subgraphs[g]
+    op = graph.operators[op_index]
+    if tflite_io.opcode_name(model, op.opcodeIndex) != "DEPTHWISE_CONV_2D":
+        return None
+    options = op.builtinOptions
+    inputs = [int(i) for i in op.inputs]
+    x_t, w_t = graph.tensors[inputs[0]], graph.tensors[inputs[1]]
+    out_index = int(op.outputs[0])
+    out_t = graph.tensors[out_index]
+    x_shape, w_shape = _shape(x_t), _shape(w_t)
+    signature = [int(s) for s in x_t.shapeSignature] if x_t.shapeSignature is not None else list(x_shape)
+    name = (out_t.name.decode(errors="replace") if isinstance(out_t.name, bytes) else str(out_t.name))
+    kernel_size = (w_shape[1], w_shape[2]) if len(w_shape) == 4 else (0, 0)
+
+    raw, behind_dequantize = _constant_through_dequantize(model, g, inputs[1])
+    bias_index = inputs[2] if len(inputs) > 2 else -1
+    raw_bias = None
+    if bias_index >= 0:
+        raw_bias, _ = _constant_through_dequantize(model, g, bias_index)
+
+    if x_t.type == schema.TensorType.INT8:
+        precision = "int8"
+    elif x_t.type == schema.TensorType.FLOAT32:
+        precision = "float16" if behind_dequantize else "float32"
+    else:
+        precision = tflite_io.tensor_type_name(x_t.type).lower()
+
+    kernel = bias = None
+    channels = x_shape[3] if len(x_shape) == 4 else 0
+    if raw is not None and len(w_shape) == 4:
+        if precision == "int8" and w_t.type == schema.TensorType.INT8:
+            w_scale = _per_channel_scales(w_t, w_shape[3])
+            zero = np.asarray(w_t.quantization.zeroPoint if w_t.quantization.zeroPoint is not None else [0])
+            kernel = ((raw.astype(np.float64) - np.broadcast_to(zero, (w_shape[3],))) * w_scale)[0]
+            in_scale = _per_channel_scales(x_t, 1)
+            if raw_bias is not None and in_scale is not None:
+                bias = raw_bias.astype(np.float64) * in_scale[0] * w_scale
+        elif precision in ("float32", "float16"):
+            kernel = raw.astype(np.float64)[0]
+            bias = None if raw_bias is None else raw_bias.astype(np.float64)
+
+    return DepthwiseLayer(
+        subgraph=g, op_index=op_index, name=name,
+        x=Tensor(inputs[0], x_shape), out=Tensor(out_index, _shape(out_t)),
+        kernel_size=kernel_size, kernel=kernel, bias=bias,
+        padding=int(options.padding), activation=int(options.fusedActivationFunction), precision=precision,
+        stride=(int(options.strideH), int(options.strideW)),
+        dilation=(int(options.dilationHFactor), int(options.dilationWFactor)),
+        # The kernels infer the multiplier from the shapes; the option field is advisory.
+        depth_multiplier=(w_shape[3] // channels) if channels and len(w_shape) == 4 else int(options.depthMultiplier),
+        dynamic_batch=bool(signature and signature[0] == -1),
+        dynamic_spatial=any(s == -1 for s in signature[1:]),
+        output_quantization=out_t.quantization)
+
+
+def check_common(layer: DepthwiseLayer, min_kernel: int) -> str | None:
+    """Why no large-kernel rewrite may touch this layer, or None."""
+    kh, kw = layer.kernel_size
+    if max(kh, kw) < min_kernel:
+        return f"kernel {kh}x{kw} is below --min-kernel {min_kernel}"
+    if layer.stride != (1, 1):
+        return f"stride {layer.stride[0]}x{layer.stride[1]} (only stride 1 is rewritten)"
+    if layer.dilation != (1, 1):
+        return f"dilation {layer.dilation[0]}x{layer.dilation[1]} (only dilation 1 is rewritten)"
+    if layer.depth_multiplier != 1:
+        return f"depth multiplier {layer.depth_multiplier} (only 1 is rewritten)"
+    if layer.dynamic_spatial or len(layer.x.shape) != 4:
+        return "dynamic shape (height, width or channels unknown before run time)"
+    if layer.precision not in ("float32", "float16", "int8"):
+        return f"unsupported type {layer.precision}"
+    if layer.kernel is None:
+        return "unsupported type: the filter is not a constant of a supported type"
+    if layer.activation not in SUPPORTED_ACTIVATIONS:
+        return f"unsupported fused activation {schema_activation_name(layer.activation)}"
+    return None
+
+
+def schema_activation_name(value: int) -> str:
+    names = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+    return names.get(value, str(value))
+
+
+def emit_in_float(editor: GraphEditor, layer: DepthwiseLayer,
+                  body: Callable[[GraphEditor, Tensor, Tensor], None]) -> None:
+    """Run ``body(editor, x_float, out_float)``; for int8 layers wrap it in DEQUANTIZE/QUANTIZE
+    so the original int8 input and output tensors (and their parameters) stay as they were."""
+    if layer.precision != "int8":
+        body(editor, layer.x, layer.out)
+        return
+    x_float = editor.dequantize(layer.x, f"{layer.name}/wbmm/dequantized_input")
+    out_float = editor.tensor(f"{layer.name}/wbmm/float_output", layer.out.shape)
+    body(editor, x_float, out_float)
+    editor.quantize(out_float, layer.out)
+
+
+def float32_kernel(layer: DepthwiseLayer) -> np.ndarray:
+    """The kernel as stored for the replacement ops (float16 models keep their float16 numbers)."""
+    return layer.kernel.astype(np.float32)
+
+
+def same_padding(layer: DepthwiseLayer) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(top, bottom), (left, right) zero padding that TF's SAME rule adds at stride 1."""
+    kh, kw = layer.kernel_size
+    if layer.padding != schema.Padding.SAME:
+        return (0, 0), (0, 0)
+    return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2), ((kw - 1) // 2, kw - 1 - (kw - 1) // 2)
+
+
+def final_bias_and_activation(editor: GraphEditor, layer: DepthwiseLayer, y: Tensor, out: Tensor) -> None:
+    """``out = act(y + bias)``: one ADD with the activation fused, or one RELU/RELU6, or a copy-free
+    hand-over when neither is needed (the last op then writes ``out`` itself)."""
+    if layer.bias is not None:
+        bias = editor.weight(f"{layer.name}/wbmm/bias", layer.bias.astype(np.float32), store_float16=False)
+        editor.add(y, bias, "", layer.activation, out=out)
+    elif layer.activation != Activation.NONE:
+        editor.activation(y, layer.activation, "", out=out)
+    else:
+        # Redirect the producer of y to write the original output tensor directly.
+        producer = editor.ops[-1]
+        producer.outputs = np.array([out.index if int(o) == y.index else int(o) for o in producer.outputs],
+                                    dtype=np.int32)

@@ -1,0 +1,45 @@
+"""Exact rewrite ``custom``: one ``WBMM_DEPTHWISE`` custom op that the C++ delegate executes.
+
+The op's inputs, layout and ``custom_options`` are defined once in
+``converters/custom_ops.py``: x, the kernel in TFLite's (1, kh, kw, C) layout
+(float16 models keep float16 kernels), the bias or -1, and the words
+(kernel_h, kernel_w, padding, activation). A model with this op runs only where the
+wbmm delegate is loaded; the rewrite says so in its report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from converters import custom_ops
+from converters.rewrites._depthwise import DepthwiseLayer, emit_in_float
+from converters.rewrites._graph import Builtin, GraphEditor, Tensor
+
+NAME = "custom"
+
+_ACTIVATIONS = {0: custom_ops.ACTIVATION_NONE, 1: custom_ops.ACTIVATION_RELU, 3: custom_ops.ACTIVATION_RELU6}
+
+
+def check(layer: DepthwiseLayer) -> str | None:
+    if layer.activation not in _ACTIVATIONS:
+        return f"WBMM_DEPTHWISE has no fused activation {layer.activation}"
+    return None
+
+
+def rewrite(editor: GraphEditor, layer: DepthwiseLayer) -> None:
+    emit_in_float(editor, layer, lambda ed, x, out: _emit(ed, layer, x, out))
+
+
+def _emit(editor: GraphEditor, layer: DepthwiseLayer, x: Tensor, out: Tensor) -> None:
+    kh, kw = layer.kernel_size
+    channels = layer.channels
+    dtype = np.float16 if layer.weights_float16 else np.float32
+    kernel = editor.constant(f"{layer.name}/wbmm_depthwise/kernel", layer.kernel.astype(dtype).reshape(1, kh, kw, channels))
+    bias = None
+    if layer.bias is not None:
+        bias = editor.constant(f"{layer.name}/wbmm_depthwise/bias", layer.bias.astype(np.float32))
+    padding = custom_ops.PADDING_SAME if layer.padding == schema.Padding.SAME else custom_ops.PADDING_VALID
+    options = custom_ops.DepthwiseOptions(kh, kw, padding, _ACTIVATIONS[layer.activation])
+    editor.op(Builtin.CUSTOM, [x, kernel, bias], [out], custom=custom_ops.WBMM_DEPTHWISE_OP,
+              custom_options=options.pack())

@@ -1,0 +1,170 @@
+"""The ``auto`` strategy: which exact rewrite (split, halo, custom) each layer gets on a target.
+
+Rules that come from what a runtime accepts are fixed (WBMM.md): the ``delegate``
+target runs the ``WBMM_DEPTHWISE`` custom op; NNAPI takes BATCH_MATMUL only from
+feature level 6 (Android 12), so ``split`` is the one safe choice there; the TFLite
+GPU delegate has rejected batched BATCH_MATMUL with a constant operand, so ``split``.
+For ``xnnpack`` and ``builtin`` the choice between ``split`` and ``halo`` is a
+measurement: either the shipped table ``strategy_measurements.json`` (made by
+``benchmarks/large_kernels.py --write-strategy-table`` on the machine it names), or,
+with ``measure=True``, a timing of both rewrites of a one-layer model of the layer's
+exact shape on this machine. ``halo`` must win by ``HALO_MARGIN`` to be picked, so
+noise never trades a measured ``split`` for a slower ``halo``.
+
+Not for: building the rewrites (``converters/rewrites/``) or the rewrite loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
+STRATEGIES = ("auto", "split", "halo", "custom")
+TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
+HALO_MARGIN = 0.9   # halo is picked only when it takes <= 90% of split's time
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The strategies to try in order for one layer, and why."""
+    order: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    height: int
+    width: int
+    channels: int
+    kernel: int
+    padding: str = "SAME"
+
+
+def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool = False,
+         table_path: Path | None = None) -> Pick:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy != "auto":
+        return Pick((strategy,), f"--strategy {strategy} asked for")
+    if target == "delegate":
+        return Pick(("custom", "split"), "delegate target: the wbmm delegate runs WBMM_DEPTHWISE")
+    if target == "nnapi":
+        return Pick(("split",), "nnapi: BATCH_MATMUL needs NNAPI feature level 6 (Android 12); split uses "
+                                "DEPTHWISE_CONV_2D/ADD/PAD/STRIDED_SLICE only")
+    if target == "gpu":
+        return Pick(("split",), "gpu: the TFLite GPU delegate rejects batched BATCH_MATMUL with a constant "
+                                "operand; split keeps to depthwise convs")
+    kernels = target
+    if measure:
+        times = measure_strategies(shape, kernels)
+        source = "measured now on this machine"
+        nearest = shape
+    else:
+        nearest, times, machine = lookup(shape, kernels, table_path)
+        if times is None:
+            return Pick(("split", "halo"), f"{kernels}: no shipped measurement; split is the safe default")
+        source = f"shipped table, nearest measured shape {nearest.height}x{nearest.width}x{nearest.channels} " \
+                 f"K={nearest.kernel}, {machine}"
+    split_ms, halo_ms = times.get("split"), times.get("halo")
+    if halo_ms is not None and split_ms is not None and halo_ms <= HALO_MARGIN * split_ms:
+        return Pick(("halo", "split"), f"{kernels}: halo {halo_ms:.2f} ms < split {split_ms:.2f} ms ({source})")
+    if split_ms is None:
+        return Pick(("split", "halo"), f"{kernels}: split (no timing of it, {source})")
+    halo_text = f"halo {halo_ms:.2f} ms" if halo_ms is not None else "halo not measured"
+    return Pick(("split", "halo"), f"{kernels}: split {split_ms:.2f} ms vs {halo_text} ({source})")
+
+
+@lru_cache(maxsize=4)
+def _load_table(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def lookup(shape: LayerShape, kernels: str, table_path: Path | None = None):
+    """(nearest measured shape, {strategy: ms}, machine) from the table, nearest in log-space."""
+    table = _load_table(str(table_path or TABLE_PATH))
+    rows = [r for r in table.get("layers", []) if r.get("kernels") == kernels]
+    if not rows:
+        return shape, None, None
+
+    def distance(row) -> float:
+        return (abs(math.log(row["height"] * row["width"] / (shape.height * shape.width)))
+                + abs(math.log(row["channels"] / shape.channels)) + 2 * abs(math.log(row["kernel"] / shape.kernel)))
+
+    best = min(rows, key=distance)
+    nearest = LayerShape(best["height"], best["width"], best["channels"], best["kernel"])
+    return nearest, best["median_ms"], table.get("machine", "machine unknown")
+
+
+def depthwise_model(shape: LayerShape, seed: int = 0, bias: bool = True) -> bytes:
+    """A one-layer .tflite (1xHxWxC float32 -> DEPTHWISE_CONV_2D KxK) built directly with the
+    schema, for timing rewrites of one layer without the TensorFlow converter."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from converters import tflite_io
+    from converters.rewrites._graph import Builtin, GraphEditor, Options
+
+    model = schema.ModelT()
+    model.version = 3
+    model.description = b"wbmm-mobile one-layer depthwise model"
+    model.buffers = [schema.BufferT()]
+    model.operatorCodes = []
+    graph = schema.SubGraphT()
+    graph.tensors, graph.operators = [], []
+    model.subgraphs = [graph]
+    editor = GraphEditor(model, 0)
+    rng = np.random.default_rng(seed)
+    k = shape.kernel
+    x = editor.tensor("input", (1, shape.height, shape.width, shape.channels))
+    kernel = editor.constant("kernel", (rng.standard_normal((1, k, k, shape.channels)) / k).astype(np.float32))
+    b = editor.constant("bias", rng.standard_normal(shape.channels).astype(np.float32)) if bias else None
+    valid = shape.padding.upper() == "VALID"
+    out_hw = (shape.height - k + 1, shape.width - k + 1) if valid else (shape.height, shape.width)
+    out = editor.tensor("output", (1, *out_hw, shape.channels))
+    options = schema.DepthwiseConv2DOptionsT()
+    options.padding = schema.Padding.VALID if valid else schema.Padding.SAME
+    options.strideH = options.strideW = options.depthMultiplier = 1
+    options.dilationHFactor = options.dilationWFactor = 1
+    editor.op(Builtin.DEPTHWISE_CONV_2D, [x, kernel, b], [out], Options.DepthwiseConv2DOptions, options)
+    graph.operators = editor.ops
+    graph.inputs = np.array([x.index], dtype=np.int32)
+    graph.outputs = np.array([out.index], dtype=np.int32)
+    signature = schema.SignatureDefT()
+    signature.signatureKey = b"serving_default"
+    signature.subgraphIndex = 0
+    for label, tensor, target in (("input", x, "inputs"), ("output", out, "outputs")):
+        entry = schema.TensorMapT()
+        entry.name = label.encode()
+        entry.tensorIndex = tensor.index
+        setattr(signature, target, [entry])
+    model.signatureDefs = [signature]
+    return tflite_io.model_to_bytes(model)
+
+
+def measure_strategies(shape: LayerShape, kernels: str, threads: int = 1, runs: int = 20,
+                       strategies: tuple[str, ...] = ("split", "halo")) -> dict[str, float]:
+    """Median ms of each exact rewrite of a one-layer model of ``shape`` (plus the stock conv)."""
+    from converters.rewrite import RewriteOptions, rewrite_model
+    from wbmm_mobile.hostbench import time_model
+
+    stock = depthwise_model(shape)
+    times = {"depthwise": time_model(stock, threads=threads, runs=runs, warmup=3, kernels=kernels,
+                                     progress=False).median_ms}
+    for name in strategies:
+        options = RewriteOptions(strategy=name, target=kernels, min_kernel=1, verify=False)
+        result = rewrite_model(stock, options)
+        if not any(layer.rewritten for layer in result.report.layers):
+            continue
+        times[name] = time_model(result.model, threads=threads, runs=runs, warmup=3, kernels=kernels,
+                                 progress=False).median_ms
+    return times

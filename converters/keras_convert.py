@@ -1,0 +1,525 @@
+"""Keras model with WBMM layers -> verified .tflite bytes and a conversion report.
+
+Steps: find the WBMM layers (and an eval-mode BatchNormalization right after one, which is
+folded into its table and bias, WBMM.md's reparameterisation); ask the chosen lowering
+(``converters.lowerings``) whether it can deploy each one (a refusal names the layer and the
+reason); clone the model with each WBMM layer replaced by the lowering's deploy-time layer
+(``keras.models.clone_model``; WBMM layers inside custom block layers get their ``call``
+swapped for the conversion instead, since clone_model cannot reach into them); convert with
+``tf.lite.TFLiteConverter.from_keras_model`` (never ``from_concrete_functions``: it loses Keras 3
+weights) at float32, float16 (weights) or int8 (full integer, int8 input/output); let the
+lowering edit the flatbuffer; then run it with ai-edge-litert against the original Keras
+model on seeded random inputs and fail past the tolerance (``converters.verify``).
+
+Not for .tflite inputs or plain large depthwise convs (``converters.rewrite``, issue 3) and not
+for writing files (``convert_file`` does, after verification).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from converters.lowerings import DEFAULT_LOWERING, LOWERING_NAMES, get_lowering
+from converters.lowerings.base import WbmmParams, compact
+from converters.verify import VerificationResult, compare, dequantize, input_specs, random_inputs, run_tflite, \
+    tolerance_for, tolerances_for_model
+from wbmm_mobile import core
+from wbmm_mobile.errors import ConversionError, CorruptModelError, ModelNotFoundError, UnsupportedLayerError, \
+    UnsupportedModelError, VerificationError
+
+PRECISIONS = ("float32", "float16", "int8")
+REPRESENTATIVE_SAMPLES = 32
+
+
+# ----------------------------------------------------------------------------- report
+
+@dataclass
+class LayerReport:
+    name: str
+    window: tuple[int, int]
+    channels: int
+    input_hw: tuple[int, int]
+    lowering: str
+    folded: list[str]
+    table_bytes: int          # compact float32 table (+ bias)
+    dense_bytes: int          # dense float32 M (+ bias)
+    numpy_check: dict | None = None   # custom lowering without delegate: per-layer check of the stored op
+
+
+@dataclass
+class ConversionReport:
+    model_name: str
+    precision: str
+    lowering: str
+    layers: list[LayerReport]
+    tflite_bytes: int
+    compact_table_bytes: int
+    op_counts: dict[str, int]
+    max_tensor_rank: int
+    needs_delegate: bool
+    verification: VerificationResult | None
+    verification_note: str
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    output_path: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["verification"] = None if self.verification is None else self.verification.to_dict()
+        return data
+
+
+@dataclass
+class ConversionResult:
+    tflite: bytes
+    report: ConversionReport
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_keras_model(path: str | os.PathLike):
+    """``keras.models.load_model`` with the project's layers registered and one-line errors."""
+    import keras
+
+    import wbmm_mobile.layers  # noqa: F401 - registers WBMM, GRN, SqueezeExcite, LayerScale
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path}: no such model file")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (TypeError, ValueError) as exc:
+        text = " ".join(str(exc).split())
+        if "Could not locate class" in text or "Unknown layer" in text or "could not be deserialized" in text:
+            raise UnsupportedLayerError(f"{path}: a layer of this model is not known to wbmm-mobile ({text[:200]})") \
+                from exc
+        raise CorruptModelError(f"{path}: not a loadable Keras model ({text[:200]})") from exc
+    except (OSError, KeyError) as exc:
+        raise CorruptModelError(f"{path}: not a Keras model file ({' '.join(str(exc).split())[:200]})") from exc
+
+
+# ----------------------------------------------------------------------------- finding and folding WBMM layers
+
+def _is_wbmm(layer) -> bool:
+    from wbmm_mobile.layers import WBMM
+
+    return isinstance(layer, WBMM)
+
+
+def _all_layers(model) -> list:
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def _producer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history[0]
+
+
+def _batchnorm_followers(model) -> dict[int, Any]:
+    """id(WBMM layer) -> the BatchNormalization that is the only reader of its output (top level only)."""
+    import keras
+
+    readers: dict[int, list] = {}
+    for layer in model.layers:
+        for node in getattr(layer, "_inbound_nodes", []):
+            for tensor in node.input_tensors:
+                producer = _producer(tensor)
+                if producer is not None:
+                    readers.setdefault(id(producer), []).append(layer)
+    follows = {}
+    for layer in model.layers:
+        if not _is_wbmm(layer) or len(getattr(layer, "_inbound_nodes", [])) != 1:
+            continue
+        users = readers.get(id(layer), [])
+        if len(users) == 1 and isinstance(users[0], keras.layers.BatchNormalization) \
+                and len(users[0]._inbound_nodes) == 1 and users[0].axis in (-1, [-1], 3, [3]) \
+                and id(layer) not in {id(o) for o in model.outputs}:
+            follows[id(layer)] = users[0]
+    return follows
+
+
+def _input_shape(layer) -> tuple:
+    try:
+        return tuple(layer.input.shape)
+    except (AttributeError, ValueError):
+        shapes = getattr(layer, "_build_shapes_dict", None) or {}
+        if shapes:
+            return tuple(next(iter(shapes.values())))
+        raise UnsupportedLayerError(f"layer {layer.name!r}: its input shape is unknown (build the model first)")
+
+
+def wbmm_params(model, fold_batchnorm: bool = True) -> tuple[list[WbmmParams], dict[int, Any], dict[int, Any]]:
+    """Deploy parameters of every WBMM layer (shortcut and, when possible, BatchNorm folded).
+
+    Returns (params in model order, id(WBMM) -> params, id(folded BN) -> BN layer).
+    """
+    followers = _batchnorm_followers(model) if fold_batchnorm else {}
+    params, by_layer, folded_bn = [], {}, {}
+    for layer in _all_layers(model):
+        if not _is_wbmm(layer):
+            continue
+        raw = np.asarray(layer.table.numpy() if hasattr(layer.table, "numpy") else layer.table, np.float64)
+        bias = None if not layer.use_bias else np.asarray(layer.bias.numpy(), np.float64)
+        folded = []
+        bn = followers.get(id(layer))
+        if bn is not None:
+            gamma = bn.gamma.numpy() if bn.scale else np.ones(raw.shape[0])
+            beta = bn.beta.numpy() if bn.center else np.zeros(raw.shape[0])
+            bn_params = core.BatchNormParams(gamma, beta, bn.moving_mean.numpy(), bn.moving_variance.numpy(),
+                                             float(bn.epsilon))
+            table, bias = core.fold_batchnorm(raw, layer.window, bn_params, shortcut=layer.use_shortcut, bias=bias)
+            folded += (["shortcut"] if layer.use_shortcut else []) + [f"batchnorm {bn.name!r}"]
+            folded_bn[id(bn)] = bn
+        else:
+            table = raw.copy()
+            if layer.use_shortcut:
+                table[:, core.center_offset(layer.window)] += 1.0
+                folded.append("shortcut")
+        p = WbmmParams(index=len(params), name=layer.name, window=tuple(layer.window),
+                       table=table.astype(np.float32), bias=None if bias is None else np.asarray(bias, np.float32),
+                       input_shape=_input_shape(layer), folded=folded)
+        params.append(p)
+        by_layer[id(layer)] = p
+    return params, by_layer, folded_bn
+
+
+# ----------------------------------------------------------------------------- deploy model
+
+def _pass_through(name: str):
+    """Stands where a folded BatchNormalization was; takes (and ignores) its call arguments."""
+    import keras
+
+    class FoldedAway(keras.layers.Layer):
+        def call(self, x, *args, **kwargs):
+            return x
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    return FoldedAway(name=name)
+
+
+@contextlib.contextmanager
+def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], folded_bn: dict[int, Any]):
+    """The model to hand to the TFLite converter, with WBMM layers lowered."""
+    import keras
+
+    top_level = {id(layer) for layer in model.layers}
+    nested = [p for key, p in by_layer.items() if key not in top_level]
+    if not nested:
+        def clone(layer):
+            if id(layer) in by_layer:
+                return lowering.deploy_layer(by_layer[id(layer)])
+            if id(layer) in folded_bn:
+                return _pass_through(layer.name)
+            return layer                     # shared, with its weights
+        try:
+            cloned = keras.models.clone_model(model, clone_function=clone)
+        except ValueError:
+            cloned = None                    # a subclassed model: patch below
+        if cloned is not None:
+            yield cloned
+            return
+    # WBMM layers inside custom block layers: swap their call for the conversion only.
+    patched = []
+    try:
+        for layer in _all_layers(model):
+            if id(layer) in by_layer:
+                deploy = lowering.deploy_layer(by_layer[id(layer)])
+                object.__setattr__(layer, "call", deploy.call)
+                patched.append(layer)
+            elif id(layer) in folded_bn:
+                object.__setattr__(layer, "call", lambda x, *args, **kwargs: x)
+                patched.append(layer)
+        yield model
+    finally:
+        for layer in patched:
+            object.__delattr__(layer, "call")
+
+
+@contextlib.contextmanager
+def _quiet_native_output():
+    """Silence what TensorFlow's converter prints on fds 1 and 2; keep it for error messages."""
+    captured = tempfile.TemporaryFile(mode="w+b")
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        for fd in (1, 2):
+            os.dup2(captured.fileno(), fd)
+        with contextlib.redirect_stdout(open(os.devnull, "w")):
+            yield captured
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _captured_text(captured) -> str:
+    captured.seek(0)
+    lines = [line for line in captured.read().decode(errors="replace").splitlines() if "error" in line.lower()]
+    return " ".join(lines[-3:])
+
+
+def _representative(model, data: np.ndarray | Sequence | None, seed: int, notes: list[str]):
+    specs = random_inputs(model, seed)
+    if data is None:
+        message = (f"int8: no representative data given; calibrating on {REPRESENTATIVE_SAMPLES} seeded uniform "
+                   "[-1, 1) samples, which may not match real inputs (pass --representative-data)")
+        warnings.warn(message, stacklevel=3)
+        notes.append(message)
+        samples = [random_inputs(model, seed + 1 + i) for i in range(REPRESENTATIVE_SAMPLES)]
+    else:
+        array = np.asarray(data, np.float32)
+        expected = specs[0].shape[1:]
+        if len(specs) != 1 or tuple(array.shape[1:]) != tuple(expected):
+            raise UnsupportedModelError(f"representative data of shape {array.shape} does not fit the model input "
+                                        f"(N, {', '.join(map(str, expected))})")
+        samples = [[array[i:i + 1]] for i in range(array.shape[0])]
+
+    def generator():
+        for sample in samples:
+            yield [np.asarray(s, np.float32) for s in sample]
+    return generator
+
+
+def _convert(deploy, precision: str, representative) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(deploy)
+    if precision == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with _quiet_native_output() as captured, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return converter.convert()
+        except Exception as exc:  # noqa: BLE001 - the converter raises many types; all mean "could not convert"
+            detail = " ".join(str(exc).split())[:300] or _captured_text(captured)
+            raise ConversionError(f"the TFLite converter failed at {precision}: {detail}") from exc
+
+
+# ----------------------------------------------------------------------------- analysis and verification
+
+def model_facts(data: bytes) -> tuple[Counter, int, list[str]]:
+    """(op type counts over all subgraphs, max tensor rank, names of tensors of rank > 4)."""
+    from converters import tflite_io
+
+    tree = tflite_io.load_model_bytes(data)
+    counts: Counter = Counter()
+    max_rank, high = 0, []
+    for index, subgraph in enumerate(tree.subgraphs):
+        counts.update(tflite_io.op_names(tree, index))
+        for tensor in subgraph.tensors:
+            rank = 0 if tensor.shape is None else len(tensor.shape)
+            max_rank = max(max_rank, rank)
+            if rank > 4:
+                high.append(tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name))
+    return counts, max_rank, high
+
+
+def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers: dict[str, Any],
+                            seed: int, precision: str) -> list[dict]:
+    """Check each stored WBMM custom op (table, bias, options) in numpy against its Keras layer."""
+    from converters import tflite_io
+    from converters.custom_ops import WBMM_OP, unpack_options
+
+    tree = tflite_io.load_model_bytes(data)
+    subgraph = tree.subgraphs[0]
+    ops = [op for op in subgraph.operators if tflite_io.opcode_name(tree, op.opcodeIndex) == WBMM_OP]
+    if len(ops) != len(params):
+        raise VerificationError(f"the file has {len(ops)} {WBMM_OP} ops for {len(params)} WBMM layers")
+    results = []
+    rng = np.random.default_rng(seed)
+    for op, p in zip(ops, params):
+        options = unpack_options(WBMM_OP, bytes(bytearray(op.customOptions)))
+        kernel = tflite_io.constant_value(tree, 0, int(op.inputs[1])).astype(np.float64)[0]
+        table, window = core.kernel_to_table(kernel)
+        bias = None if int(op.inputs[2]) < 0 else tflite_io.constant_value(tree, 0, int(op.inputs[2]))
+        shape = tuple(1 if v is None else int(v) for v in p.input_shape)
+        x = rng.uniform(-1, 1, shape).astype(np.float32)
+        stored = core.wbmm_forward(x.astype(np.float64), table, (options.window_h, options.window_w),
+                                   shortcut=options.shortcut, bias=bias)
+        layer = keras_layers[p.name]
+        reference = np.asarray(layer(x), np.float64)
+        if "batchnorm" in " ".join(p.folded):
+            bn = keras_layers[p.folded[-1].split("'")[1]]
+            reference = np.asarray(bn(reference.astype(np.float32), training=False), np.float64)
+        result = compare([reference], [stored], tolerance_for(precision), what=f"custom op of layer {p.name!r}")
+        results.append({"layer": p.name, "window": list(window), **result.to_dict()})
+        if not result.passed:
+            raise VerificationError(f"the {WBMM_OP} op stored for layer {p.name!r} disagrees with the Keras layer: "
+                                    f"{result.summary()}")
+    return results
+
+
+def _load_project_delegate():
+    """The project's C++ delegate when ``delegates.load`` exists and the library is built, else None."""
+    try:
+        import delegates
+        load = getattr(delegates, "load", None)
+        if load is None:
+            from delegates import loader as _loader  # noqa: F401 - another layout of the same package
+            load = getattr(_loader, "load", None)
+    except ImportError:
+        return None, "delegates.load is not available"
+    if load is None:
+        return None, "delegates.load is not available"
+    try:
+        return load(), ""
+    except Exception as exc:  # noqa: BLE001 - any failure means "verify in numpy instead"
+        return None, f"delegate not loaded ({' '.join(str(exc).split())[:120]})"
+
+
+def verify_against_keras(model, data: bytes, precision: str, seed: int = 0, delegate: Any = None,
+                         kernels: str = "xnnpack") -> VerificationResult:
+    """Run ``data`` and the Keras model on the same seeded inputs; raise past the tolerance."""
+    from converters.verify import load_interpreter
+
+    interpreter = load_interpreter(data, kernels=kernels, delegate=delegate)
+    specs = input_specs(interpreter)
+    inputs = random_inputs(interpreter, seed)
+    keras_inputs = [dequantize(x, s) if s.quantized else x for x, s in zip(inputs, specs)]
+    reference = model(keras_inputs if len(keras_inputs) > 1 else keras_inputs[0], training=False)
+    reference = [np.asarray(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
+    candidate = run_tflite(interpreter, inputs, dequantize_outputs=True)
+    tolerances = tolerances_for_model(precision, interpreter)
+    return compare(reference, candidate, tolerances, enforce=True, what=f"the {precision} .tflite")
+
+
+# ----------------------------------------------------------------------------- the entry points
+
+def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_LOWERING,
+                  representative_data: np.ndarray | None = None, seed: int = 0, verify: bool = True,
+                  fold_batchnorm: bool = True, name: str | None = None, delegate: Any = None) -> ConversionResult:
+    """Convert a Keras model (WBMM layers lowered with ``lowering``) to verified .tflite bytes."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    strategy = get_lowering(lowering)
+    started = time.perf_counter()
+    notes: list[str] = []
+    warned: list[str] = []
+    params, by_layer, folded_bn = wbmm_params(model, fold_batchnorm=fold_batchnorm)
+    for p in params:
+        reason = strategy.check(p, precision)
+        if reason:
+            raise UnsupportedLayerError(f"layer {p.name!r} (WBMM {p.window[0]}x{p.window[1]}): "
+                                        f"lowering {lowering!r} refused: {reason}")
+    representative = None
+    if precision == "int8":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            representative = _representative(model, representative_data, seed, notes)
+        for w in caught:
+            warned.append(str(w.message))
+            warnings.warn(str(w.message), stacklevel=2)
+        notes = [n for n in notes if n not in warned]
+
+    with _deploy_model(model, strategy, by_layer, folded_bn) as deploy:
+        data = _convert(deploy, precision, representative)
+
+    if params and type(strategy).finalize is not type(get_lowering("bmm")).finalize:
+        from converters import tflite_io
+
+        tree = tflite_io.load_model_bytes(data)
+        notes += strategy.finalize(tree, params)
+        compact(tree)
+        data = tflite_io.model_to_bytes(tree)
+
+    counts, max_rank, high_rank = model_facts(data)
+    if high_rank:
+        raise ConversionError(f"the converted model has tensors of rank > 4 ({', '.join(high_rank[:3])}); "
+                              "NNAPI cannot run it")
+
+    verification, note, layer_checks = None, "not verified (verify=False)", {}
+    if verify:
+        if strategy.needs_delegate and params:
+            loaded, why = (delegate, "") if delegate is not None else _load_project_delegate()
+            if loaded is not None:
+                verification = verify_against_keras(model, data, precision, seed, delegate=loaded)
+                note = "ai-edge-litert + wbmm delegate vs Keras on seeded random inputs"
+            else:
+                keras_layers = {layer.name: layer for layer in _all_layers(model)}
+                for check in _custom_ops_numpy_check(data, params, keras_layers, seed, precision):
+                    layer_checks[check["layer"]] = check
+                note = (f"the model needs the wbmm delegate to run ({why}); each WBMM custom op was checked in "
+                        "numpy against its Keras layer, the rest of the graph was not run")
+        else:
+            verification = verify_against_keras(model, data, precision, seed)
+            note = "ai-edge-litert (XNNPACK) vs Keras on seeded random inputs"
+
+    layers = [LayerReport(name=p.name, window=p.window, channels=p.channels,
+                          input_hw=(p.input_shape[1], p.input_shape[2]), lowering=lowering, folded=p.folded,
+                          table_bytes=p.table_bytes, dense_bytes=p.dense_bytes, numpy_check=layer_checks.get(p.name))
+              for p in params]
+    report = ConversionReport(
+        model_name=name or getattr(model, "name", "model"), precision=precision, lowering=lowering, layers=layers,
+        tflite_bytes=len(data), compact_table_bytes=sum(p.table_bytes for p in params), op_counts=dict(counts),
+        max_tensor_rank=max_rank, needs_delegate=bool(strategy.needs_delegate and params),
+        verification=verification, verification_note=note, warnings=warned, notes=notes,
+        seconds=time.perf_counter() - started)
+    return ConversionResult(data, report)
+
+
+def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, precision: str = "float32",
+                 lowering: str = DEFAULT_LOWERING, representative_data: str | os.PathLike | None = None,
+                 seed: int = 0, fold_batchnorm: bool = True) -> ConversionReport:
+    """Convert a ``.keras`` file; write ``OUT/<name>.tflite`` and ``OUT/report.json`` only once verified."""
+    import json
+
+    model_path = Path(model_path)
+    if not model_path.exists():
+        raise ModelNotFoundError(f"{model_path}: no such model file")
+    if model_path.suffix == ".tflite":
+        raise UnsupportedModelError(f"{model_path}: .tflite input goes through the rewriter "
+                                    "(`wbmm-mobile rewrite`); convert takes a .keras model")
+    data_array = None
+    if representative_data is not None:
+        rep_path = Path(representative_data)
+        if not rep_path.is_file():
+            raise ModelNotFoundError(f"{rep_path}: no such representative data file")
+        try:
+            data_array = np.load(rep_path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise CorruptModelError(f"{rep_path}: not a .npy array ({exc})") from exc
+    model = load_keras_model(model_path)
+    result = convert_keras(model, precision=precision, lowering=lowering, representative_data=data_array,
+                           seed=seed, fold_batchnorm=fold_batchnorm, name=model_path.stem)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{model_path.stem}.tflite"
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(result.tflite)
+    os.replace(partial, target)
+    result.report.output_path = str(target)
+    (out_dir / "report.json").write_text(json.dumps(result.report.to_dict(), indent=2, default=_json_default))
+    return result.report
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+__all__ = ["PRECISIONS", "LOWERING_NAMES", "ConversionReport", "ConversionResult", "LayerReport", "convert_keras",
+           "convert_file", "load_keras_model", "model_facts", "verify_against_keras", "wbmm_params"]

@@ -1,0 +1,75 @@
+"""``bmm`` lowering: window partition by reshape/transpose, one BATCH_MATMUL with a constant dense M.
+
+Per layer: (B, H, W, C) -[PAD]-> (B, Hp, Wp, C) -> (B*nh, wh, nw, ww*C) -> (B*nh, nw, wh, ww*C)
+-> (N, d, C) -> (C, N, d); ``BATCH_MATMUL`` with ``M`` (C, d, d) = ``R'[I]`` (shortcut folded in the
+centre of R'); then the same steps backwards, [crop], [+ bias]. Every tensor has rank <= 4, which
+NNAPI's TRANSPOSE needs; XNNPACK delegates all of these ops. The file stores C*d^2 floats per layer
+(14x the table at 7x7): the price of not gathering M at run time. ``gather`` reuses this graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from converters.lowerings.base import Lowering, WbmmParams
+
+
+def window_matmul(x, matrices, window: tuple[int, int], bias=None):
+    """TensorFlow ops of the lowering; ``matrices`` is (C, d, d) (a constant or a tensor)."""
+    import tensorflow as tf
+
+    wh, ww = window
+    _, height, width, channels = x.shape
+    pad_h, pad_w = (-height) % wh, (-width) % ww
+    padded_h, padded_w = height + pad_h, width + pad_w
+    tiles_w = padded_w // ww
+    if pad_h or pad_w:
+        x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+    t = tf.reshape(x, (-1, wh, tiles_w, ww * channels))
+    t = tf.transpose(t, (0, 2, 1, 3))
+    t = tf.reshape(t, (-1, wh * ww, channels))          # (N, d, C), pixel p = r*ww + c
+    t = tf.transpose(t, (2, 0, 1))                      # (C, N, d)
+    t = tf.linalg.matmul(t, matrices)                   # Y_c = X_c @ M_c
+    t = tf.transpose(t, (1, 2, 0))
+    t = tf.reshape(t, (-1, tiles_w, wh, ww * channels))
+    t = tf.transpose(t, (0, 2, 1, 3))
+    t = tf.reshape(t, (-1, padded_h, padded_w, channels))
+    if pad_h or pad_w:
+        t = t[:, :height, :width, :]
+    if bias is not None:
+        t = t + bias
+    return t
+
+
+def _deploy_layer_class():
+    import keras
+    import tensorflow as tf
+
+    class WbmmDenseMatmul(keras.layers.Layer):
+        """Deploy-time WBMM with the dense M baked in as a constant (conversion only)."""
+
+        def __init__(self, params: WbmmParams, **kwargs):
+            super().__init__(name=params.name, **kwargs)
+            self.params = params
+
+        def call(self, x):
+            p = self.params
+            with tf.name_scope(p.marker):
+                bias = None if p.bias is None else tf.constant(p.bias.astype(np.float32))
+                return window_matmul(x, tf.constant(p.dense_matrices()), p.window, bias)
+
+        def compute_output_shape(self, input_shape):
+            return tuple(input_shape)
+
+    return WbmmDenseMatmul
+
+
+class BmmLowering(Lowering):
+    name = "bmm"
+    summary = "reshape/transpose + BATCH_MATMUL with a constant dense M (C, d, d)"
+
+    def deploy_layer(self, params: WbmmParams):
+        return _deploy_layer_class()(params)
+
+
+LOWERING = BmmLowering()

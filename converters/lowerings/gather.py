@@ -1,0 +1,106 @@
+"""``gather`` lowering: the compact table stays in the file and M is built in the graph by GATHER.
+
+The TFLite converter constant-folds a gather of constants, so the graph is converted as for
+``bmm`` and then edited: the constant M (C, d, d) feeding each layer's BATCH_MATMUL (directly,
+or through the DEQUANTIZE of a float16 file) is replaced by the table (C, (2wh-1)(2ww-1)) and a
+``GATHER(table, I, axis=1)`` producing M right before the matmul. The table is read back out of
+M itself, so whatever the converter did to M (float16, int8 with its scale, a folded scale) is
+kept bit for bit, and the edit is refused unless ``table[:, I]`` reproduces M exactly.
+Cost: one gather of C*d^2 values per call; file: the table plus a (d, d) int32 index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from converters.lowerings.base import (Lowering, WbmmParams, add_constant, add_tensor_like, consumers, has_marker,
+                                       opcode_index, producers)
+from converters.lowerings.bmm import BmmLowering
+from wbmm_mobile import core
+from wbmm_mobile.errors import ConversionError
+
+
+def _first_positions(index: np.ndarray, table_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each table entry k, one (i, j) with index[i, j] == k (every k occurs in I)."""
+    flat = index.reshape(-1)
+    first = np.full(table_size, -1, dtype=np.int64)
+    for position in range(flat.size - 1, -1, -1):
+        first[flat[position]] = position
+    if (first < 0).any():
+        raise ConversionError("the relative-position index does not cover the table")
+    return np.divmod(first, index.shape[1])
+
+
+class GatherLowering(BmmLowering):
+    name = "gather"
+    summary = "compact table in the file, M = GATHER(table, I) in the graph, then BATCH_MATMUL"
+
+    def finalize(self, model, layers: list[WbmmParams]) -> list[str]:
+        from ai_edge_litert import schema_py_generated as schema
+        from converters import tflite_io
+
+        subgraph = model.subgraphs[0]
+        notes = []
+        for params in layers:
+            written_by = producers(subgraph)
+            matmul_at = next((i for i, op in enumerate(subgraph.operators)
+                              if tflite_io.opcode_name(model, op.opcodeIndex) == "BATCH_MATMUL"
+                              and any(has_marker(subgraph.tensors[t], params.marker) for t in op.outputs)), None)
+            if matmul_at is None:
+                raise ConversionError(f"layer {params.name!r}: no BATCH_MATMUL of its lowering found in the file")
+            matmul = subgraph.operators[matmul_at]
+            rhs = int(matmul.inputs[1])
+            constant, dequantize_at = rhs, None
+            if rhs in written_by and tflite_io.opcode_name(
+                    model, subgraph.operators[written_by[rhs]].opcodeIndex) == "DEQUANTIZE":
+                dequantize_at = written_by[rhs]
+                constant = int(subgraph.operators[dequantize_at].inputs[0])
+            dense = tflite_io.constant_value(model, 0, constant)
+            if dense is None or dense.shape != (params.channels, params.d, params.d):
+                raise ConversionError(f"layer {params.name!r}: the matmul's right-hand side is not a constant "
+                                      f"(C, d, d) = {(params.channels, params.d, params.d)}")
+            options = matmul.builtinOptions
+            index = core.relative_position_index(params.window)
+            if options is not None and getattr(options, "adjY", False):
+                index = index.T
+            rows, cols = _first_positions(index, core.table_size(params.window))
+            table = np.ascontiguousarray(dense[:, rows, cols])
+            if not np.array_equal(table[:, index], dense):
+                raise ConversionError(f"layer {params.name!r}: the converted M is not R[I] for any table R "
+                                      "(the converter changed its structure); use --lowering bmm")
+
+            # The table gets a buffer of its own: converters share identical buffers between tensors.
+            table_tensor = subgraph.tensors[constant]
+            table_index = add_constant(model, subgraph, table, f"{params.marker}/table", table_tensor.type,
+                                       table_tensor.quantization)
+            index_tensor = add_constant(model, subgraph, index.astype(np.int32), f"{params.marker}/relative_index",
+                                        schema.TensorType.INT32)
+            if dequantize_at is not None:
+                # float16 file: DEQUANTIZE(table16) -> GATHER; the dequantized tensor changes shape.
+                dequantize = subgraph.operators[dequantize_at]
+                if len(consumers(subgraph).get(rhs, [])) != 1:
+                    raise ConversionError(f"layer {params.name!r}: its dequantized M is shared with other ops")
+                dequantize.inputs = [table_index]
+                subgraph.tensors[rhs].shape = list(table.shape)
+                subgraph.tensors[rhs].shapeSignature = None
+                gather_input = rhs
+            else:
+                gather_input = table_index
+            gathered = add_tensor_like(subgraph, subgraph.tensors[rhs], dense.shape, f"{params.marker}/gathered_M")
+            if dequantize_at is not None:
+                subgraph.tensors[gathered].type = schema.TensorType.FLOAT32
+
+            gather = schema.OperatorT()
+            gather.opcodeIndex = opcode_index(model, schema.BuiltinOperator.GATHER)
+            gather.inputs = [gather_input, index_tensor]
+            gather.outputs = [gathered]
+            gather.builtinOptionsType = schema.BuiltinOptions.GatherOptions
+            gather.builtinOptions = schema.GatherOptionsT()
+            gather.builtinOptions.axis = 1
+            matmul.inputs = [int(matmul.inputs[0]), gathered] + [int(t) for t in matmul.inputs[2:]]
+            subgraph.operators.insert(matmul_at, gather)
+            notes.append(f"{params.name}: M (C, d, d) = {dense.shape} replaced by a {table.shape} table + GATHER")
+        return notes
+
+
+LOWERING = GatherLowering()

@@ -1,0 +1,480 @@
+"""Profile models on Android devices: latency (and energy) per delegate config, with and without WBMM.
+
+``profile(plan)`` runs every (device, model, config, threads) of a ``ProfilePlan``:
+one worker thread per device, in parallel. A worker pushes what the device lacks
+(models, the ``benchmark_model`` binary, the WBMM delegate for the wbmm config;
+content hashes decide), keeps the screen on, then for each run lets the listeners
+(``android_harness.listeners``, ``android_harness.power``) prepare, runs ONE shell
+command (the listeners' lines, the benchmark pinned to the big cores with
+``taskset``, the listeners' closing lines) and appends one record to the results
+file the moment the run ends (``android_harness.results``). A benchmark that
+crashes or prints garbage is recorded as failed with its output and the rest go
+on; a device that disappears stops its worker, keeps what finished and reports
+the runs it did not do, which ``resume=True`` completes later.
+
+Configs map to benchmark_model flags through one ordered table (``CONFIGS``).
+Not for: parsing output (``benchmark_output``), tables (``wbmm_mobile.compare``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import shlex
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from android_harness.device import Device, file_sha256
+from android_harness.listeners import (
+    CooldownListener, DeviceSession, LatencyListener, RunContext, RunListener, RunOutcome, ScreenOnListener,
+    ThermalListener)
+from android_harness.results import ResultsStore, RunKey, RunRecord
+from wbmm_mobile.errors import (
+    BenchmarkError, DelegateNotBuiltError, DeviceError, ModelNotFoundError, WbmmError)
+
+__all__ = [
+    "CONFIGS",
+    "ConfigSpec",
+    "ProfilePlan",
+    "ProfileReport",
+    "RunSummary",
+    "profile",
+    "config_flags",
+    "find_benchmark_binary",
+    "elf_abi",
+    "BENCHMARK_CACHE_DIR",
+    "REMOTE_DIR",
+]
+
+REMOTE_DIR = "/data/local/tmp/wbmm"
+# Where a user keeps benchmark_model builds per ABI; nothing is ever downloaded.
+BENCHMARK_CACHE_DIR = Path(os.environ.get("WBMM_BENCHMARK_CACHE",
+                                          Path.home() / ".cache" / "wbmm-mobile" / "benchmark_model"))
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    name: str
+    description: str
+    needs_delegate: bool = False
+
+
+# The one table of configs, in the order runs and tables use.
+CONFIGS: dict[str, ConfigSpec] = {spec.name: spec for spec in [
+    ConfigSpec("cpu", "TFLite builtin CPU kernels (--use_xnnpack=false)"),
+    ConfigSpec("xnnpack", "XNNPACK delegate (--use_xnnpack=true)"),
+    ConfigSpec("nnapi", "NNAPI delegate (--use_nnapi=true, accelerator and execution preference options)"),
+    ConfigSpec("gpu", "GPU delegate (--use_gpu=true)"),
+    ConfigSpec("wbmm", "the WBMM delegate for the device's ABI (--external_delegate_path) over XNNPACK",
+               needs_delegate=True),
+]}
+
+
+def config_flags(config: str, *, delegate_remote: str | None = None, nnapi_accelerator: str | None = None,
+                 nnapi_preference: str | None = None, delegate_options: str | None = None) -> list[str]:
+    """benchmark_model flags of one config."""
+    if config == "cpu":
+        return ["--use_xnnpack=false"]
+    if config == "xnnpack":
+        return ["--use_xnnpack=true"]
+    if config == "nnapi":
+        flags = ["--use_nnapi=true"]
+        if nnapi_accelerator:
+            flags.append(f"--nnapi_accelerator_name={nnapi_accelerator}")
+        if nnapi_preference:
+            flags.append(f"--nnapi_execution_preference={nnapi_preference}")
+        return flags
+    if config == "gpu":
+        return ["--use_gpu=true"]
+    if config == "wbmm":
+        if not delegate_remote:
+            raise DelegateNotBuiltError("the wbmm config needs the delegate library (--delegate-lib)")
+        flags = ["--use_xnnpack=true", f"--external_delegate_path={delegate_remote}"]
+        if delegate_options:
+            flags.append(f"--external_delegate_options={delegate_options}")
+        return flags
+    raise ValueError(f"unknown config {config!r}; choose from {', '.join(CONFIGS)}")
+
+
+# ELF e_machine -> Android ABI, to refuse a library built for another CPU before pushing it.
+_ELF_MACHINES = {0x28: "armeabi-v7a", 0xB7: "arm64-v8a", 0x03: "x86", 0x3E: "x86_64"}
+
+
+def elf_abi(path: str | Path) -> str | None:
+    """The Android ABI an ELF file is built for (None when not ELF or unknown machine)."""
+    with open(path, "rb") as handle:
+        head = handle.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    little = head[5] == 1
+    machine = int.from_bytes(head[18:20], "little" if little else "big")
+    return _ELF_MACHINES.get(machine)
+
+
+def find_benchmark_binary(abi: str, given: str | Path | None = None) -> Path:
+    """The benchmark binary: the user's path, else ``BENCHMARK_CACHE_DIR/<abi>/benchmark_model``."""
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: benchmark binary not found")
+        return path
+    cached = BENCHMARK_CACHE_DIR / abi / "benchmark_model"
+    if cached.is_file():
+        return cached
+    raise FileNotFoundError(
+        f"no benchmark_model for {abi}: pass --benchmark-binary PATH or put one at {cached} "
+        "(TFLite's prebuilt android_aarch64_benchmark_model; nothing is downloaded)")
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """Everything ``profile`` needs; the CLI builds one from its flags."""
+
+    models: tuple[str, ...]
+    out: str
+    devices: tuple[str, ...] = ()           # serials; empty with all_devices=False = the only device
+    all_devices: bool = False
+    adb_server: str | None = None           # host:port of the ADB server
+    direct: bool = False                    # devices are host:port adbd addresses, reached without a server
+    configs: tuple[str, ...] = ("xnnpack", "wbmm")
+    threads: tuple[int, ...] = (1,)
+    runs: int = 50
+    warmup: int = 5
+    power: bool = False
+    cooldown: str = "0"                     # seconds, or "temp"
+    cooldown_timeout_s: float = 300.0
+    benchmark_binary: str | None = None
+    delegate_lib: str | None = None
+    delegate_options: str | None = None
+    nnapi_accelerator: str | None = None
+    nnapi_preference: str | None = "sustained_speed"
+    resume: bool = False
+    run_timeout_s: float = 1800.0
+    idle_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    label: str
+    status: str       # "ok", "failed", "skipped", "missing"
+    detail: str = ""
+
+
+@dataclass
+class ProfileReport:
+    out: str
+    results_file: str
+    runs: list[RunSummary] = field(default_factory=list)
+    device_errors: dict[str, str] = field(default_factory=dict)
+
+    def by_status(self, status: str) -> list[RunSummary]:
+        return [r for r in self.runs if r.status == status]
+
+    @property
+    def complete(self) -> bool:
+        return not self.by_status("missing") and not self.device_errors
+
+
+@dataclass(frozen=True)
+class _Model:
+    path: str
+    name: str
+    sha256: str
+    size: int
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+_MARKER = re.compile(r"^@@WBMM (\w+) ([0-9.]+)\s*$", re.MULTILINE)
+
+
+def _default_listeners(plan: ProfilePlan) -> list[RunListener]:
+    """The ordered listener list: latency first (others read its block), energy after it."""
+    if plan.cooldown == "temp":
+        cooldown = CooldownListener(mode="temp", timeout_s=plan.cooldown_timeout_s)
+    else:
+        cooldown = CooldownListener(seconds=float(plan.cooldown), mode="fixed")
+    listeners: list[RunListener] = [ScreenOnListener(), cooldown, ThermalListener(), LatencyListener()]
+    if plan.power:
+        from android_harness.power import PowerListener
+        listeners.append(PowerListener(idle_seconds=plan.idle_seconds))
+    return listeners
+
+
+class _Progress:
+    def __init__(self, progress: bool | Callable[[str], None], total: int):
+        self.callback = progress if callable(progress) else None
+        self.bar = None
+        self.lock = threading.Lock()
+        if progress is True:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("profiling", total=total)
+
+    def advance(self, label: str) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.update(self.task, advance=1, description=label[:60])
+            if self.callback is not None:
+                self.callback(label)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _connect(serial: str | None, plan: ProfilePlan) -> Device:
+    from android_harness.transport import open_transport
+    if plan.direct:
+        return Device(open_transport(direct=serial))
+    return Device(open_transport(serial=serial, adb_server=plan.adb_server))
+
+
+def _list_devices(plan: ProfilePlan) -> list[str]:
+    import adbutils
+    host, port = "127.0.0.1", 5037
+    if plan.adb_server:
+        from android_harness.transport import parse_host_port
+        host, port = parse_host_port(plan.adb_server, 5037)
+    try:
+        client = adbutils.AdbClient(host=host, port=port)
+        return [d.serial for d in client.device_list()]
+    except Exception as exc:  # noqa: BLE001 - adbutils raises several kinds for "no server"
+        raise DeviceError(f"cannot list devices through the ADB server at {host}:{port}: {exc}") from None
+
+
+class _DeviceWorker:
+    """Runs every planned run of one device, in order, appending records as they finish."""
+
+    def __init__(self, serial: str | None, plan: ProfilePlan, models: list[_Model], store: ResultsStore,
+                 report: ProfileReport, report_lock: threading.Lock, progress: _Progress,
+                 listeners: list[RunListener], connect: Callable[[str | None, ProfilePlan], Device]):
+        self.serial, self.plan, self.models, self.store = serial, plan, models, store
+        self.report, self.report_lock, self.progress = report, report_lock, progress
+        self.listeners, self.connect = listeners, connect
+
+    def _note(self, summary: RunSummary) -> None:
+        with self.report_lock:
+            self.report.runs.append(summary)
+        self.progress.advance(f"{summary.status}: {summary.label}")
+
+    def _planned(self) -> list[tuple[_Model, str, int]]:
+        return [(m, c, t) for m in self.models for c in self.plan.configs for t in self.plan.threads]
+
+    def run(self) -> None:
+        planned = self._planned()
+        done_index = 0
+        label_serial = self.serial or "device"
+        try:
+            device = self.connect(self.serial, self.plan)
+            info = device.info()
+            label_serial = device.serial
+            session = DeviceSession(device=device, info=info, remote_dir=REMOTE_DIR)
+            binary, binary_remote, binary_hash = self._push_binary(device, info)
+            delegate_remote, delegate_meta = self._push_delegate(device, info)
+            model_remote = {m.sha256: self._push_model(device, m) for m in self.models}
+            pinning_mask, pinning_note = self._pinning(device, binary_remote)
+            done = self.store.done_keys() if self.plan.resume else set()
+            session_facts: dict[str, Any] = {}
+            try:
+                for listener in self.listeners:
+                    facts = listener.start_session(session)
+                    if facts is not None:
+                        session_facts[listener.name] = facts
+                for done_index, (model, config, threads) in enumerate(planned):
+                    key = RunKey(serial=device.serial, model_sha256=model.sha256, config=config, threads=threads,
+                                 runs=self.plan.runs, warmup=self.plan.warmup, binary_sha256=binary_hash,
+                                 power=self.plan.power)
+                    label = f"{device.serial} {model.name} {config} {threads}t"
+                    if key in done:
+                        self._note(RunSummary(label, "skipped", "done before (--resume)"))
+                        continue
+                    record = self._one_run(session, key, model, model_remote[model.sha256], config, threads,
+                                           binary, binary_remote, binary_hash, delegate_remote, delegate_meta,
+                                           pinning_mask, pinning_note, session_facts)
+                    self.store.append(record)
+                    self._note(RunSummary(label, record.status, record.error or ""))
+                done_index = len(planned)
+            finally:
+                for listener in self.listeners:
+                    try:
+                        listener.end_session(session)
+                    except (DeviceError, OSError):
+                        pass  # the device is gone; nothing left to undo there
+        except (DeviceError, OSError, BenchmarkError, WbmmError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            with self.report_lock:
+                self.report.device_errors[label_serial] = reason
+            for model, config, threads in planned[done_index:]:
+                self._note(RunSummary(f"{label_serial} {model.name} {config} {threads}t", "missing", reason))
+
+    # -- pushing -------------------------------------------------------------------------------
+    def _push_binary(self, device: Device, info) -> tuple[Path, str, str]:
+        abi = platform.machine() if info.is_loopback else info.abi
+        binary = find_benchmark_binary(abi, self.plan.benchmark_binary)
+        remote = f"{REMOTE_DIR}/bin/benchmark_model"
+        synced = device.sync_file(binary, remote, mode=0o755)
+        device.run(["chmod", "755", remote], timeout=60)
+        return binary, remote, synced.sha256
+
+    def _push_delegate(self, device: Device, info) -> tuple[str | None, dict | None]:
+        if "wbmm" not in self.plan.configs:
+            return None, None
+        if not self.plan.delegate_lib:
+            raise DelegateNotBuiltError("the wbmm config needs --delegate-lib PATH (the delegate built for "
+                                        f"{info.abi}; `make delegate-arm64` builds the arm64 one)")
+        lib = Path(self.plan.delegate_lib)
+        if not lib.is_file():
+            raise DelegateNotBuiltError(f"{lib}: delegate library not found")
+        lib_abi = elf_abi(lib)
+        device_abi = None if info.is_loopback else info.abi
+        if device_abi and lib_abi and lib_abi != device_abi:
+            raise DelegateNotBuiltError(f"{lib} is built for {lib_abi}, the device is {device_abi}")
+        remote = f"{REMOTE_DIR}/lib/{lib_abi or 'unknown'}/{lib.name}"
+        synced = device.sync_file(lib, remote, mode=0o755)
+        return remote, {"path": str(lib), "sha256": synced.sha256, "abi": lib_abi, "remote": remote}
+
+    def _push_model(self, device: Device, model: _Model) -> str:
+        # Content-addressed name: the same bytes are never pushed twice, renamed files too.
+        remote = f"{REMOTE_DIR}/models/{model.sha256[:16]}.tflite"
+        device.sync_file(model.path, remote)
+        return remote
+
+    def _pinning(self, device: Device, binary_remote: str) -> tuple[str | None, str]:
+        try:
+            mask = device.cpu_topology().big_core_mask
+        except DeviceError as exc:
+            return None, f"unpinned: no CPU topology ({exc})"
+        probe = device.shell(f"taskset {mask} true", timeout=30)
+        if not probe.ok:
+            return None, f"unpinned: taskset {mask} failed ({(probe.stderr or probe.stdout).strip()[:120]})"
+        return mask, f"taskset {mask} (big cores)"
+
+    # -- one run -------------------------------------------------------------------------------
+    def _one_run(self, session: DeviceSession, key: RunKey, model: _Model, model_remote: str, config: str,
+                 threads: int, binary: Path, binary_remote: str, binary_hash: str, delegate_remote: str | None,
+                 delegate_meta: dict | None, mask: str | None, pinning_note: str,
+                 session_facts: dict) -> RunRecord:
+        plan = self.plan
+        started = _now()
+        run_id = f"{model.sha256[:8]}-{config}-{threads}t-{os.getpid()}-{threading.get_ident() % 10000}"
+        run = RunContext(session=session, run_id=run_id, model_name=model.name, config=config, threads=threads,
+                         runs=plan.runs, warmup=plan.warmup)
+        info = session.info
+        flags = config_flags(config, delegate_remote=delegate_remote, nnapi_accelerator=plan.nnapi_accelerator,
+                             nnapi_preference=plan.nnapi_preference, delegate_options=plan.delegate_options)
+        argv = [binary_remote, f"--graph={model_remote}", f"--num_threads={threads}",
+                f"--num_runs={plan.runs}", f"--warmup_runs={plan.warmup}", *flags]
+        benchmark = shlex.join(argv)
+        if mask:
+            benchmark = f"taskset {mask} {benchmark}"
+        plugged = None
+        record = RunRecord(
+            key=key, status="ok",
+            device={"serial": info.serial, "model": info.model, "manufacturer": info.manufacturer, "soc": info.soc,
+                    "abi": info.abi, "sdk": info.sdk_level, "android_version": info.android_version,
+                    "loopback": info.is_loopback},
+            model=asdict(model), binary={"path": str(binary), "sha256": binary_hash, "remote": binary_remote},
+            config=config, flags=flags, threads=threads, started_at=started, finished_at=started,
+            pinning=pinning_note, delegate_lib=delegate_meta if config == "wbmm" else None)
+        record.extra["session"] = session_facts
+        try:
+            try:
+                plugged = session.device.battery().plugged
+            except DeviceError:
+                plugged = None
+            record.plugged = plugged
+            for listener in self.listeners:
+                listener.before_run(run)
+            script = "\n".join(filter(None, [
+                *(listener.shell_before(run) for listener in self.listeners),
+                'read WBMM_T _ < /proc/uptime; echo "@@WBMM bench_start $WBMM_T"',
+                f"{benchmark} 2>&1",
+                "WBMM_RC=$?",
+                'read WBMM_T _ < /proc/uptime; echo "@@WBMM bench_end $WBMM_T"',
+                *(listener.shell_after(run) for listener in self.listeners),
+                "exit $WBMM_RC",
+            ]))
+            result = session.device.shell(script, timeout=plan.run_timeout_s)
+            output = result.stdout + (("\n" + result.stderr) if result.stderr else "")
+            markers = {m[1]: float(m[2]) for m in _MARKER.finditer(result.stdout)}
+            outcome = RunOutcome(exit_code=result.exit_code, output=output, markers=markers)
+            for listener in self.listeners:
+                block = listener.after_run(run, outcome)
+                if block is not None:
+                    run.blocks[listener.name] = block
+            if result.exit_code != 0:
+                raise BenchmarkError(f"benchmark exited with code {result.exit_code}", output=output)
+        except BenchmarkError as exc:
+            record.status = "failed"
+            record.error = str(exc)
+            record.output = exc.output
+        record.latency = run.blocks.get("latency")
+        record.thermal = run.blocks.get("thermal")
+        record.energy = run.blocks.get("energy")
+        record.cooldown = run.blocks.get("cooldown")
+        record.finished_at = _now()
+        return record
+
+
+def _load_models(paths: Sequence[str]) -> list[_Model]:
+    models = []
+    for path in paths:
+        file = Path(path)
+        if not file.is_file():
+            raise ModelNotFoundError(f"{file}: no such model file")
+        with open(file, "rb") as handle:
+            head = handle.read(8)
+        if len(head) < 8 or head[4:8] != b"TFL3":
+            from wbmm_mobile.errors import CorruptModelError
+            raise CorruptModelError(f"{file}: not a .tflite model (no 'TFL3' flatbuffer identifier)")
+        models.append(_Model(str(file.resolve()), file.stem, file_sha256(file), file.stat().st_size))
+    return models
+
+
+def profile(plan: ProfilePlan, *, progress: bool | Callable[[str], None] = True,
+            listeners: Callable[[ProfilePlan], list[RunListener]] | None = None,
+            connect: Callable[[str | None, ProfilePlan], Device] | None = None) -> ProfileReport:
+    """Run the plan; returns what was done, skipped, failed and missing. Records are already
+    on disk (``<out>/runs.jsonl``) when this returns, and each one was written as its run ended."""
+    unknown = [c for c in plan.configs if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    if not plan.models:
+        raise ValueError("no model to profile")
+    if plan.cooldown != "temp":
+        try:
+            float(plan.cooldown)
+        except ValueError:
+            raise ValueError(f"--cooldown must be seconds or 'temp', got {plan.cooldown!r}") from None
+    models = _load_models(plan.models)
+    serials: list[str | None] = list(plan.devices) or ([None] if not plan.all_devices else [])
+    if plan.all_devices:
+        serials = list(_list_devices(plan))
+        if not serials:
+            from wbmm_mobile.errors import DeviceNotFoundError
+            raise DeviceNotFoundError("no device attached (`adb devices` lists none)")
+    store = ResultsStore(plan.out)
+    report = ProfileReport(out=str(plan.out), results_file=str(store.path))
+    total = len(serials) * len(models) * len(plan.configs) * len(plan.threads)
+    bar = _Progress(progress, total)
+    lock = threading.Lock()
+    make_listeners = listeners or _default_listeners
+    workers = [_DeviceWorker(serial, plan, models, store, report, lock, bar, make_listeners(plan),
+                             connect or _connect) for serial in serials]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(workers)), thread_name_prefix="wbmm-device") as pool:
+            for future in [pool.submit(worker.run) for worker in workers]:
+                future.result()
+    finally:
+        bar.close()
+    return report

@@ -18,6 +18,8 @@ from wbmm_mobile import core
 from wbmm_mobile.layers import GRN, WBMM, LayerScale, SqueezeExcite
 
 F32 = dict(rtol=1e-5, atol=1e-5)
+# Keras's own .keras saving calls np.array(variable) the numpy-2 deprecated way; not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept:DeprecationWarning")
 
 
 def _wbmm_with_weights(window, channels, rng, use_shortcut=True, use_bias=False, height=None, width=None):

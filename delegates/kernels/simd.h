@@ -1,0 +1,91 @@
+// One vector type per instruction set, chosen by the WBMM_ISA_* macro the build
+// sets for each compilation of kernels/windowed_depthwise.cc.
+//
+// The kernels are written once against this tiny interface (Load, Store,
+// Fma, Set1, Min, Max) and compiled once per ISA; dispatch.cc picks the best
+// compilation the CPU supports at run time. kMaxColumns is how many output
+// accumulators a register file holds with room left for the input vector
+// (16 ymm on AVX2, 32 zmm on AVX-512, 32 q-registers on NEON).
+//
+// Not for: anything but float32 lanes.
+
+#ifndef WBMM_DELEGATES_KERNELS_SIMD_H_
+#define WBMM_DELEGATES_KERNELS_SIMD_H_
+
+#if defined(WBMM_ISA_AVX512)
+#include <immintrin.h>
+#define WBMM_ISA_NAMESPACE avx512
+namespace wbmm::avx512 {
+struct Vec {
+  using Reg = __m512;
+  static constexpr int kLanes = 16;
+  static constexpr int kMaxColumns = 16;
+  static constexpr const char* kName = "avx512";
+  static inline Reg Load(const float* p) { return _mm512_loadu_ps(p); }
+  static inline void Store(float* p, Reg v) { _mm512_storeu_ps(p, v); }
+  static inline Reg Fma(Reg a, Reg b, Reg acc) { return _mm512_fmadd_ps(a, b, acc); }
+  static inline Reg Set1(float v) { return _mm512_set1_ps(v); }
+  static inline Reg Min(Reg a, Reg b) { return _mm512_min_ps(a, b); }
+  static inline Reg Max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
+};
+}  // namespace wbmm::avx512
+
+#elif defined(WBMM_ISA_AVX2)
+#include <immintrin.h>
+#define WBMM_ISA_NAMESPACE avx2
+namespace wbmm::avx2 {
+struct Vec {
+  using Reg = __m256;
+  static constexpr int kLanes = 8;
+  static constexpr int kMaxColumns = 14;
+  static constexpr const char* kName = "avx2";
+  static inline Reg Load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline void Store(float* p, Reg v) { _mm256_storeu_ps(p, v); }
+  static inline Reg Fma(Reg a, Reg b, Reg acc) { return _mm256_fmadd_ps(a, b, acc); }
+  static inline Reg Set1(float v) { return _mm256_set1_ps(v); }
+  static inline Reg Min(Reg a, Reg b) { return _mm256_min_ps(a, b); }
+  static inline Reg Max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
+};
+}  // namespace wbmm::avx2
+
+#elif defined(WBMM_ISA_NEON)
+#include <arm_neon.h>
+#define WBMM_ISA_NAMESPACE neon
+namespace wbmm::neon {
+struct Vec {
+  using Reg = float32x4_t;
+  static constexpr int kLanes = 4;
+  static constexpr int kMaxColumns = 16;
+  static constexpr const char* kName = "neon";
+  static inline Reg Load(const float* p) { return vld1q_f32(p); }
+  static inline void Store(float* p, Reg v) { vst1q_f32(p, v); }
+  static inline Reg Fma(Reg a, Reg b, Reg acc) { return vfmaq_f32(acc, a, b); }
+  static inline Reg Set1(float v) { return vdupq_n_f32(v); }
+  static inline Reg Min(Reg a, Reg b) { return vminq_f32(a, b); }
+  static inline Reg Max(Reg a, Reg b) { return vmaxq_f32(a, b); }
+};
+}  // namespace wbmm::neon
+
+#else  // portable C++: four lanes in a plain array, so the channel-tail logic
+       // is exercised with a width other than the SIMD ones.
+#define WBMM_ISA_NAMESPACE portable
+namespace wbmm::portable {
+struct Vec {
+  struct Reg { float v[4]; };
+  static constexpr int kLanes = 4;
+  static constexpr int kMaxColumns = 8;
+  static constexpr const char* kName = "portable";
+  static inline Reg Load(const float* p) { Reg r; for (int i = 0; i < 4; ++i) r.v[i] = p[i]; return r; }
+  static inline void Store(float* p, Reg v) { for (int i = 0; i < 4; ++i) p[i] = v.v[i]; }
+  static inline Reg Fma(Reg a, Reg b, Reg acc) {
+    for (int i = 0; i < 4; ++i) acc.v[i] += a.v[i] * b.v[i];
+    return acc;
+  }
+  static inline Reg Set1(float x) { Reg r; for (int i = 0; i < 4; ++i) r.v[i] = x; return r; }
+  static inline Reg Min(Reg a, Reg b) { for (int i = 0; i < 4; ++i) a.v[i] = b.v[i] < a.v[i] ? b.v[i] : a.v[i]; return a; }
+  static inline Reg Max(Reg a, Reg b) { for (int i = 0; i < 4; ++i) a.v[i] = b.v[i] > a.v[i] ? b.v[i] : a.v[i]; return a; }
+};
+}  // namespace wbmm::portable
+#endif
+
+#endif  // WBMM_DELEGATES_KERNELS_SIMD_H_

@@ -1,0 +1,81 @@
+// Depthwise cross-correlation kernels on NHWC float32, in two modes that share
+// one inner loop:
+//
+//  * windowed (the WBMM operator): the map is cut into window_h x window_w
+//    windows anchored at (0, 0); inside each window a (2wh-1) x (2ww-1) kernel
+//    (the table R read as a kernel, WBMM.md) is applied 'same' with zero
+//    padding at the window border; pixels past the map (bottom/right padding
+//    to a multiple of the window) are zeros and their outputs are cropped.
+//    Per window and channel this is Y_c = X_c @ R_c[I]: every output pixel
+//    takes exactly d = wh*ww taps, the FMA count of the dense-M form.
+//  * plain: an exact stride-1, dilation-1 depthwise conv with explicit
+//    top/left padding (SAME or VALID decided by the caller).
+//
+// Weights are packed once (PackDepthwiseWeights) into channel blocks of the
+// ISA's lane count: [block][kh][kw][lanes], tail channels zero-filled, float16
+// widened, the WBMM identity shortcut folded into the centre tap. Run* never
+// allocates: per-thread scratch comes from the caller (ScratchFloatsPerThread).
+//
+// Not for: strided or dilated convs, depth multiplier != 1, quantised types.
+
+#ifndef WBMM_DELEGATES_KERNELS_WINDOWED_DEPTHWISE_H_
+#define WBMM_DELEGATES_KERNELS_WINDOWED_DEPTHWISE_H_
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+namespace wbmm {
+
+class ThreadPool;
+
+struct DepthwiseProblem {
+  int batch = 1, in_h = 0, in_w = 0, channels = 0;
+  int out_h = 0, out_w = 0;
+  int kernel_h = 0, kernel_w = 0;
+  // Plain mode: output (oy, ox) reads input (oy - pad_top + i, ox - pad_left + j).
+  int pad_top = 0, pad_left = 0;
+  // Windowed mode when window_h > 0 (then kernel = (2wh-1, 2ww-1), out = in).
+  int window_h = 0, window_w = 0;
+  // Fused activation as a clamp.
+  float out_min = -INFINITY, out_max = INFINITY;
+
+  bool windowed() const { return window_h > 0; }
+};
+
+// Returns "" if the problem is well-formed, else why not.
+const char* ValidateProblem(const DepthwiseProblem& p);
+
+enum class WeightType { kFloat32, kFloat16 };
+
+size_t PackedWeightFloats(const DepthwiseProblem& p, int lanes);
+size_t PackedBiasFloats(const DepthwiseProblem& p, int lanes);
+size_t ScratchFloatsPerThread(const DepthwiseProblem& p, int lanes);
+
+// kernel: (kh, kw, C) of `type`; bias: (C,) float32 or nullptr;
+// add_identity folds `+ x` (the WBMM shortcut) into the centre tap.
+void PackDepthwiseWeights(const DepthwiseProblem& p, int lanes, const void* kernel, WeightType type,
+                          const float* bias, bool add_identity, float* packed_weights,
+                          float* packed_bias);
+
+float HalfToFloat(uint16_t h);
+
+// One compilation of the kernels for one instruction set.
+struct KernelSet {
+  const char* isa;
+  int lanes;
+  // scratch: num_threads * scratch_stride floats.
+  void (*run)(const DepthwiseProblem& p, const float* input, const float* packed_weights,
+              const float* packed_bias, float* output, float* scratch, size_t scratch_stride,
+              ThreadPool* pool);
+};
+
+// isa: "auto" (best the CPU supports), or one of "portable", "avx2", "avx512",
+// "neon". Returns nullptr when that ISA is not built in or the CPU lacks it.
+const KernelSet* FindKernelSet(const char* isa);
+// Comma-separated names of the ISAs usable on this CPU, best last.
+const char* AvailableIsas();
+
+}  // namespace wbmm
+
+#endif  // WBMM_DELEGATES_KERNELS_WINDOWED_DEPTHWISE_H_

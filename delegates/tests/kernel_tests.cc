@@ -1,0 +1,283 @@
+// Every compiled kernel set (portable, AVX2, AVX-512, NEON: whichever this CPU
+// runs) against a direct C++ transcription of the definitions: WBMM as
+// Y_c = X_c @ R_c[I] per window (the dense-M form, WBMM.md) and depthwise
+// cross-correlation with TF's SAME/VALID rule. Shapes are drawn from a fixed
+// pseudo-random stream covering channel counts that are not multiples of any
+// lane width, maps not divisible by the window, kernels wider than the map,
+// float16 weights, activations, batch > 1 and 1-4 threads.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/windowed_depthwise.h"
+#include "test_main.h"
+#include "threadpool.h"
+
+namespace {
+
+using wbmm::DepthwiseProblem;
+
+struct Rng {
+  uint64_t state;
+  uint32_t Next() {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return uint32_t(state >> 33);
+  }
+  int Int(int lo, int hi) { return lo + int(Next() % uint32_t(hi - lo + 1)); }
+  float Uniform() { return float(Next() % 2000001) / 1000000.0f - 1.0f; }
+};
+
+// y[b, oy, ox, c], WBMM by the index matrix: I[i,j] = (r_i - r_j + wh-1)(2ww-1) + (c_i - c_j + ww-1).
+std::vector<float> ReferenceWbmm(const DepthwiseProblem& p, const std::vector<float>& x, const std::vector<float>& k,
+                                 const std::vector<float>& bias, bool shortcut) {
+  const int wh = p.window_h, ww = p.window_w, C = p.channels, H = p.in_h, W = p.in_w;
+  std::vector<float> y(x.size(), 0.0f);
+  for (int b = 0; b < p.batch; ++b)
+    for (int y0 = 0; y0 < H; y0 += wh)
+      for (int x0 = 0; x0 < W; x0 += ww)
+        for (int j = 0; j < wh * ww; ++j) {
+          const int rj = j / ww, cj = j % ww;
+          if (y0 + rj >= H || x0 + cj >= W) continue;  // cropped
+          for (int c = 0; c < C; ++c) {
+            double acc = bias.empty() ? 0.0 : bias[c];
+            for (int i = 0; i < wh * ww; ++i) {
+              const int ri = i / ww, ci = i % ww;
+              if (y0 + ri >= H || x0 + ci >= W) continue;  // zero padding
+              const int index = (ri - rj + wh - 1) * (2 * ww - 1) + (ci - cj + ww - 1);
+              double m = k[size_t(index) * C + c];
+              if (shortcut && i == j) m += 1.0;
+              acc += m * x[((size_t(b) * H + y0 + ri) * W + x0 + ci) * C + c];
+            }
+            y[((size_t(b) * H + y0 + rj) * W + x0 + cj) * C + c] = float(acc);
+          }
+        }
+  return y;
+}
+
+std::vector<float> ReferenceDepthwise(const DepthwiseProblem& p, const std::vector<float>& x,
+                                      const std::vector<float>& k, const std::vector<float>& bias) {
+  const int C = p.channels;
+  std::vector<float> y(size_t(p.batch) * p.out_h * p.out_w * C);
+  for (int b = 0; b < p.batch; ++b)
+    for (int oy = 0; oy < p.out_h; ++oy)
+      for (int ox = 0; ox < p.out_w; ++ox)
+        for (int c = 0; c < C; ++c) {
+          double acc = bias.empty() ? 0.0 : bias[c];
+          for (int i = 0; i < p.kernel_h; ++i)
+            for (int j = 0; j < p.kernel_w; ++j) {
+              const int iy = oy - p.pad_top + i, ix = ox - p.pad_left + j;
+              if (iy < 0 || iy >= p.in_h || ix < 0 || ix >= p.in_w) continue;
+              acc += double(k[(size_t(i) * p.kernel_w + j) * C + c]) * x[((size_t(b) * p.in_h + iy) * p.in_w + ix) * C + c];
+            }
+          acc = std::min<double>(std::max<double>(acc, p.out_min), p.out_max);
+          y[((size_t(b) * p.out_h + oy) * p.out_w + ox) * C + c] = float(acc);
+        }
+  return y;
+}
+
+uint16_t FloatToHalfTruncating(float f) {  // test data only: values in fp16 range, no rounding subtleties
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint32_t sign = (bits >> 16) & 0x8000;
+  const int exponent = int((bits >> 23) & 0xFF) - 127 + 15;
+  if (exponent <= 0) return uint16_t(sign);
+  return uint16_t(sign | (uint32_t(exponent) << 10) | ((bits >> 13) & 0x3FF));
+}
+
+struct RunResult {
+  std::vector<float> y;
+};
+
+std::vector<float> RunKernel(const wbmm::KernelSet& set, const DepthwiseProblem& p, const std::vector<float>& x,
+                             const void* kernel, wbmm::WeightType type, const std::vector<float>& bias, bool shortcut,
+                             int threads) {
+  std::vector<float> w(wbmm::PackedWeightFloats(p, set.lanes)), b(wbmm::PackedBiasFloats(p, set.lanes));
+  wbmm::PackDepthwiseWeights(p, set.lanes, kernel, type, bias.empty() ? nullptr : bias.data(), shortcut, w.data(),
+                             b.data());
+  const size_t stride = wbmm::ScratchFloatsPerThread(p, set.lanes);
+  std::vector<float> scratch(stride * threads + 1);
+  // Poison the output so a pixel the kernel forgets to write shows up.
+  std::vector<float> y(size_t(p.batch) * p.out_h * p.out_w * p.channels, NAN);
+  wbmm::ThreadPool pool(threads);
+  set.run(p, x.data(), w.data(), b.data(), y.data(), scratch.data(), stride, &pool);
+  return y;
+}
+
+double MaxError(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double e = std::fabs(double(a[i]) - b[i]);
+    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
+  }
+  return worst;
+}
+
+std::vector<const wbmm::KernelSet*> AllKernelSets() {
+  std::vector<const wbmm::KernelSet*> sets;
+  for (const char* isa : {"portable", "avx2", "avx512", "neon"})
+    if (const wbmm::KernelSet* set = wbmm::FindKernelSet(isa)) sets.push_back(set);
+  return sets;
+}
+
+// Tolerance: float32 accumulation of n products of magnitude <= 1.
+double Tolerance(int taps) { return 2e-6 * taps + 1e-5; }
+
+}  // namespace
+
+WBMM_TEST(WindowedMatchesDenseMForm) {
+  Rng rng{42};
+  for (const wbmm::KernelSet* set : AllKernelSets()) {
+    for (int trial = 0; trial < 40; ++trial) {
+      DepthwiseProblem p;
+      p.batch = rng.Int(1, 2);
+      p.window_h = rng.Int(1, 8);
+      p.window_w = rng.Int(1, 15);
+      p.in_h = rng.Int(1, 3 * p.window_h + 2);
+      p.in_w = rng.Int(1, 3 * p.window_w + 2);
+      p.channels = rng.Int(1, 37);
+      p.kernel_h = 2 * p.window_h - 1;
+      p.kernel_w = 2 * p.window_w - 1;
+      p.out_h = p.in_h;
+      p.out_w = p.in_w;
+      const bool shortcut = rng.Int(0, 1) == 1;
+      const bool half = rng.Int(0, 3) == 0;
+      const int threads = rng.Int(1, 4);
+      CHECK(*wbmm::ValidateProblem(p) == '\0');
+      std::vector<float> x(size_t(p.batch) * p.in_h * p.in_w * p.channels), k(size_t(p.kernel_h) * p.kernel_w * p.channels);
+      std::vector<float> bias(rng.Int(0, 1) ? p.channels : 0);
+      for (float& v : x) v = rng.Uniform();
+      for (float& v : k) v = rng.Uniform();
+      for (float& v : bias) v = rng.Uniform();
+      std::vector<uint16_t> k16(k.size());
+      if (half) {
+        for (size_t i = 0; i < k.size(); ++i) {
+          k16[i] = FloatToHalfTruncating(k[i]);
+          k[i] = wbmm::HalfToFloat(k16[i]);  // the reference sees exactly the fp16 values
+        }
+      }
+      const auto want = ReferenceWbmm(p, x, k, bias, shortcut);
+      const auto got = half ? RunKernel(*set, p, x, k16.data(), wbmm::WeightType::kFloat16, bias, shortcut, threads)
+                            : RunKernel(*set, p, x, k.data(), wbmm::WeightType::kFloat32, bias, shortcut, threads);
+      const double err = MaxError(got, want);
+      CHECK_MSG(err <= Tolerance(p.window_h * p.window_w), "%s B%d %dx%dx%d window %dx%d shortcut %d fp16 %d threads %d: max error %g",
+                set->isa, p.batch, p.in_h, p.in_w, p.channels, p.window_h, p.window_w, shortcut, half, threads, err);
+    }
+  }
+}
+
+WBMM_TEST(PlainDepthwiseMatchesDirectLoops) {
+  Rng rng{7};
+  for (const wbmm::KernelSet* set : AllKernelSets()) {
+    for (int trial = 0; trial < 40; ++trial) {
+      DepthwiseProblem p;
+      p.batch = rng.Int(1, 2);
+      p.kernel_h = rng.Int(1, 17);
+      p.kernel_w = rng.Int(1, 33);
+      p.in_h = rng.Int(1, 24);
+      p.in_w = rng.Int(1, 40);
+      p.channels = rng.Int(1, 37);
+      const bool same = rng.Int(0, 2) != 0;
+      if (!same && (p.in_h < p.kernel_h || p.in_w < p.kernel_w)) {
+        p.in_h = std::max(p.in_h, p.kernel_h);
+        p.in_w = std::max(p.in_w, p.kernel_w);
+      }
+      if (same) {
+        p.out_h = p.in_h;
+        p.out_w = p.in_w;
+        p.pad_top = (p.kernel_h - 1) / 2;
+        p.pad_left = (p.kernel_w - 1) / 2;
+      } else {
+        p.out_h = p.in_h - p.kernel_h + 1;
+        p.out_w = p.in_w - p.kernel_w + 1;
+      }
+      const int act = rng.Int(0, 2);
+      if (act >= 1) p.out_min = 0.0f;
+      if (act == 2) p.out_max = 0.5f;
+      const int threads = rng.Int(1, 3);
+      CHECK(*wbmm::ValidateProblem(p) == '\0');
+      std::vector<float> x(size_t(p.batch) * p.in_h * p.in_w * p.channels), k(size_t(p.kernel_h) * p.kernel_w * p.channels);
+      std::vector<float> bias(rng.Int(0, 1) ? p.channels : 0);
+      for (float& v : x) v = rng.Uniform();
+      for (float& v : k) v = rng.Uniform();
+      for (float& v : bias) v = rng.Uniform();
+      const auto want = ReferenceDepthwise(p, x, k, bias);
+      const auto got = RunKernel(*set, p, x, k.data(), wbmm::WeightType::kFloat32, bias, false, threads);
+      const double err = MaxError(got, want);
+      CHECK_MSG(err <= Tolerance(p.kernel_h * p.kernel_w), "%s B%d %dx%dx%d kernel %dx%d %s act %d threads %d: max error %g",
+                set->isa, p.batch, p.in_h, p.in_w, p.channels, p.kernel_h, p.kernel_w, same ? "SAME" : "VALID", act,
+                threads, err);
+    }
+  }
+}
+
+WBMM_TEST(ExpectedKernelSetsAreBuilt) {
+  CHECK(wbmm::FindKernelSet("portable") != nullptr);
+  CHECK(wbmm::FindKernelSet("no-such-isa") == nullptr);
+  const wbmm::KernelSet* best = wbmm::FindKernelSet("auto");
+  CHECK(best != nullptr);
+#if defined(__aarch64__)
+  CHECK(best != nullptr && std::string(best->isa) == "neon");  // arm64 must not fall back to portable
+  CHECK(best != nullptr && best->lanes == 4);
+#endif
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) CHECK(wbmm::FindKernelSet("avx2") != nullptr);
+  if (!__builtin_cpu_supports("avx512f")) {
+    std::printf("  note: this CPU has no AVX-512; the avx512 kernels are built but not run here\n");
+    CHECK(wbmm::FindKernelSet("avx512") == nullptr);
+  }
+#endif
+  std::printf("  kernel sets usable here: %s\n", wbmm::AvailableIsas());
+}
+
+WBMM_TEST(HalfToFloatKnownValues) {
+  CHECK(wbmm::HalfToFloat(0x3C00) == 1.0f);
+  CHECK(wbmm::HalfToFloat(0xC000) == -2.0f);
+  CHECK(wbmm::HalfToFloat(0x7BFF) == 65504.0f);
+  CHECK(wbmm::HalfToFloat(0x0001) == std::ldexp(1.0f, -24));  // smallest subnormal
+  CHECK(wbmm::HalfToFloat(0x0200) == std::ldexp(1.0f, -15));
+  CHECK(std::isinf(wbmm::HalfToFloat(0x7C00)));
+  CHECK(std::isnan(wbmm::HalfToFloat(0x7E00)));
+  CHECK(std::signbit(wbmm::HalfToFloat(0x8000)));
+}
+
+WBMM_TEST(PackingFoldsShortcutIntoCentreAndPadsTail) {
+  DepthwiseProblem p;
+  p.in_h = p.in_w = 3;
+  p.out_h = p.out_w = 3;
+  p.window_h = p.window_w = 2;
+  p.kernel_h = p.kernel_w = 3;
+  p.channels = 5;
+  std::vector<float> k(9 * 5, 0.25f), bias = {1, 2, 3, 4, 5};
+  const int lanes = 4;
+  std::vector<float> w(wbmm::PackedWeightFloats(p, lanes)), b(wbmm::PackedBiasFloats(p, lanes));
+  CHECK(w.size() == 2 * 9 * 4 && b.size() == 8);
+  wbmm::PackDepthwiseWeights(p, lanes, k.data(), wbmm::WeightType::kFloat32, bias.data(), true, w.data(), b.data());
+  CHECK(w[4 * 4 + 0] == 1.25f);           // centre tap (1,1) of block 0, channel 0
+  CHECK(w[0] == 0.25f);
+  CHECK(w[(9 + 4) * 4 + 0] == 1.25f);     // block 1, channel 4
+  CHECK(w[(9 + 4) * 4 + 1] == 0.0f);      // padding lane
+  CHECK(b[4] == 5.0f && b[5] == 0.0f);
+}
+
+WBMM_TEST(ThreadPoolCoversRangeOnce) {
+  for (int threads : {1, 2, 3, 5}) {
+    wbmm::ThreadPool pool(threads);
+    for (int64_t n : {1, 2, 7, 100, 1001}) {
+      std::vector<int> hits(n, 0);
+      std::vector<int> bad_thread(1, 0);
+      auto fn = [&](int64_t begin, int64_t end, int t) {
+        if (t < 0 || t >= threads) bad_thread[0] = 1;
+        for (int64_t i = begin; i < end; ++i) __atomic_add_fetch(&hits[i], 1, __ATOMIC_RELAXED);
+      };
+      for (int repeat = 0; repeat < 3; ++repeat) pool.ParallelFor(n, fn);
+      bool ok = bad_thread[0] == 0;
+      for (int h : hits) ok &= h == 3;
+      CHECK_MSG(ok, "threads %d n %lld", threads, (long long)n);
+    }
+  }
+}

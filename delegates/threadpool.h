@@ -1,0 +1,70 @@
+// A fixed-size pool that splits an index range [0, n) over num_threads
+// threads (the calling thread is one of them), for the kernels' tile loops.
+//
+// Why not std::async or OpenMP: Invoke must not allocate, and the library must
+// not pull a runtime (libgomp) into benchmark_model on Android. ParallelFor
+// takes the work by reference and type-erases it through a function pointer,
+// so no std::function and no heap. Workers spin briefly before sleeping
+// because a WBMM layer takes well under a millisecond and a condition-variable
+// wake-up alone costs tens of microseconds.
+//
+// Not for: nested parallelism (a ParallelFor inside a ParallelFor runs inline).
+
+#ifndef WBMM_DELEGATES_THREADPOOL_H_
+#define WBMM_DELEGATES_THREADPOOL_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace wbmm {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return num_threads_; }
+
+  // Calls fn(begin, end, thread_index) on disjoint chunks covering [0, n);
+  // thread_index < num_threads() identifies per-thread scratch. Returns when
+  // every chunk is done.
+  template <class Fn>
+  void ParallelFor(int64_t n, Fn& fn) {
+    Run(n, &Trampoline<Fn>, &fn);
+  }
+
+ private:
+  using RangeFn = void (*)(void* context, int64_t begin, int64_t end, int thread_index);
+  template <class Fn>
+  static void Trampoline(void* context, int64_t begin, int64_t end, int thread_index) {
+    (*static_cast<Fn*>(context))(begin, end, thread_index);
+  }
+  void Run(int64_t n, RangeFn fn, void* context);
+  void WorkerLoop(int thread_index);
+  void DrainChunks(int thread_index);
+
+  const int num_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> busy_workers_{0};
+  std::atomic<int64_t> next_chunk_{0};
+  bool stopping_ = false;
+  bool running_ = false;  // guards against nested use
+  // The current job (written before generation_ is bumped).
+  RangeFn job_fn_ = nullptr;
+  void* job_context_ = nullptr;
+  int64_t job_n_ = 0;
+  int64_t job_chunk_ = 1;
+};
+
+}  // namespace wbmm
+
+#endif  // WBMM_DELEGATES_THREADPOOL_H_

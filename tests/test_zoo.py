@@ -163,3 +163,30 @@ def test_single_layer_models_match_numpy(kind, shape, size):
     np.testing.assert_allclose(np.asarray(model(x)), expected, rtol=1e-5, atol=1e-5)
     again = zoo.single_layer_model(kind, shape, size, seed=1)
     np.testing.assert_array_equal(again.weights[0].numpy(), layer.weights[0].numpy())
+
+
+def _bn_params(layer) -> core.BatchNormParams:
+    return core.BatchNormParams(gamma=np.float64(layer.gamma.numpy()), beta=np.float64(layer.beta.numpy()),
+                                mean=np.float64(layer.moving_mean.numpy()),
+                                var=np.float64(layer.moving_variance.numpy()), eps=layer.epsilon)
+
+
+def test_stage4_op_folds_into_one_table_at_224():
+    """The docstring's claim: at 224x224 the stage-4 map is 7x7 = one window, so
+    BN(WBMM(x) + BN3(dw3(x)) + BN5(dw5(x))) is one deployed table + bias (core.fold_*)."""
+    model = zoo.wbmm_p_small("wbmm", seed=4)
+    assert model.get_layer("down4_ln").output.shape[1:3] == (7, 7)
+    sub = keras.Model(model.get_layer("down4_ln").output, model.get_layer("s4_b0_op_bn").output)
+    wbmm = model.get_layer("s4_b0_wbmm")
+    table = np.float64(wbmm.table.numpy())
+    shifts = np.zeros(table.shape[0])
+    for size in (3, 5):
+        scale, shift = _bn_params(model.get_layer(f"s4_b0_branch_dw{size}_bn")).scale_shift()
+        kernel = np.float64(model.get_layer(f"s4_b0_branch_dw{size}").kernel.numpy()[..., 0])
+        table = core.fold_branch(table, wbmm.window, kernel * scale)
+        shifts = shifts + shift
+    folded_table, folded_bias = core.fold_batchnorm(table, wbmm.window, _bn_params(model.get_layer("s4_b0_op_bn")),
+                                                    shortcut=True, bias=shifts)
+    x = np.random.default_rng(5).normal(size=(2, 7, 7, 256)).astype("float32")
+    deployed = core.wbmm_forward(np.float64(x), folded_table, wbmm.window, shortcut=False, bias=folded_bias)
+    np.testing.assert_allclose(np.asarray(sub(x)), deployed, **MODEL_TOL)

@@ -86,6 +86,7 @@ class LayerReport:
     subgraph: int
     op_index: int
     name: str
+    op: str
     kernel: str
     input_shape: list[int]
     precision: str
@@ -205,7 +206,7 @@ def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteRep
         layer = _depthwise.match(model, g, index)
         if layer is None:
             continue
-        entry = LayerReport(g, index, layer.name, f"{layer.kernel_size[0]}x{layer.kernel_size[1]}",
+        entry = LayerReport(g, index, layer.name, layer.op, f"{layer.kernel_size[0]}x{layer.kernel_size[1]}",
                             list(layer.x.shape), layer.precision, layer.padding_name, False, None, "")
         report.layers.append(entry)
         reason = _depthwise.check_common(layer, options.min_kernel)

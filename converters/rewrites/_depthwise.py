@@ -32,6 +32,7 @@ class DepthwiseLayer:
     subgraph: int
     op_index: int
     name: str
+    op: str
     x: Tensor
     out: Tensor
     kernel_size: tuple[int, int]
@@ -99,17 +100,25 @@ def match(model: schema.ModelT, g: int, op_index: int) -> DepthwiseLayer | None:
     """A DepthwiseLayer for a DEPTHWISE_CONV_2D op, None for any other op."""
     graph = model.subgraphs[g]
     op = graph.operators[op_index]
-    if tflite_io.opcode_name(model, op.opcodeIndex) != "DEPTHWISE_CONV_2D":
+    op_name = tflite_io.opcode_name(model, op.opcodeIndex)
+    if op_name not in ("DEPTHWISE_CONV_2D", "CONV_2D"):
         return None
     options = op.builtinOptions
     inputs = [int(i) for i in op.inputs]
     x_t, w_t = graph.tensors[inputs[0]], graph.tensors[inputs[1]]
+    x_shape, w_shape = _shape(x_t), _shape(w_t)
+    # A CONV_2D with groups == channels (filter (C, kh, kw, 1)) is a depthwise conv: Keras
+    # writes ConvNeXt's 7x7 convs as Conv2D(groups=C), and the converter keeps them CONV_2D.
+    grouped = op_name == "CONV_2D"
+    if grouped and not (len(w_shape) == 4 and len(x_shape) == 4 and w_shape[3] == 1
+                        and w_shape[0] == x_shape[3] and x_shape[3] > 1):
+        return None
     out_index = int(op.outputs[0])
     out_t = graph.tensors[out_index]
-    x_shape, w_shape = _shape(x_t), _shape(w_t)
     signature = [int(s) for s in x_t.shapeSignature] if x_t.shapeSignature is not None else list(x_shape)
     name = (out_t.name.decode(errors="replace") if isinstance(out_t.name, bytes) else str(out_t.name))
     kernel_size = (w_shape[1], w_shape[2]) if len(w_shape) == 4 else (0, 0)
+    channel_axis = 0 if grouped else 3
 
     raw, behind_dequantize = _constant_through_dequantize(model, g, inputs[1])
     bias_index = inputs[2] if len(inputs) > 2 else -1
@@ -127,17 +136,21 @@ def match(model: schema.ModelT, g: int, op_index: int) -> DepthwiseLayer | None:
     kernel = bias = None
     channels = x_shape[3] if len(x_shape) == 4 else 0
     if raw is not None and len(w_shape) == 4:
+        # (kh, kw, C) whatever the op: depthwise filters are (1, kh, kw, C), grouped conv (C, kh, kw, 1).
+        taps = raw[:, :, :, 0].transpose(1, 2, 0) if grouped else raw[0]
         if precision == "int8" and w_t.type == schema.TensorType.INT8:
-            w_scale = _per_channel_scales(w_t, w_shape[3])
+            w_scale = _per_channel_scales(w_t, w_shape[channel_axis])
             zero = np.asarray(w_t.quantization.zeroPoint if w_t.quantization.zeroPoint is not None else [0])
-            kernel = ((raw.astype(np.float64) - np.broadcast_to(zero, (w_shape[3],))) * w_scale)[0]
+            kernel = (taps.astype(np.float64) - np.broadcast_to(zero, (w_shape[channel_axis],))) * w_scale
             in_scale = _per_channel_scales(x_t, 1)
             if raw_bias is not None and in_scale is not None:
                 bias = raw_bias.astype(np.float64) * in_scale[0] * w_scale
         elif precision in ("float32", "float16"):
-            kernel = raw.astype(np.float64)[0]
+            kernel = taps.astype(np.float64)
             bias = None if raw_bias is None else raw_bias.astype(np.float64)
 
+    if bias is not None and not np.any(bias):
+        bias = None   # the converter writes zeros for use_bias=False; adding them is wasted work
     return DepthwiseLayer(
         subgraph=g, op_index=op_index, name=name,
         x=Tensor(inputs[0], x_shape), out=Tensor(out_index, _shape(out_t)),
@@ -146,7 +159,9 @@ def match(model: schema.ModelT, g: int, op_index: int) -> DepthwiseLayer | None:
         stride=(int(options.strideH), int(options.strideW)),
         dilation=(int(options.dilationHFactor), int(options.dilationWFactor)),
         # The kernels infer the multiplier from the shapes; the option field is advisory.
-        depth_multiplier=(w_shape[3] // channels) if channels and len(w_shape) == 4 else int(options.depthMultiplier),
+        depth_multiplier=1 if grouped else (
+            (w_shape[3] // channels) if channels and len(w_shape) == 4 else int(options.depthMultiplier)),
+        op=op_name,
         dynamic_batch=bool(signature and signature[0] == -1),
         dynamic_spatial=any(s == -1 for s in signature[1:]),
         output_quantization=out_t.quantization)

@@ -19,6 +19,9 @@ from wbmm_mobile import __version__
 
 # (command name, module, one-line help). Order is the order shown in --help.
 COMMANDS: list[tuple[str, str, str]] = [
+    ("rewrite", "wbmm_mobile.cli.rewrite", "rewrite large depthwise convolutions of a .tflite (exact or windowed)"),
+    ("profile", "wbmm_mobile.cli.profile", "profile .tflite models on Android devices per delegate config"),
+    ("compare", "wbmm_mobile.cli.compare", "tables, plots and a markdown report from profile results"),
 ]
 
 

@@ -1,0 +1,51 @@
+"""The ``auto`` picker: fixed rules per target and measured choices from a table."""
+
+import json
+
+from converters import strategy
+from converters.strategy import LayerShape, pick
+from tests._rewrite_case import Case
+
+
+def test_fixed_rules_per_target():
+    shape = LayerShape(56, 56, 96, 13)
+    assert pick(shape, "nnapi").order == ("split",) and "feature level 6" in pick(shape, "nnapi").reason
+    assert pick(shape, "gpu").order == ("split",) and "BATCH_MATMUL" in pick(shape, "gpu").reason
+    assert pick(shape, "delegate").order[0] == "custom"
+    assert pick(shape, "xnnpack", "halo").order == ("halo",)
+
+
+def _table(tmp_path, split_ms, halo_ms):
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({"machine": "test", "layers": [
+        {"kernels": "xnnpack", "height": 56, "width": 56, "channels": 96, "kernel": 13,
+         "median_ms": {"split": split_ms, "halo": halo_ms}},
+        {"kernels": "xnnpack", "height": 14, "width": 14, "channels": 384, "kernel": 7,
+         "median_ms": {"split": 1.0, "halo": 5.0}}]}))
+    strategy._load_table.cache_clear()
+    return path
+
+
+def test_table_picks_the_faster_with_a_margin(tmp_path):
+    path = _table(tmp_path, split_ms=4.0, halo_ms=2.0)
+    chosen = pick(LayerShape(56, 56, 96, 13), "xnnpack", table_path=path)
+    assert chosen.order[0] == "halo" and "halo 2.00 ms < split 4.00 ms" in chosen.reason
+    assert pick(LayerShape(14, 14, 384, 7), "xnnpack", table_path=path).order[0] == "split"
+    path = _table(tmp_path, split_ms=4.0, halo_ms=3.8)              # within the margin: keep split
+    assert pick(LayerShape(56, 56, 96, 13), "xnnpack", table_path=path).order[0] == "split"
+
+
+def test_no_table_row_for_kernels_falls_back_to_split(tmp_path):
+    path = _table(tmp_path, 4.0, 2.0)
+    chosen = pick(LayerShape(56, 56, 96, 13), "builtin", table_path=path)
+    assert chosen.order[0] == "split" and "no shipped measurement" in chosen.reason
+
+
+def test_report_states_the_pick_and_why():
+    case = Case.depthwise(7).convert().rewrite(target="nnapi")
+    assert case.report.layers[0].strategy == "split" and "nnapi" in case.report.layers[0].reason
+
+
+def test_measure_times_both_rewrites_on_this_machine():
+    times = strategy.measure_strategies(LayerShape(16, 16, 8, 7), "xnnpack", runs=3)
+    assert set(times) == {"depthwise", "split", "halo"} and all(t > 0 for t in times.values())

@@ -1,0 +1,91 @@
+"""``wbmm-mobile rewrite``: rewrite the large depthwise convs of a .tflite, verify, write.
+
+A thin wrapper over ``converters.rewrite.rewrite_file``; prints the per-layer report as
+a table (and writes it as JSON with --report). Nothing heavy is imported at module
+import time, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "rewrite large depthwise convolutions of a .tflite (exactly, or as WBMM windows)"
+
+_TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
+_STRATEGIES = ("auto", "split", "halo", "custom")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="IN.tflite", help="the model to rewrite")
+    parser.add_argument("-o", "--output", metavar="OUT.tflite", required=True,
+                        help="where to write the rewritten model (written only after verification passes)")
+    parser.add_argument("--mode", choices=("exact", "windowed"), default="exact",
+                        help="exact: same function up to float rounding (default); windowed: each odd KxK conv "
+                             "becomes WBMM with window (K+1)/2, which changes the function (a warning and the "
+                             "measured deviation are reported)")
+    parser.add_argument("--min-kernel", type=int, default=7, metavar="K",
+                        help="rewrite only kernels with max(kh, kw) >= K (default: 7)")
+    parser.add_argument("--target", choices=_TARGETS, default="xnnpack",
+                        help="the runtime the model is for; decides what `auto` picks and which kernels verify it "
+                             "(default: xnnpack)")
+    parser.add_argument("--strategy", choices=_STRATEGIES, default="auto",
+                        help="exact rewrite per layer: split (sum of <=5x5 depthwise convs), halo (tiled batched "
+                             "matmul), custom (WBMM_DEPTHWISE op for the wbmm delegate), or auto: picked per layer "
+                             "for --target from measurements (default: auto). In windowed mode `custom` emits the "
+                             "WBMM custom op, anything else builtin ops")
+    parser.add_argument("--measure", action="store_true",
+                        help="with --strategy auto: time split and halo on this machine for each layer shape "
+                             "instead of using the shipped measurements (slower)")
+    parser.add_argument("--inputs", metavar="NPZ", default=None,
+                        help="extra verification inputs: an .npz with one array per model input (by input name, "
+                             "or in order); seeded random inputs are always used too")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs (default: 0)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip running the rewritten model against the original (not recommended)")
+    parser.add_argument("--report", metavar="report.json", default=None,
+                        help="also write the report as JSON to this path")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from converters.rewrite import RewriteOptions, load_inputs_npz, rewrite_file
+
+    # A pipe or CI log gets a wide table rather than rich's 80-column default.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    inputs = None
+    if args.inputs:
+        inputs = load_inputs_npz(args.inputs, Path(args.input).read_bytes() if Path(args.input).is_file() else b"")
+    options = RewriteOptions(mode=args.mode, strategy=args.strategy, target=args.target, min_kernel=args.min_kernel,
+                             measure=args.measure, verify=not args.no_verify, inputs=inputs, seed=args.seed,
+                             progress=sys.stderr.isatty())
+    with console.status(f"rewriting {args.input} and verifying it"):
+        result = rewrite_file(args.input, args.output, options, report_path=args.report)
+    print_report(result.report, console)
+    console.print(f"wrote {args.output} ({result.report.bytes_before:,} -> {result.report.bytes_after:,} bytes)"
+                  + (f", report {args.report}" if args.report else ""))
+    return 0
+
+
+def print_report(report, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{report.mode} rewrite for {report.target} (strategy {report.strategy}, "
+                        f"min kernel {report.min_kernel})")
+    for column in ("op", "layer", "kernel", "input", "type", "pad", "result", "why"):
+        table.add_column(column, overflow="fold")
+    for layer in report.layers:
+        table.add_row(f"{layer.subgraph}:{layer.op_index} {layer.op}", layer.name, layer.kernel,
+                      "x".join(str(s) for s in layer.input_shape), layer.precision, layer.padding,
+                      f"[green]{layer.strategy}[/green]" if layer.rewritten else "[yellow]left alone[/yellow]",
+                      layer.reason)
+    console.print(table)
+    console.print(f"{report.rewritten_count} of {len(report.layers)} depthwise convs rewritten")
+    if report.verification_note:
+        console.print(f"verification: {report.verification_note}")
+    for warning in report.warnings:
+        if warning != report.verification_note:
+            console.print(f"[bold yellow]warning:[/bold yellow] {warning}")

@@ -15,10 +15,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
-
 __all__ = ["HostPublicKey", "parse_android_public_key", "verify_token_signature", "KeyStore", "TOKEN_SIZE"]
 
 TOKEN_SIZE = 20
@@ -53,6 +49,11 @@ def parse_android_public_key(text: bytes | str) -> HostPublicKey:
 
 
 def verify_token_signature(key: HostPublicKey, token: bytes, signature: bytes) -> bool:
+    # Imported here: the CLI imports this package for --help, which must stay fast.
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+
     public = rsa.RSAPublicNumbers(key.exponent, key.modulus).public_key()
     try:
         # The token stands in for a SHA-1 digest: that is how adb hosts sign it.

@@ -159,8 +159,12 @@ def _input_shape(layer) -> tuple:
         raise UnsupportedLayerError(f"layer {layer.name!r}: its input shape is unknown (build the model first)")
 
 
-def wbmm_params(model, fold_batchnorm: bool = True) -> tuple[list[WbmmParams], dict[int, Any], dict[int, Any]]:
+def wbmm_params(model, fold_batchnorm: bool = True, fold_shortcut: bool = True
+                ) -> tuple[list[WbmmParams], dict[int, Any], dict[int, Any]]:
     """Deploy parameters of every WBMM layer (shortcut and, when possible, BatchNorm folded).
+
+    ``fold_shortcut=False`` (int8) keeps the identity out of the table: ``shortcut_scale``
+    then carries it (ones, or the folded BatchNorm's per-channel scale).
 
     Returns (params in model order, id(WBMM) -> params, id(folded BN) -> BN layer).
     """
@@ -171,24 +175,30 @@ def wbmm_params(model, fold_batchnorm: bool = True) -> tuple[list[WbmmParams], d
             continue
         raw = np.asarray(layer.table.numpy() if hasattr(layer.table, "numpy") else layer.table, np.float64)
         bias = None if not layer.use_bias else np.asarray(layer.bias.numpy(), np.float64)
-        folded = []
+        folded, shortcut_scale = [], None
         bn = followers.get(id(layer))
         if bn is not None:
             gamma = bn.gamma.numpy() if bn.scale else np.ones(raw.shape[0])
             beta = bn.beta.numpy() if bn.center else np.zeros(raw.shape[0])
             bn_params = core.BatchNormParams(gamma, beta, bn.moving_mean.numpy(), bn.moving_variance.numpy(),
                                              float(bn.epsilon))
-            table, bias = core.fold_batchnorm(raw, layer.window, bn_params, shortcut=layer.use_shortcut, bias=bias)
-            folded += (["shortcut"] if layer.use_shortcut else []) + [f"batchnorm {bn.name!r}"]
+            shortcut_in_table = layer.use_shortcut and fold_shortcut
+            table, bias = core.fold_batchnorm(raw, layer.window, bn_params, shortcut=shortcut_in_table, bias=bias)
+            if layer.use_shortcut and not fold_shortcut:
+                shortcut_scale = bn_params.scale_shift()[0]
+            folded += (["shortcut"] if shortcut_in_table else []) + [f"batchnorm {bn.name!r}"]
             folded_bn[id(bn)] = bn
         else:
             table = raw.copy()
-            if layer.use_shortcut:
+            if layer.use_shortcut and fold_shortcut:
                 table[:, core.center_offset(layer.window)] += 1.0
                 folded.append("shortcut")
+            elif layer.use_shortcut:
+                shortcut_scale = np.ones(raw.shape[0])
         p = WbmmParams(index=len(params), name=layer.name, window=tuple(layer.window),
                        table=table.astype(np.float32), bias=None if bias is None else np.asarray(bias, np.float32),
-                       input_shape=_input_shape(layer), folded=folded)
+                       input_shape=_input_shape(layer), folded=folded,
+                       shortcut_scale=None if shortcut_scale is None else np.asarray(shortcut_scale, np.float32))
         params.append(p)
         by_layer[id(layer)] = p
     return params, by_layer, folded_bn
@@ -289,7 +299,7 @@ def _representative(model, data: np.ndarray | Sequence | None, seed: int, notes:
     def generator():
         for sample in samples:
             yield [np.asarray(s, np.float32) for s in sample]
-    return generator
+    return generator, samples[0]
 
 
 def _convert(deploy, precision: str, representative) -> bytes:
@@ -387,13 +397,18 @@ def _load_project_delegate():
 
 
 def verify_against_keras(model, data: bytes, precision: str, seed: int = 0, delegate: Any = None,
-                         kernels: str = "xnnpack") -> VerificationResult:
-    """Run ``data`` and the Keras model on the same seeded inputs; raise past the tolerance."""
-    from converters.verify import load_interpreter
+                         kernels: str = "xnnpack", inputs: Sequence[np.ndarray] | None = None) -> VerificationResult:
+    """Run ``data`` and the Keras model on the same inputs (seeded random unless given); raise past
+    the tolerance. Float inputs for a quantised model are quantised first and Keras sees exactly
+    the dequantised values the .tflite sees."""
+    from converters.verify import load_interpreter, quantize
 
     interpreter = load_interpreter(data, kernels=kernels, delegate=delegate)
     specs = input_specs(interpreter)
-    inputs = random_inputs(interpreter, seed)
+    if inputs is None:
+        inputs = random_inputs(interpreter, seed)
+    inputs = [quantize(x, s) if s.quantized and np.issubdtype(np.asarray(x).dtype, np.floating) else x
+              for x, s in zip(inputs, specs)]
     keras_inputs = [dequantize(x, s) if s.quantized else x for x, s in zip(inputs, specs)]
     reference = model(keras_inputs if len(keras_inputs) > 1 else keras_inputs[0], training=False)
     reference = [np.asarray(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
@@ -414,17 +429,18 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
     started = time.perf_counter()
     notes: list[str] = []
     warned: list[str] = []
-    params, by_layer, folded_bn = wbmm_params(model, fold_batchnorm=fold_batchnorm)
+    params, by_layer, folded_bn = wbmm_params(model, fold_batchnorm=fold_batchnorm,
+                                              fold_shortcut=precision != "int8")
     for p in params:
         reason = strategy.check(p, precision)
         if reason:
             raise UnsupportedLayerError(f"layer {p.name!r} (WBMM {p.window[0]}x{p.window[1]}): "
                                         f"lowering {lowering!r} refused: {reason}")
-    representative = None
+    representative, int8_check_input = None, None
     if precision == "int8":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            representative = _representative(model, representative_data, seed, notes)
+            representative, int8_check_input = _representative(model, representative_data, seed, notes)
         for w in caught:
             warned.append(str(w.message))
             warnings.warn(str(w.message), stacklevel=2)
@@ -459,6 +475,11 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
                     layer_checks[check["layer"]] = check
                 note = (f"the model needs the wbmm delegate to run ({why}); each WBMM custom op was checked in "
                         "numpy against its Keras layer, the rest of the graph was not run")
+        elif precision == "int8":
+            # Verified on a calibration sample: the policy (two output steps) measures the
+            # conversion, not clipping of values the calibration never saw.
+            verification = verify_against_keras(model, data, precision, seed, inputs=int8_check_input)
+            note = "ai-edge-litert (XNNPACK) vs Keras on the first representative sample (quantised input)"
         else:
             verification = verify_against_keras(model, data, precision, seed)
             note = "ai-edge-litert (XNNPACK) vs Keras on seeded random inputs"

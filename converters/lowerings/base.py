@@ -9,7 +9,8 @@ converter alone cannot produce the wanted ops (``gather``: it would constant-fol
 gather; ``custom``: it knows no WBMM op). Not for choosing a lowering (the user does,
 per model) nor for running models (``converters.verify``).
 
-Deploy-time tables always carry the identity shortcut in their centre entry: ``I[i, j]``
+Deploy-time tables carry the identity shortcut in their centre entry (except at int8, see
+``WbmmParams.shortcut_scale``): ``I[i, j]``
 equals the centre offset exactly when ``i == j``, so ``X @ (R[I] + 1) == X @ (R + e_center)[I]``
 (WBMM.md's reparameterisation without BN), exact also with bottom/right padding.
 """
@@ -37,6 +38,10 @@ class WbmmParams:
     bias: np.ndarray | None          # (C,) float32 or None
     input_shape: tuple               # (B or None, H, W, C)
     folded: list[str] = field(default_factory=list)   # e.g. ["shortcut", "batchnorm 'bn_3'"]
+    # int8 keeps the identity out of M: folded, the diagonal's 1 sets M's single per-tensor
+    # scale and costs the small off-diagonal weights most of their 8 bits. Then the lowering
+    # adds ``x * shortcut_scale`` (the BN scale s, or ones) after the matmul instead.
+    shortcut_scale: np.ndarray | None = None
 
     @property
     def marker(self) -> str:
@@ -69,7 +74,8 @@ class WbmmParams:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """numpy reference of the deployed layer."""
-        return core.wbmm_forward(x, self.table, self.window, shortcut=False, bias=self.bias)
+        y = core.wbmm_forward(x, self.table, self.window, shortcut=False, bias=self.bias)
+        return y if self.shortcut_scale is None else y + x * self.shortcut_scale
 
 
 class Lowering:

@@ -14,10 +14,11 @@ import numpy as np
 from converters.lowerings.base import Lowering, WbmmParams
 
 
-def window_matmul(x, matrices, window: tuple[int, int], bias=None):
+def window_matmul(x, matrices, window: tuple[int, int], bias=None, shortcut_scale=None):
     """TensorFlow ops of the lowering; ``matrices`` is (C, d, d) (a constant or a tensor)."""
     import tensorflow as tf
 
+    source = x
     wh, ww = window
     _, height, width, channels = x.shape
     pad_h, pad_w = (-height) % wh, (-width) % ww
@@ -36,6 +37,8 @@ def window_matmul(x, matrices, window: tuple[int, int], bias=None):
     t = tf.reshape(t, (-1, padded_h, padded_w, channels))
     if pad_h or pad_w:
         t = t[:, :height, :width, :]
+    if shortcut_scale is not None:
+        t = t + (source if np.all(shortcut_scale == 1.0) else source * shortcut_scale)
     if bias is not None:
         t = t + bias
     return t
@@ -56,7 +59,8 @@ def _deploy_layer_class():
             p = self.params
             with tf.name_scope(p.marker):
                 bias = None if p.bias is None else tf.constant(p.bias.astype(np.float32))
-                return window_matmul(x, tf.constant(p.dense_matrices()), p.window, bias)
+                scale = None if p.shortcut_scale is None else p.shortcut_scale.astype(np.float32)
+                return window_matmul(x, tf.constant(p.dense_matrices()), p.window, bias, scale)
 
         def compute_output_shape(self, input_shape):
             return tuple(input_shape)

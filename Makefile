@@ -12,7 +12,7 @@ DELEGATE := $(BUILD)/libwbmm_delegate.so
 APT_PACKAGES := adb qemu-user g++-aarch64-linux-gnu cmake make g++
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: demo test setup system-deps delegate delegate-arm64 clean help
+.PHONY: demo test setup system-deps delegate delegate-arm64 delegate-arm64-test clean help
 
 help:
 	@echo "make demo   set up .venv, build the delegate, convert and benchmark the built-in example"
@@ -42,6 +42,15 @@ $(DELEGATE): $(wildcard delegates/*.cc delegates/*.h delegates/CMakeLists.txt de
 	cmake --build $(BUILD) -j $(JOBS)
 
 delegate: $(DELEGATE)
+
+# The arm64 (NEON) kernels and their C++ unit tests, cross-compiled with Debian's
+# aarch64-linux-gnu-g++ and run under qemu-user: how CI proves the phone code path.
+BUILD_ARM64 := build/delegates-arm64
+delegate-arm64-test:
+	cmake -S delegates -B $(BUILD_ARM64) -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/delegates/cmake/aarch64-linux-gnu.cmake >/dev/null
+	cmake --build $(BUILD_ARM64) -j $(JOBS) --target wbmm_kernel_tests wbmm_delegate
+	qemu-aarch64 -L /usr/aarch64-linux-gnu $(BUILD_ARM64)/wbmm_kernel_tests
 
 demo: $(STAMP) delegate
 	$(VENV)/bin/wbmm-mobile demo --out results/demo

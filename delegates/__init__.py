@@ -25,13 +25,13 @@ from wbmm_mobile.errors import DelegateError, DelegateNotBuiltError
 __all__ = [
     "LIBRARY_NAME",
     "LIBRARY_ENV_VAR",
-    "DelegatedOps",
+    "DelegationReport",
     "library_path",
     "load",
     "load_tf",
     "options_help",
     "available_isas",
-    "delegated_ops",
+    "delegation_report",
 ]
 
 LIBRARY_NAME = "libwbmm_delegate.so"
@@ -85,6 +85,10 @@ def _library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(library_path()))
     lib.wbmm_delegate_options_help.restype = ctypes.c_char_p
     lib.wbmm_delegate_available_isas.restype = ctypes.c_char_p
+    lib.wbmm_delegate_isa.restype = ctypes.c_char_p
+    for name in ("wbmm_delegate_claimed_count", "wbmm_delegate_claimed_node", "wbmm_delegate_isa",
+                 "wbmm_delegate_num_threads"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p] + ([ctypes.c_int] if name.endswith("_node") else [])
     return lib
 
 
@@ -99,20 +103,35 @@ def available_isas() -> list[str]:
 
 
 @dataclass(frozen=True)
-class DelegatedOps:
-    """What an interpreter runs after delegation: op names in execution order."""
+class DelegationReport:
+    """What the WBMM delegate took from one interpreter."""
 
-    op_names: tuple[str, ...]
-
-    @property
-    def delegate_nodes(self) -> int:
-        return sum(1 for name in self.op_names if name == "DELEGATE")
+    claimed_nodes: tuple[int, ...]   # original node indices, folded DEQUANTIZE nodes included
+    claimed_ops: tuple[str, ...]     # their op names, e.g. ('WBMM', 'DEPTHWISE_CONV_2D')
+    delegate_nodes: int              # DELEGATE nodes in the interpreter (ours and XNNPACK's)
+    isa: str                         # kernel instruction set in use
+    num_threads: int
 
     def count(self, op_name: str) -> int:
-        return sum(1 for name in self.op_names if name == op_name)
+        return sum(1 for name in self.claimed_ops if name == op_name)
 
 
-def delegated_ops(interpreter) -> DelegatedOps:
-    """Op names of the interpreter's execution plan; claimed nodes show up as DELEGATE."""
-    details = interpreter._get_ops_details()  # the only public-ish view of the node list
-    return DelegatedOps(tuple(op["op_name"] for op in details))
+def delegation_report(interpreter, delegate) -> DelegationReport:
+    """Which nodes ``delegate`` (from ``load``/``load_tf``) claimed in ``interpreter``.
+
+    The interpreter's node list shows a DELEGATE node per partition but cannot
+    tell ours from XNNPACK's, so the claimed node indices come from the library.
+    """
+    lib = _library()
+    pointer = ctypes.c_void_p(delegate._delegate_ptr)
+    count = lib.wbmm_delegate_claimed_count(pointer)
+    nodes = tuple(lib.wbmm_delegate_claimed_node(pointer, i) for i in range(count))
+    details = interpreter._get_ops_details()
+    names = {op["index"]: op["op_name"] for op in details}
+    return DelegationReport(
+        claimed_nodes=nodes,
+        claimed_ops=tuple(names.get(n, "?") for n in nodes),
+        delegate_nodes=sum(1 for op in details if op["op_name"] == "DELEGATE"),
+        isa=lib.wbmm_delegate_isa(pointer).decode(),
+        num_threads=lib.wbmm_delegate_num_threads(pointer),
+    )

@@ -47,7 +47,9 @@ struct ConvPlan {
   const char* op_label = "";  // for messages
   int input = -1, kernel = -1, bias = -1, output = -1;
   int kernel_source = -1;     // tensor that really holds the weights (DEQUANTIZE input or `kernel`)
-  int dequantize_node = -1;   // the folded DEQUANTIZE, if any
+  int dequantize_node = -1;   // the folded DEQUANTIZE of the kernel, if any
+  int bias_source = -1;       // likewise for the bias
+  int bias_dequantize_node = -1;
   bool windowed = false;
   int window_h = 0, window_w = 0;
   bool shortcut = false;
@@ -96,30 +98,34 @@ GraphView ViewGraph(TfLiteContext* context, const TfLiteIntArray* plan) {
   return g;
 }
 
-// Kernel input: constant float32/float16, or the sole use of a DEQUANTIZE of a
-// constant float16 tensor. Returns "" and fills plan->kernel_source.
-std::string CheckKernelTensor(const GraphView& g, ConvPlan* plan) {
+// A weight input (kernel or bias): a constant float32/float16 tensor, or the
+// sole use of a DEQUANTIZE of a constant float16 tensor (what the converter
+// emits for float16 weights). Returns "" and the tensor holding the numbers.
+std::string ResolveWeight(const GraphView& g, int tensor, const char* what, int* source, int* dequantize_node) {
   TfLiteContext* context = g.context;
-  const TfLiteTensor& k = context->tensors[plan->kernel];
-  if (k.dims == nullptr || k.dims->size != 4 || k.dims->data[0] != 1)
-    return "kernel shape " + ShapeText(k) + " is not (1, kh, kw, C)";
-  if (IsConstant(k)) {
-    if (k.type != kTfLiteFloat32 && k.type != kTfLiteFloat16) return "kernel is neither float32 nor float16";
-    plan->kernel_source = plan->kernel;
+  const TfLiteTensor& t = context->tensors[tensor];
+  *dequantize_node = -1;
+  if (IsConstant(t)) {
+    if (t.type != kTfLiteFloat32 && t.type != kTfLiteFloat16) return std::string(what) + " is neither float32 nor float16";
+    *source = tensor;
     return "";
   }
-  auto producer = g.producer.find(plan->kernel);
-  if (producer == g.producer.end()) return "kernel is not a constant";
+  auto producer = g.producer.find(tensor);
+  if (producer == g.producer.end()) return std::string(what) + " is not a constant";
   TfLiteNode* node;
   TfLiteRegistration* reg;
   context->GetNodeAndRegistration(context, producer->second, &node, &reg);
-  if (reg->builtin_code != kTfLiteBuiltinDequantize) return "kernel is produced by " + Describe(reg) + ", not a constant";
+  if (reg->builtin_code != kTfLiteBuiltinDequantize)
+    return std::string(what) + " is produced by " + Describe(reg) + ", not a constant";
   const TfLiteTensor& src = context->tensors[node->inputs->data[0]];
-  if (!IsConstant(src) || src.type != kTfLiteFloat16) return "kernel comes from a DEQUANTIZE of a non-constant or non-float16 tensor";
-  auto uses = g.consumer_count.find(plan->kernel);
-  if (uses != g.consumer_count.end() && uses->second != 1) return "the dequantized kernel has other consumers";
-  plan->kernel_source = node->inputs->data[0];
-  plan->dequantize_node = producer->second;
+  if (!IsConstant(src) || src.type != kTfLiteFloat16)
+    return std::string(what) + " comes from a DEQUANTIZE of a non-constant or non-float16 tensor";
+  *source = node->inputs->data[0];
+  // Claim (and so remove) the DEQUANTIZE only when we are its sole consumer;
+  // a shared one (the converter shares a zero bias) stays with TFLite and we
+  // read its constant float16 input directly.
+  auto uses = g.consumer_count.find(tensor);
+  if (uses != g.consumer_count.end() && uses->second == 1) *dequantize_node = producer->second;
   return "";
 }
 
@@ -129,9 +135,11 @@ std::string CheckCommonTensors(const GraphView& g, ConvPlan* plan) {
   if (x.type != kTfLiteFloat32) return "input is not float32";
   if (x.dims == nullptr || x.dims->size != 4) return "input " + ShapeText(x) + " is not NHWC";
   if (t[plan->output].type != kTfLiteFloat32) return "output is not float32";
-  std::string why = CheckKernelTensor(g, plan);
-  if (!why.empty()) return why;
   const TfLiteTensor& k = t[plan->kernel];
+  if (k.dims == nullptr || k.dims->size != 4 || k.dims->data[0] != 1)
+    return "kernel shape " + ShapeText(k) + " is not (1, kh, kw, C)";
+  std::string why = ResolveWeight(g, plan->kernel, "kernel", &plan->kernel_source, &plan->dequantize_node);
+  if (!why.empty()) return why;
   if (k.dims->data[1] != plan->kernel_h || k.dims->data[2] != plan->kernel_w)
     return "kernel " + ShapeText(k) + " does not match " + std::to_string(plan->kernel_h) + "x" +
            std::to_string(plan->kernel_w);
@@ -140,7 +148,8 @@ std::string CheckCommonTensors(const GraphView& g, ConvPlan* plan) {
            std::to_string(x.dims->data[3]) + " (depth multiplier != 1)";
   if (plan->bias >= 0) {
     const TfLiteTensor& b = t[plan->bias];
-    if (!IsConstant(b) || b.type != kTfLiteFloat32) return "bias is not a constant float32 tensor";
+    why = ResolveWeight(g, plan->bias, "bias", &plan->bias_source, &plan->bias_dequantize_node);
+    if (!why.empty()) return why;
     if (b.dims == nullptr || b.dims->size != 1 || b.dims->data[0] != x.dims->data[3]) return "bias shape " + ShapeText(b) + " is not (C,)";
   }
   return "";
@@ -206,7 +215,7 @@ struct Delegate {
   const KernelSet* kernels = nullptr;
   std::unique_ptr<ThreadPool> pool;
   std::map<int, ConvPlan> claimed;  // node -> plan, valid while TFLite builds partitions
-  int claimed_count = 0;
+  std::vector<int> claimed_nodes;   // of the last Prepare, including folded DEQUANTIZE nodes
 };
 
 void Log(const Delegate& d, int level, const char* format, ...) {
@@ -330,7 +339,15 @@ TfLiteStatus PartitionPrepare(TfLiteContext* context, TfLiteNode* node) {
     const TfLiteTensor& k = context->tensors[plan.kernel_source];
     op.weights.assign(PackedWeightFloats(p, lanes), 0.0f);
     op.bias.assign(PackedBiasFloats(p, lanes), 0.0f);
-    const float* bias = plan.bias >= 0 ? static_cast<const float*>(context->tensors[plan.bias].data) : nullptr;
+    std::vector<float> bias_values;  // widened float16 bias (prepare may allocate)
+    if (plan.bias >= 0) {
+      const TfLiteTensor& b = context->tensors[plan.bias_source];
+      bias_values.resize(size_t(p.channels));
+      for (int c = 0; c < p.channels; ++c)
+        bias_values[c] = b.type == kTfLiteFloat16 ? HalfToFloat(static_cast<const uint16_t*>(b.data)[c])
+                                                  : static_cast<const float*>(b.data)[c];
+    }
+    const float* bias = plan.bias >= 0 ? bias_values.data() : nullptr;
     PackDepthwiseWeights(p, lanes, k.data, k.type == kTfLiteFloat16 ? WeightType::kFloat16 : WeightType::kFloat32, bias,
                          plan.windowed && plan.shortcut, op.weights.data(), op.bias.data());
     scratch = std::max(scratch, ScratchFloatsPerThread(p, lanes));
@@ -377,6 +394,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* base) {
   const GraphView graph = ViewGraph(context, plan);
 
   delegate->claimed.clear();
+  delegate->claimed_nodes.clear();
   std::vector<int> to_replace;
   for (int node_index : nodes) {
     TfLiteNode* node;
@@ -391,15 +409,16 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* base) {
       continue;
     }
     Log(*delegate, 1, "node %d %s: claimed (%dx%d kernel%s, isa %s, %d threads)", node_index, conv.op_label,
-        conv.kernel_h, conv.kernel_w, conv.dequantize_node >= 0 ? ", float16 via DEQUANTIZE" : "",
+        conv.kernel_h, conv.kernel_w, conv.dequantize_node >= 0 ? ", float16 weights via DEQUANTIZE" : "",
         delegate->kernels->isa, delegate->pool->num_threads());
     delegate->claimed[node_index] = conv;
     if (conv.dequantize_node >= 0) to_replace.push_back(conv.dequantize_node);
+    if (conv.bias_dequantize_node >= 0) to_replace.push_back(conv.bias_dequantize_node);
     to_replace.push_back(node_index);
   }
-  delegate->claimed_count = int(delegate->claimed.size());
-  if (to_replace.empty()) return kTfLiteOk;
   std::sort(to_replace.begin(), to_replace.end());
+  delegate->claimed_nodes = to_replace;
+  if (to_replace.empty()) return kTfLiteOk;
 
   TfLiteIntArray* replace = static_cast<TfLiteIntArray*>(std::malloc(sizeof(int) * (1 + to_replace.size())));
   replace->size = int(to_replace.size());
@@ -452,3 +471,21 @@ WBMM_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate* base) {
 // Extras for the Python loader and tools (not part of TFLite's ABI).
 WBMM_EXPORT const char* wbmm_delegate_options_help(void) { return wbmm::OptionsHelp().c_str(); }
 WBMM_EXPORT const char* wbmm_delegate_available_isas(void) { return wbmm::AvailableIsas(); }
+
+// Which nodes the last Prepare claimed, for tests and reports: the interpreter's
+// own node list cannot tell our DELEGATE nodes from XNNPACK's.
+WBMM_EXPORT int wbmm_delegate_claimed_count(const TfLiteDelegate* base) {
+  return base == nullptr ? -1 : int(static_cast<const wbmm::Delegate*>(base->data_)->claimed_nodes.size());
+}
+WBMM_EXPORT int wbmm_delegate_claimed_node(const TfLiteDelegate* base, int i) {
+  if (base == nullptr) return -1;
+  const auto& nodes = static_cast<const wbmm::Delegate*>(base->data_)->claimed_nodes;
+  return i >= 0 && size_t(i) < nodes.size() ? nodes[size_t(i)] : -1;
+}
+WBMM_EXPORT const char* wbmm_delegate_isa(const TfLiteDelegate* base) {
+  return base == nullptr ? "" : static_cast<const wbmm::Delegate*>(base->data_)->kernels->isa;
+}
+WBMM_EXPORT int wbmm_delegate_num_threads(const TfLiteDelegate* base) {
+  const auto* d = base == nullptr ? nullptr : static_cast<const wbmm::Delegate*>(base->data_);
+  return d == nullptr || !d->pool ? 0 : d->pool->num_threads();
+}

@@ -1,0 +1,78 @@
+"""The delegate's C++ unit tests, on this host and cross-compiled for arm64 under qemu.
+
+The host run covers the portable and AVX2 kernels (AVX-512 when the CPU has
+it), the runtime layout check's refusals, the option table and the custom-op
+reader. The arm64 run (``make delegate-arm64-test``: Debian's
+aarch64-linux-gnu-g++, ``qemu-aarch64``) proves the NEON kernels, the code a
+phone runs, against the same reference. Also checks wbmm_custom_ops.h against
+converters/custom_ops.py, the single definition of the format.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import converters.custom_ops as custom_ops
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "delegates"
+
+
+def _cmake_build(target: str) -> None:
+    if not (BUILD / "CMakeCache.txt").is_file():
+        subprocess.run(["cmake", "-S", str(ROOT / "delegates"), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release"],
+                       check=True, capture_output=True, text=True)
+    subprocess.run(["cmake", "--build", str(BUILD), "-j", "2", "--target", target], check=True, capture_output=True,
+                   text=True)
+
+
+def _assert_all_passed(output: str) -> None:
+    summary = re.search(r"(\d+) tests, (\d+) failed", output)
+    assert summary, output
+    assert int(summary.group(2)) == 0, output
+    for name in ["WindowedMatchesDenseMForm", "PlainDepthwiseMatchesDirectLoops", "LayoutCheckRefusesShorterRegistration",
+                 "HelpComesFromTheSameTable"]:
+        assert f"[PASS] {name}" in output, output
+
+
+def test_cpp_unit_tests_pass_on_the_host():
+    _cmake_build("wbmm_kernel_tests")
+    result = subprocess.run([str(BUILD / "wbmm_kernel_tests")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    _assert_all_passed(result.stdout)
+    assert "portable" in result.stdout
+
+
+@pytest.mark.slow
+def test_cpp_unit_tests_pass_on_arm64_under_qemu():
+    for tool in ("aarch64-linux-gnu-g++", "qemu-aarch64", "make"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: `make system-deps` installs g++-aarch64-linux-gnu and qemu-user")
+    result = subprocess.run(["make", "-s", "delegate-arm64-test"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    _assert_all_passed(result.stdout)
+    assert "kernel sets usable here: portable,neon" in result.stdout  # the NEON kernels ran, not just compiled
+    binary = ROOT / "build" / "delegates-arm64" / "wbmm_kernel_tests"
+    assert binary.read_bytes()[18:20] == (183).to_bytes(2, "little")  # ELF e_machine = EM_AARCH64
+    assert (ROOT / "build" / "delegates-arm64" / "libwbmm_delegate.so").is_file()
+
+
+def test_custom_op_header_mirrors_the_python_definition():
+    header = (ROOT / "delegates" / "wbmm_custom_ops.h").read_text()
+    constants = {name: int(value, 0) for name, value in
+                 re.findall(r"constexpr int32_t (k\w+) = (0x[0-9A-Fa-f]+|\d+);", header)}
+    names = dict(re.findall(r'constexpr const char\* (k\w+) = "(\w+)";', header))
+    assert constants["kMagic"] == custom_ops.MAGIC
+    assert constants["kFormatVersion"] == custom_ops.FORMAT_VERSION
+    assert constants["kOptionWords"] == custom_ops.OPTION_WORDS
+    assert constants["kFlagShortcut"] == custom_ops.FLAG_SHORTCUT
+    assert (constants["kPaddingSame"], constants["kPaddingValid"]) == (custom_ops.PADDING_SAME, custom_ops.PADDING_VALID)
+    assert (constants["kActivationNone"], constants["kActivationRelu"], constants["kActivationRelu6"]) == \
+        custom_ops.SUPPORTED_ACTIVATIONS
+    assert (names["kWbmmOpName"], names["kWbmmDepthwiseOpName"]) == custom_ops.CUSTOM_OP_NAMES

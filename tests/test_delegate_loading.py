@@ -1,0 +1,119 @@
+"""Loading libwbmm_delegate.so: ai-edge-litert and tf.lite, options, errors, refusal.
+
+Every test loads the real library through TFLite's external-delegate C ABI and
+inspects the interpreter's node list: the model's custom op has no kernel in
+either runtime, so a correct output proves the delegate ran it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+import delegates
+from delegate_models import wbmm_model
+from wbmm_mobile import core
+from wbmm_mobile.errors import DelegateError, DelegateNotBuiltError
+
+
+@pytest.fixture(scope="module")
+def wbmm_case():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, 12, 10, 9)).astype(np.float32)
+    kernel = rng.standard_normal((7, 7, 9)).astype(np.float32)
+    bias = rng.standard_normal(9).astype(np.float32)
+    table, window = core.kernel_to_table(kernel.astype(np.float64))
+    expected = core.wbmm_forward(x.astype(np.float64), table, window, shortcut=True, bias=bias)
+    return wbmm_model(x.shape, kernel, 4, True, bias), x, expected
+
+
+def _invoke(interpreter, x):
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def test_library_path_finds_the_make_delegate_build(monkeypatch):
+    monkeypatch.delenv(delegates.LIBRARY_ENV_VAR, raising=False)
+    path = delegates.library_path()
+    assert path == delegates.DEFAULT_LIBRARY and path.name == "libwbmm_delegate.so"
+
+
+def test_library_path_honours_env_and_explains_a_missing_build(monkeypatch, tmp_path):
+    monkeypatch.setenv(delegates.LIBRARY_ENV_VAR, str(delegates.DEFAULT_LIBRARY))
+    assert delegates.library_path() == delegates.DEFAULT_LIBRARY
+    monkeypatch.setenv(delegates.LIBRARY_ENV_VAR, str(tmp_path / "nope.so"))
+    with pytest.raises(DelegateNotBuiltError, match="nope.so"):
+        delegates.library_path()
+    monkeypatch.delenv(delegates.LIBRARY_ENV_VAR)
+    monkeypatch.setattr(delegates, "DEFAULT_LIBRARY", tmp_path / "build" / "libwbmm_delegate.so")
+    with pytest.raises(DelegateNotBuiltError, match="make delegate"):
+        delegates.load()
+    assert issubclass(DelegateNotBuiltError, FileNotFoundError)
+
+
+def test_ai_edge_litert_runs_the_custom_op_through_the_delegate(wbmm_case):
+    model, x, expected = wbmm_case
+    delegate = delegates.load(num_threads=2)
+    interpreter = Interpreter(model_content=model, experimental_delegates=[delegate])
+    y = _invoke(interpreter, x)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    assert ops == ["WBMM", "DELEGATE"]  # the original node and the delegate node that replaced it
+    report = delegates.delegation_report(interpreter, delegate)
+    assert report.claimed_ops == ("WBMM",) and report.num_threads == 2
+
+
+def test_tf_lite_runs_the_custom_op_through_the_delegate(wbmm_case):
+    tf = pytest.importorskip("tensorflow")
+    model, x, expected = wbmm_case
+    delegate = delegates.load_tf(num_threads=1)
+    interpreter = tf.lite.Interpreter(model_content=model, experimental_delegates=[delegate])
+    y = _invoke(interpreter, x)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
+    assert "DELEGATE" in [op["op_name"] for op in interpreter._get_ops_details()]
+    assert delegates.delegation_report(interpreter, delegate).claimed_ops == ("WBMM",)
+
+
+def test_without_the_delegate_the_custom_op_does_not_run(wbmm_case):
+    model, x, _ = wbmm_case
+    with pytest.raises((RuntimeError, ValueError), match="WBMM"):
+        _invoke(Interpreter(model_content=model,
+                            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), x)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"num_threads": 0}, "num_threads"),
+    ({"min_kernel": "big"}, "min_kernel"),
+    ({"threads": 2}, "unknown option 'threads'"),
+    ({"isa": "sse9"}, "isa"),
+])
+def test_bad_options_fail_with_the_key_named(options, words):
+    with pytest.raises(DelegateError, match=words):
+        delegates.load(**options)
+
+
+def test_options_help_lists_every_option_with_its_default():
+    text = delegates.options_help()
+    for key, default in [("num_threads", "1"), ("claim_depthwise", "0"), ("min_kernel", "7"), ("verbose", "0"),
+                         ("isa", "auto")]:
+        assert f"{key}" in text and f"(default {default})" in text
+    assert "portable" in delegates.available_isas()
+
+
+def test_layout_check_refuses_to_attach_with_a_clear_message(wbmm_case):
+    # A live runtime state that does not look like our layout: a thread count
+    # no real runtime reports. The delegate must refuse before claiming anything.
+    model, _, _ = wbmm_case
+    with pytest.raises((RuntimeError, ValueError), match="refusing to attach"):
+        Interpreter(model_content=model, experimental_delegates=[delegates.load()], num_threads=5000)
+
+
+def test_verbose_reports_claims_and_refusals(wbmm_case, capfd):
+    model, x, _ = wbmm_case
+    interpreter = Interpreter(model_content=model, experimental_delegates=[delegates.load(verbose=1)])
+    _invoke(interpreter, x)
+    err = capfd.readouterr().err
+    assert "node 0 WBMM: claimed (7x7 kernel" in err

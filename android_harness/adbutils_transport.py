@@ -125,21 +125,28 @@ class AdbServerTransport(Transport):
             answer = self._client.connect(address, timeout=timeout)
         except (AdbError, OSError) as exc:
             raise DeviceNotFoundError(f"adb connect {address}: {exc}") from None
+        if "authenticate" in answer or "unauthorized" in answer:
+            # adb gives up waiting early while the phone shows its key prompt; the state
+            # poll in _wait_until_ready decides (authorized a moment later, or unauthorized).
+            return
         if "connected" not in answer or "unable" in answer or "failed" in answer:
             raise DeviceNotFoundError(f"adb connect {address}: {answer.strip()}")
 
     def _wait_until_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        # A prompt being answered right now turns "unauthorized" into "device" within moments.
+        unauthorized_deadline = start + min(timeout, 3.0)
         state = "unknown"
         while True:
             state = self._states().get(self.serial, "missing")
             if state == "device":
                 return
-            if state == "unauthorized":
+            if state == "unauthorized" and time.monotonic() > unauthorized_deadline:
                 raise DeviceUnauthorizedError(f"{self.serial}: {UNAUTHORIZED_HINT}")
             if state == "missing":
                 raise DeviceGoneError(f"{self.serial}: no longer listed by the ADB server at {self.server}")
-            if state not in _TRANSIENT_STATES or time.monotonic() > deadline:
+            if state not in _TRANSIENT_STATES | {"unauthorized"} or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         if state in ("offline", "authorizing", "connecting"):

@@ -1,0 +1,77 @@
+"""Shared pieces of the tests/test_adb_*.py files: real adb binaries and a private adb server.
+
+Each adb server the tests start listens on a free port given through
+``ANDROID_ADB_SERVER_PORT`` and keeps its keys in a temporary HOME, so nothing here
+touches an adb server (or keys) someone else is using; ``AdbServer.stop`` runs
+``adb kill-server``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import adbutils
+
+DEBIAN_ADB = "/usr/bin/adb"
+BUNDLED_ADB = Path(adbutils.__file__).parent / "binaries" / "adb"
+
+
+def adb_binaries() -> list[tuple[str, str]]:
+    """(id, path) of every real adb client on this machine: Debian's and the one adbutils bundles."""
+    found = []
+    debian = DEBIAN_ADB if os.path.exists(DEBIAN_ADB) else shutil.which("adb")
+    if debian:
+        found.append(("debian-adb", debian))
+    if BUNDLED_ADB.is_file() and os.access(BUNDLED_ADB, os.X_OK):
+        found.append(("adbutils-bundled-adb", str(BUNDLED_ADB)))
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class AdbServer:
+    binary: str
+    port: int
+    home: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("ANDROID_SERIAL", "ANDROID_ADB_SERVER_HOST", "ANDROID_SDK_HOME", "ANDROID_USER_HOME",
+                            "ADB_VENDOR_KEYS")}
+        env.update(ANDROID_ADB_SERVER_PORT=str(self.port), HOME=str(self.home))
+        return env
+
+    def adb(self, *args: str, timeout: float = 120, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        result = subprocess.run([self.binary, *args], env=self.env, capture_output=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL, **kwargs)
+        if check and result.returncode != 0:
+            raise AssertionError(f"adb {' '.join(args)} -> {result.returncode}\nstdout: {result.stdout!r}\n"
+                                 f"stderr: {result.stderr!r}")
+        return result
+
+    def start(self) -> "AdbServer":
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.adb("start-server", timeout=60)
+        return self
+
+    def stop(self) -> None:
+        self.adb("kill-server", timeout=30, check=False)
+
+
+def start_adb_server(binary: str, home: Path) -> AdbServer:
+    return AdbServer(binary, free_port(), home).start()

@@ -1,0 +1,126 @@
+"""The loopback ADB device against ADB clients written outside this project.
+
+Debian's ``adb`` (29) and the adb that adbutils bundles (36) each run their own
+server on a private port, ``adb connect`` to the loopback device, and then push,
+pull, list and run shell commands through it: if the wire protocol were wrong, these
+binaries would refuse. adb-shell, the third client, is driven in test_adb_transports.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from android_harness.loopback import LoopbackDevice
+from tests._adb_helpers import adb_binaries, start_adb_server
+
+pytestmark = pytest.mark.timeout(240)
+
+BINARIES = adb_binaries()
+if not BINARIES:
+    pytest.skip("no adb binary installed (make system-deps installs Debian's adb)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory):
+    with LoopbackDevice(tmp_path_factory.mktemp("loopback-root"), fixture_phone=True) as loopback:
+        yield loopback
+
+
+@pytest.fixture(scope="module", params=BINARIES, ids=[name for name, _ in BINARIES])
+def adb(request, device, tmp_path_factory):
+    _, binary = request.param
+    server = start_adb_server(binary, tmp_path_factory.mktemp("adb-home"))
+    try:
+        answer = server.adb("connect", device.serial, timeout=30).stdout.decode()
+        assert f"connected to {device.serial}" in answer
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory):
+    """20 MB of random bytes (random so a dropped or repeated chunk cannot go unnoticed)."""
+    path = tmp_path_factory.mktemp("payload") / "payload.bin"
+    path.write_bytes(os.urandom(20 * 1000 * 1000))
+    return path
+
+
+def test_devices_lists_the_loopback_banner(adb, device):
+    listing = adb.adb("devices", "-l").stdout.decode()
+    line = next(line for line in listing.splitlines() if line.startswith(device.serial))
+    assert line.split()[1] == "device"
+    assert "model:wbmm_loopback_test_device" in line
+    features = adb.adb("-s", device.serial, "features").stdout.decode().split()
+    assert "shell_v2" in features
+
+
+def test_shell_v2_exit_code_and_separate_stderr(adb, device):
+    result = adb.adb("-s", device.serial, "shell", "echo to-out; echo to-err >&2; exit 42", check=False)
+    assert result.returncode == 42
+    assert result.stdout == b"to-out\n"
+    assert result.stderr == b"to-err\n"
+    ok = adb.adb("-s", device.serial, "shell", "true", check=False)
+    assert ok.returncode == 0
+
+
+def test_shell_reads_fixture_phone_files(adb, device):
+    out = adb.adb("-s", device.serial, "shell", "getprop ro.soc.model; cat /sys/class/power_supply/battery/capacity")
+    assert out.stdout.decode().splitlines() == ["Tensor G2", "78"]
+
+
+def test_push_pull_20mb_byte_for_byte(adb, device, payload, tmp_path):
+    remote = f"/data/local/tmp/{adb.port}/payload.bin"
+    adb.adb("-s", device.serial, "push", str(payload), remote)
+    on_device = device.root / remote.lstrip("/")
+    assert on_device.read_bytes() == payload.read_bytes()
+    back = tmp_path / "back.bin"
+    adb.adb("-s", device.serial, "pull", remote, str(back))
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(payload.read_bytes()).digest()
+    assert back.stat().st_size == 20 * 1000 * 1000
+
+
+def test_ls_shows_pushed_files(adb, device, tmp_path):
+    folder = device.root / "data/local/tmp" / f"ls-{adb.port}"
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_bytes(b"12345")
+    (folder / "sub").mkdir()
+    lines = adb.adb("-s", device.serial, "ls", f"/data/local/tmp/ls-{adb.port}").stdout.decode().splitlines()
+    by_name = {line.split()[-1]: line.split() for line in lines}
+    assert int(by_name["a.txt"][1], 16) == 5            # adb ls prints mode, size, mtime in hex
+    assert int(by_name["sub"][0], 16) & 0o170000 == 0o040000
+
+
+def test_concurrent_shell_streams(adb, device):
+    """Four adb shells at once, each waiting until all four have started: if the device
+    served one stream at a time, the first would wait in vain and exit 1."""
+    tag = f"rendezvous-{adb.port}"
+    script = (f"mkdir -p /data/local/tmp/{tag}; touch /data/local/tmp/{tag}/$0; i=0; "
+              f"while [ $(ls /data/local/tmp/{tag} | wc -l) -lt 4 ]; do "
+              f"i=$((i+1)); [ $i -gt 300 ] && exit 1; sleep 0.1; done; echo done-$0")
+
+    def one(n: int) -> subprocess.CompletedProcess:
+        return adb.adb("-s", device.serial, "shell", f"sh -c '{script}' s{n}", check=False, timeout=90)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
+    assert sorted(r.stdout.decode().strip() for r in results) == [f"done-s{n}" for n in range(4)]
+
+
+def test_hostile_file_name_pushes_as_one_file_and_runs_nothing(adb, device, tmp_path):
+    name = "a b'c\";touch PWNED;$(touch PWNED2)$HOME.txt"
+    local = tmp_path / name
+    local.write_bytes(b"hostile but harmless")
+    remote = f"/data/local/tmp/hostile-{adb.port}/{name}"
+    adb.adb("-s", device.serial, "push", str(local), remote)
+    back = tmp_path / "back.txt"
+    adb.adb("-s", device.serial, "pull", remote, str(back))
+    assert back.read_bytes() == b"hostile but harmless"
+    assert (device.root / remote.lstrip("/")).read_bytes() == b"hostile but harmless"
+    assert not list(device.root.rglob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))

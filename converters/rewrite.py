@@ -139,14 +139,50 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
         report.warnings.append("windowed mode changes the function: each KxK conv becomes WBMM with window "
                                "(K+1)/2 and sees zeros across window borders (see the measured deviation)")
 
-    for g in range(len(model.subgraphs)):
-        _rewrite_subgraph(model, g, options, report)
-    out = tflite_io.model_to_bytes(model)
-    report.bytes_after = len(out)
-    report.ops_after = _op_counts(tflite_io.load_model_bytes(out, "the rewritten model"))
-    if options.verify:
-        _verify(data, out, model, options, report)
+    custom_layers: list = []
+    with _ProgressBar(options.progress, report.ops_before.get("DEPTHWISE_CONV_2D", 0)
+                      + report.ops_before.get("CONV_2D", 0) + (1 if options.verify else 0)) as bar:
+        for g in range(len(model.subgraphs)):
+            _rewrite_subgraph(model, g, options, report, custom_layers, bar.advance)
+        out = tflite_io.model_to_bytes(model)
+        report.bytes_after = len(out)
+        report.ops_after = _op_counts(tflite_io.load_model_bytes(out, "the rewritten model"))
+        if options.verify:
+            bar.describe("verifying against the original")
+            _verify(data, out, model, options, report, custom_layers)
+            bar.advance()
     return RewriteResult(out, report)
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr over the candidate layers and the verification, or nothing."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task("rewriting layers", total=max(total, 1))
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def describe(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=text)
 
 
 def rewrite_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
@@ -195,7 +231,8 @@ def load_inputs_npz(path: str | os.PathLike, model: bytes) -> list[np.ndarray]:
 
 # --------------------------------------------------------------------------- the loop
 
-def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteReport) -> None:
+def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteReport, custom_layers: list,
+                      advance=lambda: None) -> None:
     graph = model.subgraphs[g]
     if not graph.operators:
         return
@@ -206,6 +243,7 @@ def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteRep
         layer = _depthwise.match(model, g, index)
         if layer is None:
             continue
+        advance()
         entry = LayerReport(g, index, layer.name, layer.op, f"{layer.kernel_size[0]}x{layer.kernel_size[1]}",
                             list(layer.x.shape), layer.precision, layer.padding_name, False, None, "")
         report.layers.append(entry)
@@ -220,6 +258,9 @@ def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteRep
                                                                max(layer.kernel_size), layer.padding_name),
                                        options.target, options.strategy, options.measure)
             order, why = chosen.order, chosen.reason
+        if order == ("keep",):
+            entry.reason = f"kept: {why}"
+            continue
         refusals = []
         for name in order:
             rewrite_pass = passes[name]
@@ -233,6 +274,8 @@ def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteRep
             else:
                 rewrite_pass.module.rewrite(editor, layer)
             replacements[index] = editor.ops
+            if name == "custom":
+                custom_layers.append(layer)
             entry.rewritten, entry.strategy, entry.ops_added = True, name, len(editor.ops)
             entry.reason = "; ".join([why] + refusals)
             break
@@ -256,37 +299,70 @@ def _op_counts(model) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- verification
 
-def _load_delegate(options: RewriteOptions):
+def _delegate_factory(options: RewriteOptions):
+    """(a function making a fresh delegate per interpreter, or None; what was used or why not)."""
     if options.delegate is not None:
-        return options.delegate, "the given delegate"
+        return (lambda: options.delegate), "the given delegate"
     try:
-        from delegates import load  # the C++ delegate's Python loader (another area)
-    except ImportError:
+        import delegates  # the C++ delegate's Python loader (another area)
+        load = delegates.load
+    except (ImportError, AttributeError):
         return None, "the wbmm delegate's loader (delegates.load) is not available"
     try:
-        loader = getattr(load, "load_delegate", None) or getattr(load, "load", None)
-        if loader is None:
-            return None, "delegates.load has no load_delegate()"
-        return loader(), "the wbmm delegate"
+        load()
     except Exception as exc:  # noqa: BLE001 - an unbuilt or broken delegate only skips verification
-        return None, f"the wbmm delegate could not be loaded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"the wbmm delegate could not be loaded ({why})"
+    return load, "the wbmm delegate"
 
 
-def _verify(original: bytes, rewritten: bytes, model, options: RewriteOptions, report: RewriteReport) -> None:
+def _check_custom_layers(layers: list, make_delegate, seed: int) -> str:
+    """Each WBMM_DEPTHWISE layer, alone in a one-op model run by the delegate, against
+    ``wbmm_mobile.core.depthwise_conv2d`` in float64; raises VerificationError past 1e-4."""
+    from converters import verify
+    from wbmm_mobile import core
+
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for layer in layers:
+        kernel = layer.kernel.astype(np.float16 if layer.weights_float16 else np.float32)
+        model = strategy_mod.single_layer_model(layer.x.shape, kernel, layer.bias, layer.padding_name,
+                                                layer.activation)
+        custom = rewrite_model(model, RewriteOptions(strategy="custom", min_kernel=1, verify=False)).model
+        x = rng.uniform(-1, 1, size=layer.x.shape).astype(np.float32)
+        got = verify.run_tflite(custom, [x], delegate=make_delegate())[0]
+        expected = core.depthwise_conv2d(x.astype(np.float64), kernel.astype(np.float64), layer.padding_name.lower(),
+                                         layer.bias)
+        if layer.activation in (1, 3):
+            expected = np.maximum(expected, 0)
+        if layer.activation == 3:
+            expected = np.minimum(expected, 6)
+        rel = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30))
+        if rel > EXACT_RELATIVE:
+            raise VerificationError(f"WBMM_DEPTHWISE for {layer.name} disagrees with the numpy reference: "
+                                    f"max rel {rel:.3g} > {EXACT_RELATIVE:g}")
+        worst = max(worst, rel)
+    return f"{len(layers)} custom layer(s) match the numpy reference, max rel {worst:.3g}"
+
+
+def _verify(original: bytes, rewritten: bytes, model, options: RewriteOptions, report: RewriteReport,
+            custom_layers: list) -> None:
     from converters import verify
 
     has_custom = any(layer.strategy == "custom" for layer in report.layers if layer.rewritten)
     if not report.rewritten_count:
         report.verification_note = "nothing was rewritten; nothing to verify"
         return
-    delegate = None
+    make_delegate, where = None, ""
+    custom_check = ""
     if has_custom:
-        delegate, where = _load_delegate(options)
-        if delegate is None:
+        make_delegate, where = _delegate_factory(options)
+        if make_delegate is None:
             report.verification_note = (f"NOT verified: the model has wbmm custom ops and {where}; "
                                         "run it where the delegate is built to check it")
             report.warnings.append(report.verification_note)
             return
+        custom_check = _check_custom_layers(custom_layers, make_delegate, options.seed)
     kernels = "builtin" if options.target == "builtin" else "xnnpack"
     input_sets = [verify.random_inputs(original, options.seed), verify.random_inputs(original, options.seed + 1)]
     if options.inputs is not None:
@@ -295,7 +371,8 @@ def _verify(original: bytes, rewritten: bytes, model, options: RewriteOptions, r
     worst = None
     for inputs in input_sets:
         reference = verify.run_tflite(original, inputs, kernels=kernels, dequantize_outputs=True)
-        candidate_interpreter = verify.load_interpreter(rewritten, kernels=kernels, delegate=delegate)
+        candidate_interpreter = verify.load_interpreter(rewritten, kernels=kernels,
+                                                        delegate=make_delegate() if make_delegate else None)
         candidate = verify.run_tflite(candidate_interpreter, inputs, dequantize_outputs=True)
         specs = verify.output_specs(candidate_interpreter)
         tolerances = [verify.Tolerance(absolute=INT8_STEPS * s.scale, description=f"int8: abs <= one step {s.scale:.3g}")
@@ -317,5 +394,4 @@ def _verify(original: bytes, rewritten: bytes, model, options: RewriteOptions, r
         report.warnings.append(report.verification_note)
     else:
         report.verification_note = f"verified with {kernels} kernels" + \
-            (f" and {options.delegate and 'the given delegate' or 'the wbmm delegate'}" if has_custom else "") + \
-            f": {worst.summary()}"
+            (f" and {where} ({custom_check})" if has_custom else "") + f": {worst.summary()}"

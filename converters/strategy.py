@@ -9,7 +9,9 @@ measurement: either the shipped table ``strategy_measurements.json`` (made by
 ``benchmarks/large_kernels.py --write-strategy-table`` on the machine it names), or,
 with ``measure=True``, a timing of both rewrites of a one-layer model of the layer's
 exact shape on this machine. ``halo`` must win by ``HALO_MARGIN`` to be picked, so
-noise never trades a measured ``split`` for a slower ``halo``.
+noise never trades a measured ``split`` for a slower ``halo``; and when the stock
+conv itself is faster than both on those kernels by ``KEEP_MARGIN`` (TFLite's builtin
+depthwise kernel at large K is), ``auto`` keeps the layer and says so.
 
 Not for: building the rewrites (``converters/rewrites/``) or the rewrite loop.
 """
@@ -28,6 +30,7 @@ TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
 STRATEGIES = ("auto", "split", "halo", "custom")
 TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
 HALO_MARGIN = 0.9   # halo is picked only when it takes <= 90% of split's time
+KEEP_MARGIN = 0.9   # the original conv is kept only when it takes <= 90% of the best rewrite's time
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,12 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
             return Pick(("split", "halo"), f"{kernels}: no shipped measurement; split is the safe default")
         source = f"shipped table, nearest measured shape {nearest.height}x{nearest.width}x{nearest.channels} " \
                  f"K={nearest.kernel}, {machine}"
-    split_ms, halo_ms = times.get("split"), times.get("halo")
+    split_ms, halo_ms, stock_ms = times.get("split"), times.get("halo"), times.get("depthwise")
+    fastest_rewrite = min(v for v in (split_ms, halo_ms) if v is not None) if (split_ms or halo_ms) else None
+    if stock_ms is not None and fastest_rewrite is not None and stock_ms <= KEEP_MARGIN * fastest_rewrite:
+        # e.g. TFLite's own depthwise kernel at K=31 beats any rewrite run on the same kernels.
+        return Pick(("keep",), f"{kernels}: the stock conv {stock_ms:.2f} ms beats split {split_ms:.2f} ms"
+                               + (f" and halo {halo_ms:.2f} ms" if halo_ms is not None else "") + f" ({source})")
     if halo_ms is not None and split_ms is not None and halo_ms <= HALO_MARGIN * split_ms:
         return Pick(("halo", "split"), f"{kernels}: halo {halo_ms:.2f} ms < split {split_ms:.2f} ms ({source})")
     if split_ms is None:
@@ -107,8 +115,19 @@ def lookup(shape: LayerShape, kernels: str, table_path: Path | None = None):
 
 
 def depthwise_model(shape: LayerShape, seed: int = 0, bias: bool = True) -> bytes:
-    """A one-layer .tflite (1xHxWxC float32 -> DEPTHWISE_CONV_2D KxK) built directly with the
-    schema, for timing rewrites of one layer without the TensorFlow converter."""
+    """A one-layer .tflite (1xHxWxC float32 -> DEPTHWISE_CONV_2D KxK, seeded weights) built
+    directly with the schema, for timing rewrites of one layer without the TensorFlow converter."""
+    rng = np.random.default_rng(seed)
+    k = shape.kernel
+    kernel = (rng.standard_normal((k, k, shape.channels)) / k).astype(np.float32)
+    b = rng.standard_normal(shape.channels).astype(np.float32) if bias else None
+    return single_layer_model((1, shape.height, shape.width, shape.channels), kernel, b, shape.padding)
+
+
+def single_layer_model(x_shape: tuple[int, ...], kernel: np.ndarray, bias: np.ndarray | None = None,
+                       padding: str = "SAME", activation: int = 0) -> bytes:
+    """A .tflite holding one DEPTHWISE_CONV_2D with this (kh, kw, C) kernel; a float16 kernel is
+    stored as float16 behind a DEQUANTIZE, the converter's float16 layout."""
     from ai_edge_litert import schema_py_generated as schema
 
     from converters import tflite_io
@@ -123,19 +142,20 @@ def depthwise_model(shape: LayerShape, seed: int = 0, bias: bool = True) -> byte
     graph.tensors, graph.operators = [], []
     model.subgraphs = [graph]
     editor = GraphEditor(model, 0)
-    rng = np.random.default_rng(seed)
-    k = shape.kernel
-    x = editor.tensor("input", (1, shape.height, shape.width, shape.channels))
-    kernel = editor.constant("kernel", (rng.standard_normal((1, k, k, shape.channels)) / k).astype(np.float32))
-    b = editor.constant("bias", rng.standard_normal(shape.channels).astype(np.float32)) if bias else None
-    valid = shape.padding.upper() == "VALID"
-    out_hw = (shape.height - k + 1, shape.width - k + 1) if valid else (shape.height, shape.width)
-    out = editor.tensor("output", (1, *out_hw, shape.channels))
+    kh, kw, channels = kernel.shape
+    x = editor.tensor("input", tuple(x_shape))
+    w = editor.weight("kernel", kernel.reshape(1, kh, kw, channels), store_float16=kernel.dtype == np.float16)
+    b = editor.constant("bias", np.asarray(bias, dtype=np.float32)) if bias is not None else \
+        editor.constant("bias", np.zeros(channels, dtype=np.float32))
+    valid = padding.upper() == "VALID"
+    out_hw = (x_shape[1] - kh + 1, x_shape[2] - kw + 1) if valid else tuple(x_shape[1:3])
+    out = editor.tensor("output", (x_shape[0], *out_hw, channels))
     options = schema.DepthwiseConv2DOptionsT()
     options.padding = schema.Padding.VALID if valid else schema.Padding.SAME
     options.strideH = options.strideW = options.depthMultiplier = 1
     options.dilationHFactor = options.dilationWFactor = 1
-    editor.op(Builtin.DEPTHWISE_CONV_2D, [x, kernel, b], [out], Options.DepthwiseConv2DOptions, options)
+    options.fusedActivationFunction = activation
+    editor.op(Builtin.DEPTHWISE_CONV_2D, [x, w, b], [out], Options.DepthwiseConv2DOptions, options)
     graph.operators = editor.ops
     graph.inputs = np.array([x.index], dtype=np.int32)
     graph.outputs = np.array([out.index], dtype=np.int32)
@@ -151,6 +171,7 @@ def depthwise_model(shape: LayerShape, seed: int = 0, bias: bool = True) -> byte
     return tflite_io.model_to_bytes(model)
 
 
+@lru_cache(maxsize=64)
 def measure_strategies(shape: LayerShape, kernels: str, threads: int = 1, runs: int = 20,
                        strategies: tuple[str, ...] = ("split", "halo")) -> dict[str, float]:
     """Median ms of each exact rewrite of a one-layer model of ``shape`` (plus the stock conv)."""

@@ -220,6 +220,32 @@ def same_padding(layer: DepthwiseLayer) -> tuple[tuple[int, int], tuple[int, int
     return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2), ((kw - 1) // 2, kw - 1 - (kw - 1) // 2)
 
 
+def effective_kernel(layer: DepthwiseLayer) -> tuple[np.ndarray, tuple[tuple[int, int], tuple[int, int]]]:
+    """The float32 kernel cropped to the taps that can reach the input, with the explicit
+    (top, bottom), (left, right) zero padding that makes a VALID conv of it equal the layer.
+
+    WBMM.md's first theorem: on an H x W map, taps farther than H-1 rows (W-1 columns)
+    from the centre only ever multiply padding, so a 31x31 SAME conv on a 14x14 map is
+    exactly a 27x27 one. Exact; nothing is cropped when K <= 2H-1.
+    """
+    kernel = float32_kernel(layer)
+    (top, bottom), (left, right) = same_padding(layer)
+    _, height, width, _ = layer.x.shape
+    _, out_h, out_w, _ = layer.out.shape
+    rows = _reachable(kernel.shape[0], top, height, out_h)
+    cols = _reachable(kernel.shape[1], left, width, out_w)
+    cropped = kernel[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1]
+    top, left = top - rows[0], left - cols[0]
+    bottom = out_h + cropped.shape[0] - 1 - height - top
+    right = out_w + cropped.shape[1] - 1 - width - left
+    return np.ascontiguousarray(cropped), ((top, bottom), (left, right))
+
+
+def _reachable(k: int, pad_before: int, size: int, out_size: int) -> tuple[int, int]:
+    # Tap i reads input row r + i - pad_before for output row r in [0, out_size).
+    return max(0, pad_before - out_size + 1), min(k - 1, pad_before + size - 1)
+
+
 def final_bias_and_activation(editor: GraphEditor, layer: DepthwiseLayer, y: Tensor, out: Tensor) -> None:
     """``out = act(y + bias)``: one ADD with the activation fused, or one RELU/RELU6, or a copy-free
     hand-over when neither is needed (the last op then writes ``out`` itself)."""

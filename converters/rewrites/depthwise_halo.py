@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 
-from converters.rewrites._depthwise import (DepthwiseLayer, emit_in_float, final_bias_and_activation,
-                                            float32_kernel, same_padding)
+from converters.rewrites._depthwise import (DepthwiseLayer, effective_kernel, emit_in_float,
+                                            final_bias_and_activation)
 from converters.rewrites._graph import GraphEditor, Tensor
 from converters.rewrites._tiled import emit_tiled_matmul, matrix_bytes, toeplitz_matrices
 
@@ -27,7 +27,7 @@ TILE_CANDIDATES = (8, 7, 6, 5, 4)
 
 def choose_tile(layer: DepthwiseLayer) -> int | None:
     """The tile size: least padding waste among those whose matrix fits, larger first."""
-    kh, kw = layer.kernel_size
+    kh, kw = effective_kernel(layer)[0].shape[:2]
     _, out_h, out_w, channels = layer.out.shape
     itemsize = 2 if layer.weights_float16 else 4
     best = None
@@ -42,7 +42,7 @@ def choose_tile(layer: DepthwiseLayer) -> int | None:
 
 def check(layer: DepthwiseLayer) -> str | None:
     if choose_tile(layer) is None:
-        kh, kw = layer.kernel_size
+        kh, kw = effective_kernel(layer)[0].shape[:2]
         smallest = matrix_bytes(layer.channels, (TILE_CANDIDATES[-1],) * 2, (kh - 1, kw - 1)) / 2**20
         return (f"halo matrix would need {smallest:.0f} MB even with {TILE_CANDIDATES[-1]}x{TILE_CANDIDATES[-1]} "
                 f"tiles (limit {MAX_MATRIX_BYTES // 2**20} MB)")
@@ -54,10 +54,9 @@ def rewrite(editor: GraphEditor, layer: DepthwiseLayer) -> None:
 
 
 def _emit(editor: GraphEditor, layer: DepthwiseLayer, x: Tensor, out: Tensor) -> None:
-    kernel = float32_kernel(layer)
+    kernel, ((top, _), (left, _)) = effective_kernel(layer)
     kh, kw, _ = kernel.shape
     t = choose_tile(layer)
-    (top, _), (left, _) = same_padding(layer)
     y = emit_tiled_matmul(editor, x, toeplitz_matrices(kernel, (t, t)), (t, t), (kh - 1, kw - 1), (top, left),
                           out.shape[1:3], f"{layer.name}/wbmm_halo{t}", layer.weights_float16)
     final_bias_and_activation(editor, layer, y, out)

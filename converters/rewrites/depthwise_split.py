@@ -9,7 +9,8 @@ summation order, because every output is still the sum of the same K*K products.
 Why: XNNPACK's depthwise kernels are fast up to 25 taps and fall off a cliff above
 (4.4 ms for 7x7 against 0.18 ms for 5x5 at 56x56x96, WBMM.md), so several small
 convs beat one large one. Only builtin ops (PAD, STRIDED_SLICE, DEPTHWISE_CONV_2D,
-ADD), so every runtime and delegate can run it.
+ADD), so every runtime and delegate can run it. Taps that only ever see padding are
+cropped first (``_depthwise.effective_kernel``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from converters.rewrites._depthwise import DepthwiseLayer, emit_in_float, float32_kernel, same_padding
+from converters.rewrites._depthwise import DepthwiseLayer, effective_kernel, emit_in_float
 from converters.rewrites._graph import Activation, GraphEditor, Tensor
 
 NAME = "split"
@@ -33,7 +34,7 @@ def piece_sizes(k: int, max_piece: int = MAX_PIECE) -> list[int]:
 
 
 def check(layer: DepthwiseLayer) -> str | None:
-    if max(layer.kernel_size) <= MAX_PIECE:
+    if max(effective_kernel(layer)[0].shape[:2]) <= MAX_PIECE:
         return f"kernel {layer.kernel_size[0]}x{layer.kernel_size[1]} is already at most {MAX_PIECE}x{MAX_PIECE}"
     return None
 
@@ -43,11 +44,10 @@ def rewrite(editor: GraphEditor, layer: DepthwiseLayer) -> None:
 
 
 def _emit(editor: GraphEditor, layer: DepthwiseLayer, x: Tensor, out: Tensor) -> None:
-    kernel = float32_kernel(layer)
+    kernel, ((top, bottom), (left, right)) = effective_kernel(layer)
     kh, kw, channels = kernel.shape
     _, out_h, out_w, _ = out.shape
     base = f"{layer.name}/wbmm_split"
-    (top, bottom), (left, right) = same_padding(layer)
     padded = editor.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)], f"{base}/padded")
 
     blocks = [(r0, a, c0, b) for r0, a in _offsets(piece_sizes(kh)) for c0, b in _offsets(piece_sizes(kw))]

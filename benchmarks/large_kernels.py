@@ -1,0 +1,219 @@
+"""Large depthwise convs before and after the exact rewrites, on this machine's CPU (ai-edge-litert).
+
+(a) Per layer, 1xHxWxC in {56x56x96, 28x28x192, 14x14x384}, 'same' KxK with K in {7, 13, 31}:
+    the stock DEPTHWISE_CONV_2D on XNNPACK and on the builtin kernels, and the ``split``,
+    ``halo`` and ``auto`` rewrites (builtin TFLite ops only) on XNNPACK.
+(b) keras.applications.ConvNeXtTiny (weights=None, 224x224, fp32): the stock .tflite against
+    its exact ``auto`` rewrite, XNNPACK with 1 and 2 threads.
+
+Every variant of one row is timed in the same process right after the others (median of
+``--runs`` invokes after warm-up). Results go to ``benchmarks/results/large_kernels.json``;
+ratios and the issue's targets are printed. ``--write-strategy-table`` also stores the
+split/halo medians of (a), for XNNPACK and builtin kernels, as the table ``auto`` ships
+(``converters/strategy_measurements.json``). Run by hand:
+
+    .venv/bin/python benchmarks/large_kernels.py            # both parts, 50 runs
+    .venv/bin/python benchmarks/large_kernels.py --part layers --runs 20 --write-strategy-table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from converters import strategy, tflite_io  # noqa: E402
+from converters.rewrite import RewriteOptions, rewrite_model  # noqa: E402
+from wbmm_mobile.hostbench import time_model  # noqa: E402
+
+SHAPES = ((56, 56, 96), (28, 28, 192), (14, 14, 384))
+KERNELS = (7, 13, 31)
+RESULTS = ROOT / "benchmarks" / "results" / "large_kernels.json"
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, ai-edge-litert " \
+           f"{_version('ai-edge-litert')}"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+    try:
+        return version(package)
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def _time(model: bytes, kernels: str, threads: int, runs: int, label: str) -> float:
+    stats = time_model(model, threads=threads, runs=runs, warmup=5, kernels=kernels, progress=True, name=label)
+    return stats.median_ms
+
+
+def _builtin_only(model: bytes) -> bool:
+    loaded = tflite_io.load_model_bytes(model)
+    return all(tflite_io.opcode_name(loaded, code_index) != "CUSTOM" and
+               loaded.operatorCodes[code_index].customCode is None
+               for code_index in range(len(loaded.operatorCodes)))
+
+
+def bench_layers(runs: int, with_builtin_rewrites: bool) -> list[dict]:
+    rows = []
+    for height, width, channels in SHAPES:
+        for k in KERNELS:
+            shape = strategy.LayerShape(height, width, channels, k)
+            stock = strategy.depthwise_model(shape)
+            name = f"{height}x{width}x{channels} K={k}"
+            models = {}
+            picks = {}
+            for strategy_name in ("split", "halo", "auto"):
+                result = rewrite_model(stock, RewriteOptions(strategy=strategy_name, target="xnnpack", verify=True))
+                layer = result.report.layers[0]
+                if layer.rewritten:
+                    models[strategy_name] = result.model
+                    picks[strategy_name] = f"{layer.strategy}: {layer.reason}"
+                else:
+                    picks[strategy_name] = f"left alone: {layer.reason}"
+            row = {"shape": [1, height, width, channels], "kernel": k, "picks": picks,
+                   "auto_model_is_split_model": models.get("auto") == models.get("split"),
+                   "builtin_ops_only": {n: _builtin_only(m) for n, m in models.items()},
+                   "median_ms": {}}
+            row["median_ms"]["depthwise_xnnpack"] = _time(stock, "xnnpack", 1, runs, f"{name} depthwise xnnpack")
+            row["median_ms"]["depthwise_builtin"] = _time(stock, "builtin", 1, runs, f"{name} depthwise builtin")
+            for n, model in models.items():
+                row["median_ms"][f"{n}_xnnpack"] = _time(model, "xnnpack", 1, runs, f"{name} {n} xnnpack")
+            if with_builtin_rewrites:
+                for n in ("split", "halo"):
+                    if n in models:
+                        row["median_ms"][f"{n}_builtin"] = _time(models[n], "builtin", 1, runs, f"{name} {n} builtin")
+            ms = row["median_ms"]
+            row["ratios"] = {
+                "xnnpack_depthwise_over_split": ms["depthwise_xnnpack"] / ms["split_xnnpack"],
+                "xnnpack_depthwise_over_halo": ms["depthwise_xnnpack"] / ms["halo_xnnpack"] if "halo_xnnpack" in ms else None,
+                "xnnpack_depthwise_over_auto": ms["depthwise_xnnpack"] / ms["auto_xnnpack"],
+                "auto_over_split": ms["auto_xnnpack"] / ms["split_xnnpack"],
+            }
+            print(f"{name}: " + ", ".join(f"{key} {value:.2f} ms" for key, value in ms.items())
+                  + f" | depthwise/split {row['ratios']['xnnpack_depthwise_over_split']:.1f}x, "
+                    f"depthwise/auto {row['ratios']['xnnpack_depthwise_over_auto']:.1f}x, "
+                    f"auto/split {row['ratios']['auto_over_split']:.2f} (auto picked {picks['auto'].split(':')[0]})",
+                  flush=True)
+            rows.append(row)
+    return rows
+
+
+def write_strategy_table(rows: list[dict], path: Path) -> None:
+    layers = []
+    for row in rows:
+        _, height, width, channels = row["shape"]
+        for kernels in ("xnnpack", "builtin"):
+            ms = {n: row["median_ms"][f"{n}_{kernels}"] for n in ("split", "halo") if f"{n}_{kernels}" in row["median_ms"]}
+            ms["depthwise"] = row["median_ms"][f"depthwise_{kernels}"]
+            if "split" in ms:
+                layers.append({"kernels": kernels, "height": height, "width": width, "channels": channels,
+                               "kernel": row["kernel"], "median_ms": {k: round(v, 4) for k, v in ms.items()}})
+    table = {"machine": machine(), "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+             "command": "benchmarks/large_kernels.py --part layers --write-strategy-table", "threads": 1,
+             "layers": layers}
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"wrote the strategy table {path}")
+
+
+def bench_convnext(runs: int) -> dict:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    start = time.perf_counter()
+    model = keras.applications.ConvNeXtTiny(weights=None, input_shape=(224, 224, 3))
+    stock = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    convert_s = time.perf_counter() - start
+    start = time.perf_counter()
+    result = rewrite_model(stock, RewriteOptions(strategy="auto", target="xnnpack"))
+    rewrite_s = time.perf_counter() - start
+    report = result.report
+    out = {"convert_s": convert_s, "rewrite_and_verify_s": rewrite_s, "rewritten_layers": report.rewritten_count,
+           "depthwise_layers": len(report.layers), "strategies": sorted({l.strategy for l in report.layers if l.rewritten}),
+           "verification": report.verification, "builtin_ops_only": _builtin_only(result.model),
+           "bytes": {"stock": len(stock), "rewritten": len(result.model)}, "median_ms": {}, "speedup": {}}
+    for threads in (1, 2):
+        base = _time(stock, "xnnpack", threads, runs, f"ConvNeXtTiny stock xnnpack {threads}t")
+        new = _time(result.model, "xnnpack", threads, runs, f"ConvNeXtTiny rewritten xnnpack {threads}t")
+        out["median_ms"][f"stock_xnnpack_{threads}t"] = base
+        out["median_ms"][f"rewritten_xnnpack_{threads}t"] = new
+        out["speedup"][f"{threads}t"] = base / new
+        print(f"ConvNeXtTiny XNNPACK {threads} thread(s): stock {base:.1f} ms, rewritten {new:.1f} ms, "
+              f"{base / new:.2f}x", flush=True)
+    return out
+
+
+def check_targets(results: dict) -> dict:
+    targets = {}
+    convnext = results.get("convnext")
+    if convnext:
+        speedup = convnext["speedup"]["1t"]
+        max_rel = convnext["verification"]["max_rel"]
+        targets["convnext_1.5x_and_rel_1e-4"] = {
+            "speedup_1t": speedup, "max_rel": max_rel, "builtin_ops_only": convnext["builtin_ops_only"],
+            "met": speedup >= 1.5 and max_rel <= 1e-4 and convnext["builtin_ops_only"]}
+    layers = results.get("layers")
+    if layers:
+        row = next(r for r in layers if r["shape"] == [1, 56, 56, 96] and r["kernel"] == 13)
+        best = row["ratios"]["xnnpack_depthwise_over_auto"]
+        targets["k13_56x56x96_5x_vs_xnnpack"] = {"speedup_auto": best, "met": best >= 5.0}
+        worst = max(r["ratios"]["auto_over_split"] for r in layers)
+        targets["auto_never_slower_than_split"] = {
+            "worst_auto_over_split": worst,
+            "layers_where_auto_is_split": sum(r["auto_model_is_split_model"] for r in layers),
+            "met": worst <= 1.0,
+            "note": "where auto picked split the two models are byte-identical and any ratio above 1 is timing noise"}
+    return targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("all", "layers", "convnext"), default="all",
+                        help="which part to run (default: all)")
+    parser.add_argument("--runs", type=int, default=50, help="timed invokes per model after 5 warm-up (default: 50)")
+    parser.add_argument("--write-strategy-table", action="store_true",
+                        help="also time split/halo on builtin kernels and write converters/strategy_measurements.json")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default: {RESULTS.relative_to(ROOT)})")
+    args = parser.parse_args(argv)
+
+    results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "command": "benchmarks/large_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                     "runs": args.runs, "threads_layers": 1}
+    if args.part in ("all", "layers"):
+        results["layers"] = bench_layers(args.runs, with_builtin_rewrites=args.write_strategy_table)
+        if args.write_strategy_table:
+            write_strategy_table(results["layers"], strategy.TABLE_PATH)
+    if args.part in ("all", "convnext"):
+        results["convnext"] = bench_convnext(args.runs)
+    results["targets"] = check_targets(results)
+    for name, target in results["targets"].items():
+        print(f"target {name}: {'MET' if target['met'] else 'NOT MET'} "
+              f"({', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in target.items() if k != 'met')})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -90,7 +90,9 @@ def test_ls_shows_pushed_files(adb, device, tmp_path):
     folder.mkdir(parents=True)
     (folder / "a.txt").write_bytes(b"12345")
     (folder / "sub").mkdir()
+    before = device.sync_requests.copy()
     lines = adb.adb("-s", device.serial, "ls", f"/data/local/tmp/ls-{adb.port}").stdout.decode().splitlines()
+    assert (device.sync_requests - before)["LIS2"] == 1     # ls_v2 is offered, so adb lists with LIS2
     by_name = {line.split()[-1]: line.split() for line in lines}
     assert int(by_name["a.txt"][1], 16) == 5            # adb ls prints mode, size, mtime in hex
     assert int(by_name["sub"][0], 16) & 0o170000 == 0o040000
@@ -124,3 +126,28 @@ def test_hostile_file_name_pushes_as_one_file_and_runs_nothing(adb, device, tmp_
     assert back.read_bytes() == b"hostile but harmless"
     assert (device.root / remote.lstrip("/")).read_bytes() == b"hostile but harmless"
     assert not list(device.root.rglob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))
+
+
+def test_clients_speak_stat_v2_because_the_banner_offers_it(adb, device, tmp_path):
+    """The banner announces stat_v2/ls_v2, so adb must switch to STA2/LST2 records: proves those
+    replies parse in a real client (a wrong layout makes push/pull fail)."""
+    before = device.sync_requests.copy()
+    local = tmp_path / "small.txt"
+    local.write_bytes(b"v2")
+    adb.adb("-s", device.serial, "push", str(local), f"/data/local/tmp/v2-{adb.port}.txt")
+    adb.adb("-s", device.serial, "pull", f"/data/local/tmp/v2-{adb.port}.txt", str(tmp_path / "back.txt"))
+    used = device.sync_requests - before
+    assert used["STA2"] + used["LST2"] >= 1, used
+    assert used["STAT"] == 0, used
+    assert used["SEND"] == 1 and used["RECV"] == 1, used
+    assert (tmp_path / "back.txt").read_bytes() == b"v2"
+
+
+def test_pull_a_directory_tree(adb, device, tmp_path):
+    tree = device.root / "data/local/tmp" / f"tree-{adb.port}"
+    (tree / "inner").mkdir(parents=True)
+    (tree / "top.bin").write_bytes(os.urandom(70_000))          # more than one 64 KiB chunk
+    (tree / "inner" / "leaf.txt").write_bytes(b"leaf")
+    adb.adb("-s", device.serial, "pull", f"/data/local/tmp/tree-{adb.port}", str(tmp_path / "copy"))
+    assert (tmp_path / "copy" / "top.bin").read_bytes() == (tree / "top.bin").read_bytes()
+    assert (tmp_path / "copy" / "inner" / "leaf.txt").read_bytes() == b"leaf"

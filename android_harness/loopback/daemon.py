@@ -16,6 +16,7 @@ on a port outside 5555-5585 (the adb server scans that range for emulators).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
@@ -224,7 +225,8 @@ class _Connection:
             self._streams[stream.local_id] = stream
         self.send(Packet(A_OKAY, stream.local_id, stream.remote_id))
         if service == "sync":
-            target, args = run_sync_service, (stream, self.device.rootfs, self.device.faults)
+            target, args = run_sync_service, (stream, self.device.rootfs, self.device.faults,
+                                              self.device.sync_requests)
         else:
             target, args = run_shell_service, (stream, destination, self.device.rootfs)
         threading.Thread(target=target, args=args, daemon=True, name=f"loopback-{service}").start()
@@ -252,6 +254,7 @@ class LoopbackDevice:
         self.faults = FaultPlan()
         self.protocol_errors: list[str] = []
         self.offered_keys: list = []
+        self.sync_requests: collections.Counter[str] = collections.Counter()   # sync request id -> count
         self._requested_port = port
         self._listener: socket.socket | None = None
         self._connections: set[_Connection] = set()

@@ -31,11 +31,15 @@ class _Abort(Exception):
     """Stop serving this stream (protocol violation or injected fault)."""
 
 
-def run_sync_service(stream: Stream, rootfs: RootFolder, faults) -> None:
+def run_sync_service(stream: Stream, rootfs: RootFolder, faults, request_counts=None) -> None:
+    """Serve sync requests until QUIT or close; ``request_counts`` (a Counter) records each
+    request id, so tests can see which protocol version a client chose."""
     reader = StreamReader(stream, timeout=_IDLE_TIMEOUT_S)
     try:
         while True:
             sync_id, length = REQUEST.unpack(reader.read_exact(REQUEST.size))
+            if request_counts is not None:
+                request_counts[sync_id.decode("latin-1")] += 1
             if sync_id == ID_QUIT:
                 return
             if length > SYNC_PATH_MAX:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -73,6 +74,8 @@ class ConversionReport:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     output_path: str | None = None
+    rewrite: dict | None = None          # the rewriter's report when large depthwise convs went through it
+    rewrite_notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -101,7 +104,13 @@ def load_keras_model(path: str | os.PathLike):
         return keras.models.load_model(path, compile=False)
     except (TypeError, ValueError) as exc:
         text = " ".join(str(exc).split())
-        if "Could not locate class" in text or "Unknown layer" in text or "could not be deserialized" in text:
+        missing = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+        if missing:
+            registered = re.search(r"'registered_name': '([^']+)'", text[missing.end():])
+            what = registered.group(1) if registered else missing.group(1)
+            raise UnsupportedLayerError(f"{path}: layer class {missing.group(1)!r} ({what}) is not known to "
+                                        "wbmm-mobile: import the code that defines it, or replace the layer") from exc
+        if "Unknown layer" in text or "could not be deserialized" in text:
             raise UnsupportedLayerError(f"{path}: a layer of this model is not known to wbmm-mobile ({text[:200]})") \
                 from exc
         raise CorruptModelError(f"{path}: not a loadable Keras model ({text[:200]})") from exc
@@ -497,18 +506,48 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
     return ConversionResult(data, report)
 
 
+def _large_depthwise_count(data: bytes, min_kernel: int) -> int:
+    from converters import tflite_io
+
+    tree = tflite_io.load_model_bytes(data)
+    count = 0
+    for g, subgraph in enumerate(tree.subgraphs):
+        for op in subgraph.operators or []:
+            if tflite_io.opcode_name(tree, op.opcodeIndex) == "DEPTHWISE_CONV_2D":
+                shape = subgraph.tensors[op.inputs[1]].shape
+                if shape is not None and len(shape) == 4 and max(int(shape[1]), int(shape[2])) >= min_kernel:
+                    count += 1
+    return count
+
+
+def _rewrite(data: bytes, name: str, lowering: str, seed: int, min_kernel: int):
+    """Exact rewrite of large depthwise convs through ``converters.rewrite`` (issue 3), if present."""
+    try:
+        from converters.rewrite import RewriteOptions, rewrite_model
+    except ImportError as exc:                                    # the rewriter is another area's module
+        raise UnsupportedModelError(f"{name}: large depthwise convs need converters.rewrite, "
+                                    f"which is not installed ({exc})") from exc
+    strategy = "custom" if lowering == "custom" else "auto"
+    return rewrite_model(data, RewriteOptions(mode="exact", strategy=strategy, min_kernel=min_kernel, seed=seed),
+                         name=name)
+
+
 def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, precision: str = "float32",
                  lowering: str = DEFAULT_LOWERING, representative_data: str | os.PathLike | None = None,
-                 seed: int = 0, fold_batchnorm: bool = True) -> ConversionReport:
-    """Convert a ``.keras`` file; write ``OUT/<name>.tflite`` and ``OUT/report.json`` only once verified."""
-    import json
+                 seed: int = 0, fold_batchnorm: bool = True, min_kernel: int = 7) -> ConversionReport:
+    """Convert a model file; write ``OUT/<name>.tflite`` and ``OUT/report.json`` only once verified.
+
+    ``.keras`` with WBMM layers: lowered with ``lowering``. ``.keras`` without WBMM layers but with
+    depthwise convs of kernel >= ``min_kernel``, and ``.tflite`` files: those convs go through the
+    exact rewriter (``converters.rewrite``; ``--lowering custom`` asks it for its custom op).
+    """
+    from wbmm_mobile.report import write_json
 
     model_path = Path(model_path)
     if not model_path.exists():
         raise ModelNotFoundError(f"{model_path}: no such model file")
-    if model_path.suffix == ".tflite":
-        raise UnsupportedModelError(f"{model_path}: .tflite input goes through the rewriter "
-                                    "(`wbmm-mobile rewrite`); convert takes a .keras model")
+    if model_path.is_dir():
+        raise CorruptModelError(f"{model_path}: is a directory, not a model file")
     data_array = None
     if representative_data is not None:
         rep_path = Path(representative_data)
@@ -518,9 +557,39 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
             data_array = np.load(rep_path, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise CorruptModelError(f"{rep_path}: not a .npy array ({exc})") from exc
-    model = load_keras_model(model_path)
-    result = convert_keras(model, precision=precision, lowering=lowering, representative_data=data_array,
-                           seed=seed, fold_batchnorm=fold_batchnorm, name=model_path.stem)
+
+    if model_path.suffix == ".tflite":
+        from converters.verify import read_model_bytes
+
+        original = read_model_bytes(model_path)
+        if precision != "float32":
+            raise UnsupportedModelError(f"{model_path}: a .tflite keeps its own precision; --precision applies "
+                                        "to Keras models only")
+        rewritten = _rewrite(original, str(model_path), lowering, seed, min_kernel)
+        counts, max_rank, _ = model_facts(rewritten.model)
+        result = ConversionResult(rewritten.model, ConversionReport(
+            model_name=model_path.stem, precision="as input", lowering=f"rewrite ({rewritten.report.strategy})",
+            layers=[], tflite_bytes=len(rewritten.model), compact_table_bytes=0, op_counts=dict(counts),
+            max_tensor_rank=max_rank, needs_delegate="WBMM_DEPTHWISE" in counts or "WBMM" in counts,
+            verification=None, verification_note=rewritten.report.verification_note or "verified by the rewriter",
+            warnings=list(rewritten.report.warnings), rewrite=rewritten.report.to_dict(),
+            rewrite_notes=[f"rewriter: {rewritten.report.rewritten_count} depthwise conv(s) rewritten"]))
+    else:
+        model = load_keras_model(model_path)
+        result = convert_keras(model, precision=precision, lowering=lowering, representative_data=data_array,
+                               seed=seed, fold_batchnorm=fold_batchnorm, name=model_path.stem)
+        if not result.report.layers and _large_depthwise_count(result.tflite, min_kernel):
+            rewritten = _rewrite(result.tflite, str(model_path), lowering, seed, min_kernel)
+            counts, max_rank, _ = model_facts(rewritten.model)
+            result.report.rewrite = rewritten.report.to_dict()
+            result.report.rewrite_notes.append(
+                f"rewriter: {rewritten.report.rewritten_count} depthwise conv(s) with kernel >= {min_kernel} "
+                f"rewritten exactly ({rewritten.report.verification_note})")
+            result.report.op_counts, result.report.max_tensor_rank = dict(counts), max_rank
+            result.report.tflite_bytes = len(rewritten.model)
+            result.report.needs_delegate = "WBMM_DEPTHWISE" in counts
+            result = ConversionResult(rewritten.model, result.report)
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{model_path.stem}.tflite"
@@ -528,18 +597,8 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
     partial.write_bytes(result.tflite)
     os.replace(partial, target)
     result.report.output_path = str(target)
-    (out_dir / "report.json").write_text(json.dumps(result.report.to_dict(), indent=2, default=_json_default))
+    write_json(result.report.to_dict(), out_dir / "report.json")
     return result.report
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 __all__ = ["PRECISIONS", "LOWERING_NAMES", "ConversionReport", "ConversionResult", "LayerReport", "convert_keras",

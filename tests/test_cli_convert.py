@@ -1,0 +1,138 @@
+"""`wbmm-mobile convert` and `wbmm-mobile bench` through wbmm_mobile.cli.main (and one subprocess):
+files written, report contents, and the one-line error paths with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from wbmm_mobile.cli import main
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory):
+    import keras
+
+    from wbmm_mobile.layers import WBMM
+
+    inp = keras.Input((8, 8, 4), batch_size=1)
+    x = WBMM(4, use_bias=True, name="w")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inp, keras.layers.Conv2D(4, 1, name="pw")(x))
+    rng = np.random.default_rng(0)
+    for weight in model.weights:
+        low, high = (0.5, 1.5) if "variance" in weight.path or "gamma" in weight.path else (-0.3, 0.3)
+        weight.assign(rng.uniform(low, high, weight.shape).astype(np.float32))
+    path = tmp_path_factory.mktemp("cli") / "tiny_wbmm.keras"
+    model.save(path)
+    return path
+
+
+def test_convert_writes_model_and_report(keras_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["convert", str(keras_file), "-o", str(out), "--lowering", "gather"]) == 0
+    printed = capsys.readouterr().out
+    assert "lowering gather" in printed and "verification: max abs" in printed and "ok" in printed
+    model = out / "tiny_wbmm.tflite"
+    report = json.loads((out / "report.json").read_text())
+    assert model.is_file() and report["tflite_bytes"] == model.stat().st_size
+    assert report["lowering"] == "gather" and report["precision"] == "float32"
+    assert report["verification"]["passed"] and report["verification"]["max_rel"] <= 1e-4
+    assert report["layers"][0]["folded"] == ["shortcut", "batchnorm 'bn'"]
+    assert report["op_counts"]["GATHER"] == 1 and report["max_tensor_rank"] <= 4
+    from converters.verify import load_interpreter
+
+    load_interpreter(model)                                             # reloads
+
+
+def test_convert_float16(keras_file, tmp_path):
+    assert main(["convert", str(keras_file), "-o", str(tmp_path), "--precision", "float16"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["precision"] == "float16" and "float16" in report["verification"]["tolerance"]
+    assert report["verification"]["max_rel"] <= 1e-2
+
+
+def test_missing_file_is_one_line_exit_2(tmp_path, capsys):
+    code = main(["convert", str(tmp_path / "absent.keras"), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "absent.keras: no such model file" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_non_model_file_is_one_line_exit_2(tmp_path, capsys):
+    junk = tmp_path / "junk.keras"
+    junk.write_text("not a zip archive")
+    code = main(["convert", str(junk), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "junk.keras" in err[0] and "Traceback" not in err[0]
+    bad_tflite = tmp_path / "junk.tflite"
+    bad_tflite.write_bytes(b"\x00" * 32)
+    assert main(["bench", str(bad_tflite), "--runs", "1"]) == 2
+    assert "not a .tflite model" in capsys.readouterr().err
+
+
+def test_unsupported_layer_is_one_line_exit_2(tmp_path, capsys):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="wbmm_test_only")
+    class Mystery(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    inp = keras.Input((4, 4, 2), batch_size=1)
+    path = tmp_path / "mystery.keras"
+    keras.Model(inp, Mystery(name="mystery")(inp)).save(path)
+    keras.saving.get_custom_objects().pop("wbmm_test_only>Mystery")      # as on a machine without that code
+    code = main(["convert", str(path), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not known to wbmm-mobile" in err[0] and "Mystery" in err[0]
+
+
+def test_refused_lowering_names_layer_and_reason(keras_file, tmp_path, capsys):
+    code = main(["convert", str(keras_file), "-o", str(tmp_path), "--lowering", "custom", "--precision", "int8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "layer 'w'" in err[0] and "int8" in err[0]
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    assert main(["--debug", "convert", str(tmp_path / "absent.keras"), "-o", str(tmp_path)]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_bench_two_models_with_speedups(keras_file, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["convert", str(keras_file), "-o", str(out)]) == 0
+    model = out / "tiny_wbmm.tflite"
+    capsys.readouterr()
+    json_path = tmp_path / "bench.json"
+    assert main(["bench", str(model), str(model), "--runs", "4", "--warmup", "1", "--kernels", "builtin",
+                 "--json", str(json_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "median ms" in printed and "1.00x" in printed
+    data = json.loads(json_path.read_text())
+    assert [len(m["runs_ms"]) for m in data["models"]] == [4, 4] and data["speedups_vs_first"][0] == 1.0
+    assert data["models"][0]["kernels"] == "builtin"
+    assert main(["bench", str(model), str(tmp_path / "gone.tflite"), "--runs", "2"]) == 2
+    assert "gone.tflite: no such model file" in capsys.readouterr().err
+
+
+def test_bench_rejects_bad_flags(keras_file, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "x.tflite", "--runs", "0"])
+    assert exit_info.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+def test_subprocess_error_path_and_fast_help(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "wbmm_mobile.cli", "convert", str(tmp_path / "nope.keras"),
+                             "-o", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("wbmm-mobile:")]
+    assert result.returncode == 2 and len(lines) == 1 and "nope.keras" in lines[0]
+    assert "Traceback" not in result.stderr
+    probe = ("import sys; import wbmm_mobile.cli.convert, wbmm_mobile.cli.bench, wbmm_mobile.cli.demo; "
+             "print(sorted(m for m in ('tensorflow', 'keras', 'ai_edge_litert') if m in sys.modules))")
+    heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert heavy.stdout.strip() == "[]"

@@ -1,0 +1,58 @@
+"""``wbmm-mobile bench``: time .tflite models on this machine, over ``wbmm_mobile.hostbench.compare_models``."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "benchmark .tflite models here (ai-edge-litert): median, p5, p95 and speedups vs the first model"
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", metavar="MODEL.tflite", nargs="+",
+                        help="one or more models; speedups are relative to the first")
+    parser.add_argument("--threads", type=_at_least(1), default=1, help="interpreter threads (default: 1)")
+    parser.add_argument("--runs", type=_at_least(1), default=50, help="timed invokes per model, after warm-up (default: 50)")
+    parser.add_argument("--warmup", type=_at_least(0), default=5, help="untimed invokes before timing (default: 5)")
+    parser.add_argument("--min-secs", type=float, default=0.0,
+                        help="keep invoking until this many seconds were timed, even past --runs (default: 0)")
+    parser.add_argument("--kernels", choices=("xnnpack", "builtin"), default="xnnpack",
+                        help="xnnpack: the runtime's default XNNPACK delegate; builtin: TFLite's own kernels "
+                             "(default: xnnpack)")
+    parser.add_argument("--delegate", action="store_true",
+                        help="also apply the project's C++ wbmm delegate (delegates.load(); needed for models "
+                             "with WBMM custom ops; build it with `make delegate`) (default: off)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write all timings as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from rich.console import Console
+
+    from wbmm_mobile.hostbench import compare_models
+    from wbmm_mobile.report import bench_table, write_json
+
+    delegate = None
+    if args.delegate:
+        import delegates
+
+        delegate = delegates.load(num_threads=args.threads)
+    comparison = compare_models(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup,
+                                kernels=args.kernels, delegate=delegate, min_secs=args.min_secs,
+                                progress=True, seed=args.seed)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(bench_table(comparison))
+    if args.json:
+        write_json(comparison.to_dict(), args.json)
+        console.print(f"wrote {args.json}", highlight=False, markup=False)
+    return 0

@@ -1,0 +1,58 @@
+"""``wbmm-mobile convert``: Keras model -> verified .tflite + report.json, over ``converters.keras_convert.convert_file``."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "convert a Keras model with WBMM layers to a verified .tflite (bmm, gather or custom lowering)"
+
+# Kept here (not imported from converters) so --help never imports the converter stack.
+_PRECISIONS = ("float32", "float16", "int8")
+_LOWERINGS = ("bmm", "gather", "custom")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="a .keras model (WBMM layers are lowered; without WBMM layers, depthwise convs of "
+                             "kernel >= --min-kernel go through the exact rewriter), or a .tflite (rewriter only)")
+    parser.add_argument("-o", "--out", metavar="OUT/", required=True,
+                        help="output folder: OUT/<model name>.tflite and OUT/report.json, written only after "
+                             "the model passed verification")
+    parser.add_argument("--precision", choices=_PRECISIONS, default="float32",
+                        help="float32; float16 (weights stored as float16); int8 (full integer, int8 input and "
+                             "output, calibrated on --representative-data) (default: float32)")
+    parser.add_argument("--lowering", choices=_LOWERINGS, default="bmm",
+                        help="how WBMM layers become TFLite ops: bmm (reshape/transpose + BATCH_MATMUL with a "
+                             "constant dense M: fastest with XNNPACK, largest file), gather (compact table in "
+                             "the file, M gathered at run time), custom (one WBMM custom op per layer, needs the "
+                             "wbmm delegate) (default: bmm)")
+    parser.add_argument("--representative-data", metavar="NPY", default=None,
+                        help="int8 calibration inputs: a .npy of shape (N, H, W, C); without it, seeded random "
+                             "inputs are used and a warning is printed (default: none)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random verification (and calibration) inputs (default: 0)")
+    parser.add_argument("--no-fold-batchnorm", dest="fold_batchnorm", action="store_false",
+                        help="keep a BatchNormalization that follows a WBMM layer as its own ops "
+                             "(default: fold it into the table and bias, which is exact)")
+    parser.add_argument("--min-kernel", type=int, default=7, metavar="K",
+                        help="models without WBMM layers: rewrite depthwise convs with kernel >= K (default: 7)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from rich.console import Console
+
+    from converters.keras_convert import convert_file
+    from wbmm_mobile.report import conversion_summary, conversion_table
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    with console.status(f"converting {args.model} ({args.precision}, {args.lowering}) and verifying it"):
+        report = convert_file(args.model, args.out, precision=args.precision, lowering=args.lowering,
+                              representative_data=args.representative_data, seed=args.seed,
+                              fold_batchnorm=args.fold_batchnorm, min_kernel=args.min_kernel)
+    console.print(conversion_table(report))
+    for line in conversion_summary(report):
+        console.print(line, highlight=False, markup=False)
+    console.print(f"wrote {report.output_path} and {args.out.rstrip('/')}/report.json", highlight=False, markup=False)
+    return 0

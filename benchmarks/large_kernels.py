@@ -6,8 +6,8 @@
 (b) keras.applications.ConvNeXtTiny (weights=None, 224x224, fp32): the stock .tflite against
     its exact ``auto`` rewrite, XNNPACK with 1 and 2 threads.
 
-Every variant of one row is timed in the same process right after the others (median of
-``--runs`` invokes after warm-up). Results go to ``benchmarks/results/large_kernels.json``;
+The variants of one row are timed in one process, interleaved invoke by invoke (median of
+``--runs`` invokes each after 5 warm-up invokes). Results go to ``benchmarks/results/large_kernels.json``;
 ratios and the issue's targets are printed. ``--write-strategy-table`` also stores the
 split/halo medians of (a), for XNNPACK and builtin kernels, as the table ``auto`` ships
 (``converters/strategy_measurements.json``). Run by hand:
@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from converters import strategy, tflite_io  # noqa: E402
 from converters.rewrite import RewriteOptions, rewrite_model  # noqa: E402
-from wbmm_mobile.hostbench import time_model  # noqa: E402
+from converters.verify import load_interpreter, random_inputs  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 SHAPES = ((56, 56, 96), (28, 28, 192), (14, 14, 384))
 KERNELS = (7, 13, 31)
@@ -61,9 +63,36 @@ def _version(package: str) -> str:
         return "?"
 
 
-def _time(model: bytes, kernels: str, threads: int, runs: int, label: str) -> float:
-    stats = time_model(model, threads=threads, runs=runs, warmup=5, kernels=kernels, progress=True, name=label)
-    return stats.median_ms
+def time_interleaved(variants: dict[str, tuple[bytes, str, int]], runs: int, label: str,
+                     warmup: int = 5) -> dict[str, float]:
+    """Median ms per variant ({name: (model, kernels, threads)}), invoked in turn round after round.
+
+    Interleaving (rather than ``hostbench.time_model`` on one model, then the next) keeps a
+    load change on this shared 2-core machine from landing on one variant only; the order
+    rotates every round so no variant always runs right after the same neighbour.
+    """
+    from rich.progress import Progress
+
+    interpreters = {}
+    for name, (model, kernels, threads) in variants.items():
+        interpreter = load_interpreter(model, threads=threads, kernels=kernels)
+        for detail, value in zip(interpreter.get_input_details(), random_inputs(interpreter, 0)):
+            interpreter.set_tensor(detail["index"], value)
+        for _ in range(warmup):
+            interpreter.invoke()
+        interpreters[name] = interpreter
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    with Progress(transient=True) as progress:
+        task = progress.add_task(label, total=runs)
+        for round_index in range(runs):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                start = time.perf_counter()
+                interpreters[name].invoke()
+                samples[name].append((time.perf_counter() - start) * 1e3)
+            progress.advance(task)
+    return {name: float(np.median(values)) for name, values in samples.items()}
 
 
 def _builtin_only(model: bytes) -> bool:
@@ -94,14 +123,14 @@ def bench_layers(runs: int, with_builtin_rewrites: bool) -> list[dict]:
                    "auto_model_is_split_model": models.get("auto") == models.get("split"),
                    "builtin_ops_only": {n: _builtin_only(m) for n, m in models.items()},
                    "median_ms": {}}
-            row["median_ms"]["depthwise_xnnpack"] = _time(stock, "xnnpack", 1, runs, f"{name} depthwise xnnpack")
-            row["median_ms"]["depthwise_builtin"] = _time(stock, "builtin", 1, runs, f"{name} depthwise builtin")
+            variants = {"depthwise_xnnpack": (stock, "xnnpack", 1), "depthwise_builtin": (stock, "builtin", 1)}
             for n, model in models.items():
-                row["median_ms"][f"{n}_xnnpack"] = _time(model, "xnnpack", 1, runs, f"{name} {n} xnnpack")
+                variants[f"{n}_xnnpack"] = (model, "xnnpack", 1)
             if with_builtin_rewrites:
                 for n in ("split", "halo"):
                     if n in models:
-                        row["median_ms"][f"{n}_builtin"] = _time(models[n], "builtin", 1, runs, f"{name} {n} builtin")
+                        variants[f"{n}_builtin"] = (models[n], "builtin", 1)
+            row["median_ms"] = time_interleaved(variants, runs, name)
             ms = row["median_ms"]
             row["ratios"] = {
                 "xnnpack_depthwise_over_split": ms["depthwise_xnnpack"] / ms["split_xnnpack"],
@@ -153,8 +182,9 @@ def bench_convnext(runs: int) -> dict:
            "verification": report.verification, "builtin_ops_only": _builtin_only(result.model),
            "bytes": {"stock": len(stock), "rewritten": len(result.model)}, "median_ms": {}, "speedup": {}}
     for threads in (1, 2):
-        base = _time(stock, "xnnpack", threads, runs, f"ConvNeXtTiny stock xnnpack {threads}t")
-        new = _time(result.model, "xnnpack", threads, runs, f"ConvNeXtTiny rewritten xnnpack {threads}t")
+        ms = time_interleaved({"stock": (stock, "xnnpack", threads), "rewritten": (result.model, "xnnpack", threads)},
+                              runs, f"ConvNeXtTiny xnnpack {threads}t")
+        base, new = ms["stock"], ms["rewritten"]
         out["median_ms"][f"stock_xnnpack_{threads}t"] = base
         out["median_ms"][f"rewritten_xnnpack_{threads}t"] = new
         out["speedup"][f"{threads}t"] = base / new

@@ -149,7 +149,11 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
         report.ops_after = _op_counts(tflite_io.load_model_bytes(out, "the rewritten model"))
         if options.verify:
             bar.describe("verifying against the original")
-            _verify(data, out, model, options, report, custom_layers)
+            try:
+                _verify(data, out, model, options, report, custom_layers)
+            except VerificationError as exc:
+                exc.report = report          # so callers can still write what was decided and measured
+                raise
             bar.advance()
     return RewriteResult(out, report)
 
@@ -191,15 +195,28 @@ def rewrite_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
     input_path = Path(input_path)
     data = tflite_io.read_model(input_path)   # clear errors first; the bytes are read again below
     del data
-    result = rewrite_model(input_path.read_bytes(), options, name=str(input_path))
+    try:
+        result = rewrite_model(input_path.read_bytes(), options, name=str(input_path))
+    except VerificationError as exc:
+        if report_path is not None and getattr(exc, "report", None) is not None:
+            _write_report(exc.report, report_path, failure=str(exc))
+        raise
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(output_path).with_name(Path(output_path).name + ".partial")
     tmp.write_bytes(result.model)
     os.replace(tmp, output_path)
     if report_path is not None:
-        import json
-        Path(report_path).write_text(json.dumps(result.report.to_dict(), indent=2) + "\n")
+        _write_report(result.report, report_path)
     return result
+
+
+def _write_report(report: RewriteReport, path: str | os.PathLike, failure: str | None = None) -> None:
+    import json
+
+    data = report.to_dict()
+    if failure:
+        data["failure"] = failure
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def load_inputs_npz(path: str | os.PathLike, model: bytes) -> list[np.ndarray]:

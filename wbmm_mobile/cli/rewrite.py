@@ -15,6 +15,13 @@ _TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
 _STRATEGIES = ("auto", "split", "halo", "custom")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="IN.tflite", help="the model to rewrite")
     parser.add_argument("-o", "--output", metavar="OUT.tflite", required=True,
@@ -23,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exact: same function up to float rounding (default); windowed: each odd KxK conv "
                              "becomes WBMM with window (K+1)/2, which changes the function (a warning and the "
                              "measured deviation are reported)")
-    parser.add_argument("--min-kernel", type=int, default=7, metavar="K",
+    parser.add_argument("--min-kernel", type=_positive_int, default=7, metavar="K",
                         help="rewrite only kernels with max(kh, kw) >= K (default: 7)")
     parser.add_argument("--target", choices=_TARGETS, default="xnnpack",
                         help="the runtime the model is for; decides what `auto` picks and which kernels verify it "

@@ -147,10 +147,11 @@ class AdbShellTransport(Transport):
         self._device.close()
 
     def _call(self, what: str, action, timeout: float):
-        """Run an adb-shell call, translating its exceptions; the connection is dropped after a
-        failure (its packet store is unusable), so ``reconnect()`` is needed afterwards."""
+        """Run an adb-shell call, translating its exceptions. After a failure the connection is
+        dropped (adb-shell's packet store may hold a half-read stream); the next call connects
+        again by itself, and raises DeviceGoneError if the device is still away."""
         if not self._device.available:
-            raise DeviceGoneError(f"{self.serial}: not connected (call reconnect())")
+            self.reconnect(timeout=min(timeout, self.io_timeout))
         start = time.monotonic()
         try:
             return action()
@@ -162,6 +163,7 @@ class AdbShellTransport(Transport):
                 raise DeviceTimeoutError(f"{self.serial}: {what} did not finish within {timeout:.0f} s") from None
             raise DeviceGoneError(f"{self.serial}: {what}: device stopped answering ({exc})") from None
         except adb_exceptions.PushFailedError as exc:
+            self._device.close()
             if "No space left" in str(exc):
                 raise DeviceNoSpaceError(f"{self.serial}: {what}: {exc}") from None
             raise DeviceError(f"{self.serial}: {what}: {exc}") from None

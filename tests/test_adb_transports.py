@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import stat
+import time
 
 import pytest
 
@@ -19,7 +20,7 @@ from android_harness.device import Device, file_sha256
 from android_harness.loopback import LoopbackDevice
 from android_harness.transport import ShellResult
 from tests._adb_helpers import DEBIAN_ADB, start_adb_server
-from wbmm_mobile.errors import DeviceCommandError, DeviceError, DeviceNoSpaceError
+from wbmm_mobile.errors import DeviceCommandError, DeviceError, DeviceNoSpaceError, DeviceTimeoutError
 
 pytestmark = pytest.mark.timeout(240)
 HOSTILE = "we ird'name\";touch PWNED;$(touch PWNED2)`touch PWNED3`$HOME.bin"
@@ -188,16 +189,12 @@ def test_full_disk_is_a_no_space_error(transport, loopback, tmp_path):
     local.write_bytes(os.urandom(200_000))
     loopback.faults.disk_quota_bytes = 100_000
     try:
-        with pytest.raises(DeviceError) as caught:
+        with pytest.raises(DeviceNoSpaceError) as caught:
             transport.push(local, "/data/local/tmp/full.bin")
-        if isinstance(transport, AdbServerTransport):
-            assert isinstance(caught.value, DeviceNoSpaceError)
         assert "No space left on device" in str(caught.value)
     finally:
         loopback.faults.disk_quota_bytes = None
     assert not (loopback.root / "data/local/tmp/full.bin").exists()
-    if isinstance(transport, AdbShellTransport):
-        transport.reconnect()
     assert transport.shell("echo still-here").stdout == "still-here\n"
 
 
@@ -210,5 +207,22 @@ def test_path_outside_root_is_refused(transport, loopback, tmp_path):
         transport.pull("/data/local/tmp/escape/secret.txt", tmp_path / "got.txt")
     assert "outside the loopback root" in str(caught.value)
     assert not (tmp_path / "got.txt").exists()
-    if isinstance(transport, AdbShellTransport):
-        transport.reconnect()
+    assert transport.shell("echo next").stdout == "next\n"
+
+
+def test_command_past_its_timeout_is_killed(transport, loopback):
+    """A command running past its timeout: DeviceTimeoutError, the process on the device is
+    killed (the stream closes), and the transport keeps working."""
+    pid_file = loopback.root / f"data/local/tmp/pid-{type(transport).__name__}"
+    with pytest.raises(DeviceTimeoutError):
+        transport.shell(f"echo $$ > /data/local/tmp/{pid_file.name}; exec sleep 60", timeout=2)
+    pid = int(pid_file.read_text())
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the timed-out command (pid {pid}) is still running")
+    assert transport.shell("echo after").stdout == "after\n"

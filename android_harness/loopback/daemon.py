@@ -131,7 +131,9 @@ class _Connection:
                 return
             self.sock.settimeout(_IDLE_TIMEOUT_S)
             while not self._closed.is_set():
-                self._dispatch(read_packet(self.sock, self.max_data, self.checksum_required))
+                # We announced MAX_PAYLOAD, so that is what a peer may send us; ``max_data``
+                # (the smaller of both announcements) only limits what we send.
+                self._dispatch(read_packet(self.sock, MAX_PAYLOAD, self.checksum_required))
         except AdbProtocolError as exc:
             self.device.protocol_errors.append(f"{self.peer}: {exc}")
             log.warning("loopback: protocol error from %s: %s", self.peer, exc)
@@ -169,7 +171,7 @@ class _Connection:
         token = os.urandom(TOKEN_SIZE)
         self.send(Packet(A_AUTH, AUTH_TOKEN, 0, token))
         while True:
-            packet = read_packet(self.sock, self.max_data, checksum_required=False)
+            packet = read_packet(self.sock, MAX_PAYLOAD, checksum_required=False)
             if packet.command != A_AUTH:
                 raise AdbProtocolError(f"expected AUTH while unauthorized, got {packet.name}")
             if packet.arg0 == AUTH_SIGNATURE:

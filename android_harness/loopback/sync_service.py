@@ -179,13 +179,20 @@ def _send_file(stream: Stream, rootfs: RootFolder, path: str) -> None:
     except (OSError, PathEscapeError) as exc:
         _fail(stream, f"{path}: {_reason(exc)}")
         return
+    # Several DATA records share one WRTE (up to the negotiated payload size): every WRTE
+    # costs a round trip for its OKAY, so 64 KiB per WRTE would cap the pull rate.
+    batch = bytearray()
     with source:
         while True:
             chunk = source.read(SYNC_DATA_MAX)
             if not chunk:
                 break
-            stream.write(REQUEST.pack(ID_DATA, len(chunk)) + chunk)
-    stream.write(REQUEST.pack(ID_DONE, 0))
+            record = REQUEST.pack(ID_DATA, len(chunk)) + chunk
+            if batch and len(batch) + len(record) > stream.connection.max_data:
+                stream.write(bytes(batch))
+                batch.clear()
+            batch += record
+    stream.write(bytes(batch) + REQUEST.pack(ID_DONE, 0))
 
 
 def _reason(exc: BaseException) -> str:

@@ -144,7 +144,8 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
                       + report.ops_before.get("CONV_2D", 0) + (1 if options.verify else 0)) as bar:
         for g in range(len(model.subgraphs)):
             _rewrite_subgraph(model, g, options, report, custom_layers, bar.advance)
-        out = tflite_io.model_to_bytes(model)
+        # Nothing rewritten: hand back the input bytes untouched rather than a re-serialisation.
+        out = tflite_io.model_to_bytes(model) if report.rewritten_count else bytes(data)
         report.bytes_after = len(out)
         report.ops_after = _op_counts(tflite_io.load_model_bytes(out, "the rewritten model"))
         if options.verify:

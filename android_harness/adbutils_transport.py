@@ -16,6 +16,7 @@ import re
 import secrets
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import adbutils
@@ -44,20 +45,28 @@ def _server_address(server: str | None) -> tuple[str, int]:
             int(os.environ.get("ANDROID_ADB_SERVER_PORT", "5037")))
 
 
+@dataclass(frozen=True)
 class ServerDevice:
     """One row of ``adb devices``: serial and state (device, unauthorized, offline ...)."""
 
-    def __init__(self, serial: str, state: str):
-        self.serial = serial
-        self.state = state
+    serial: str
+    state: str
 
-    def __repr__(self) -> str:
-        return f"ServerDevice({self.serial!r}, {self.state!r})"
+
+def _client(host: str, port: int, timeout: float) -> adbutils.AdbClient:
+    """An adbutils client. adbutils starts a local adb server when none answers; for a remote
+    server that would start the wrong one (and wait 20 s), so a remote address must answer now."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        try:
+            socket.create_connection((host, port), timeout=min(timeout, 5.0)).close()
+        except OSError as exc:
+            raise DeviceNotFoundError(f"no ADB server answers at {host}:{port}: {exc}") from None
+    return adbutils.AdbClient(host=host, port=port, socket_timeout=timeout)
 
 
 def list_server_devices(server: str | None = None, timeout: float = 10.0) -> list[ServerDevice]:
     host, port = _server_address(server)
-    client = adbutils.AdbClient(host=host, port=port, socket_timeout=timeout)
+    client = _client(host, port, timeout)
     try:
         return [ServerDevice(info.serial, info.state) for info in client.list()]
     except (AdbError, OSError) as exc:
@@ -90,7 +99,7 @@ class AdbServerTransport(Transport):
         host, port = _server_address(server)
         self.server = f"{host}:{port}"
         self.io_timeout = io_timeout
-        self._client = adbutils.AdbClient(host=host, port=port, socket_timeout=io_timeout)
+        self._client = _client(host, port, io_timeout)
         self.serial = self._choose_serial(serial, connect_timeout)
         self._device = self._client.device(serial=self.serial)
         self._features: set[str] | None = None
@@ -234,7 +243,8 @@ class AdbServerTransport(Transport):
     def _shell_with_marker(self, line: str, timeout: float) -> ShellResult:
         """Old devices (no shell_v2): stdout/stderr arrive mixed, the exit code after a marker."""
         marker = f"__WBMM_EXIT_{secrets.token_hex(4)}__"
-        connection = self._open(f"shell:{line}; echo {marker}$?", timeout)
+        # A subshell, so `exit N` in the command still reaches the marker.
+        connection = self._open(f"shell:( {line}\n); echo {marker}$?", timeout)
         deadline = time.monotonic() + timeout
         data = bytearray()
         try:

@@ -151,3 +151,18 @@ def test_pull_a_directory_tree(adb, device, tmp_path):
     adb.adb("-s", device.serial, "pull", f"/data/local/tmp/tree-{adb.port}", str(tmp_path / "copy"))
     assert (tmp_path / "copy" / "top.bin").read_bytes() == (tree / "top.bin").read_bytes()
     assert (tmp_path / "copy" / "inner" / "leaf.txt").read_bytes() == b"leaf"
+
+
+def test_stdin_reaches_the_command_through_shell_v2(adb, device):
+    result = subprocess.run([adb.binary, "-s", device.serial, "shell", "cat; echo end"], env=adb.env,
+                            input=b"piped line\n", capture_output=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, b"piped line\nend\n")
+
+
+def test_shell_v1_and_exec_out(adb, device):
+    """`adb shell -x` turns the shell protocol off (plain ``shell:``: one mixed stream, no exit
+    code); `adb exec-out` uses ``exec:`` (stdout only)."""
+    v1 = adb.adb("-s", device.serial, "shell", "-x", "echo one; echo two >&2; exit 3", check=False)
+    assert v1.stdout.splitlines() == [b"one", b"two"] and v1.stderr == b""
+    out = adb.adb("-s", device.serial, "exec-out", "cat /sys/class/power_supply/battery/capacity; echo e >&2")
+    assert out.stdout == b"78\n"

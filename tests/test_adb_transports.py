@@ -226,3 +226,12 @@ def test_command_past_its_timeout_is_killed(transport, loopback):
     else:
         pytest.fail(f"the timed-out command (pid {pid}) is still running")
     assert transport.shell("echo after").stdout == "after\n"
+
+
+def test_exit_code_marker_for_devices_without_shell_v2(loopback, adb_server):
+    """Old devices lack shell_v2: the adb-server transport falls back to ``shell:`` plus a marker
+    (adb-shell always works that way, so every adb-shell test above covers its marker)."""
+    transport = AdbServerTransport(serial=loopback.serial, server=adb_server.address)
+    transport._features = transport.features() - {"shell_v2"}
+    result = transport.shell("echo plain; exit 4")
+    assert (result.exit_code, result.stdout) == (4, "plain\n")

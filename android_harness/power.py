@@ -244,10 +244,16 @@ class PowerListener(RunListener):
             # Stops charging while USB stays connected, on builds that have it (Android 12+ userdebug,
             # many Pixels); elsewhere dumpsys answers with an error or unknown command.
             result = device.shell("dumpsys battery suspend_input", timeout=30)
-            text = (result.stdout + result.stderr).lower()
-            suspended = result.ok and "unknown" not in text and "error" not in text and "not" not in text
-            facts["suspend_input"] = "applied" if suspended else f"unavailable: {text.strip()[:120]}"
-        session.notes["power_suspended_input"] = suspended
+            # Trust the battery, not dumpsys' answer: it worked only if the cell now discharges.
+            session.notes["power_suspended_input"] = result.ok
+            suspended = result.ok and not self._charging(session)
+            if suspended:
+                facts["suspend_input"] = "applied"
+            else:
+                text = " ".join((result.stdout + result.stderr).split())[:120]
+                facts["suspend_input"] = (f"unavailable: the battery still charges after "
+                                          f"`dumpsys battery suspend_input` (exit {result.exit_code}: {text})")
+        session.notes.setdefault("power_suspended_input", suspended)
         calibration = self._calibrate(session, supply, charging=self._charging(session))
         session.notes["power_calibration"] = calibration
         facts["calibration"] = asdict(calibration)

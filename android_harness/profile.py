@@ -25,7 +25,7 @@ import re
 import shlex
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -240,16 +240,9 @@ def _connect(serial: str | None, plan: ProfilePlan) -> Device:
 
 
 def _list_devices(plan: ProfilePlan) -> list[str]:
-    import adbutils
-    host, port = "127.0.0.1", 5037
-    if plan.adb_server:
-        from android_harness.transport import parse_host_port
-        host, port = parse_host_port(plan.adb_server, 5037)
-    try:
-        client = adbutils.AdbClient(host=host, port=port)
-        return [d.serial for d in client.device_list()]
-    except Exception as exc:  # noqa: BLE001 - adbutils raises several kinds for "no server"
-        raise DeviceError(f"cannot list devices through the ADB server at {host}:{port}: {exc}") from None
+    """Serials of every device the ADB server sees as ready ("device" state)."""
+    from android_harness.adbutils_transport import list_server_devices
+    return [d.serial for d in list_server_devices(plan.adb_server) if d.state == "device"]
 
 
 class _DeviceWorker:
@@ -329,6 +322,10 @@ class _DeviceWorker:
     def _push_delegate(self, device: Device, info) -> tuple[str | None, dict | None]:
         if "wbmm" not in self.plan.configs:
             return None, None
+        if not self.plan.delegate_lib and info.is_loopback:
+            # The loopback device runs on this machine: the host build of `make delegate`.
+            from delegates import library_path
+            self.plan = replace(self.plan, delegate_lib=str(library_path()))
         if not self.plan.delegate_lib:
             raise DelegateNotBuiltError("the wbmm config needs --delegate-lib PATH (the delegate built for "
                                         f"{info.abi}; `make delegate-arm64` builds the arm64 one)")

@@ -1,0 +1,215 @@
+"""End to end on the loopback ADB device: convert -> profile -> compare, energy, and the faults.
+
+The loopback device (issue 5) speaks the real ADB protocol and runs commands on this
+machine in a fixture-phone root; its benchmark binary is a small script that execs
+``wbmm-mobile-benchmark`` from this venv. Models come from the real TFLite converter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from android_harness.loopback.daemon import LoopbackDevice
+from android_harness.profile import ProfilePlan, profile
+from android_harness.results import load_records
+from wbmm_mobile.cli import main as cli_main
+from wbmm_mobile.compare import compare
+
+pytestmark = pytest.mark.timeout(300)
+
+DELEGATE = Path(__file__).resolve().parent.parent / "build" / "delegates" / "libwbmm_delegate.so"
+# xnnpack and wbmm when the delegate is built (make test builds it), else xnnpack and cpu.
+CONFIGS = ("xnnpack", "wbmm") if DELEGATE.is_file() else ("xnnpack", "cpu")
+RUNNER = f'exec "{sys.executable}" -m android_harness.linux_benchmark "$@"'
+
+
+def write_script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A kernel-size sweep of tiny depthwise models, converted by the real TFLite converter."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    folder = tmp_path_factory.mktemp("models")
+    paths = []
+    for k in (3, 7):
+        inp = keras.Input((12, 12, 8), batch_size=1)
+        out = keras.layers.Conv2D(8, 1)(keras.layers.DepthwiseConv2D(k, padding="same")(inp))
+        path = folder / f"dw_k{k}.tflite"
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out)).convert())
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def phone(tmp_path):
+    device = LoopbackDevice(tmp_path / "phone-root", fixture_phone=True).start()
+    yield device
+    device.stop()
+
+
+def test_convert_profile_compare_end_to_end(models, phone, tmp_path, capsys):
+    binary = write_script(tmp_path / "benchmark_model", RUNNER)
+    out = tmp_path / "results"
+    code = cli_main(["profile", "--models", *models, "--device", phone.serial, "--direct",
+                     "--configs", ",".join(CONFIGS), "--threads", "1", "--runs", "20", "--warmup", "2",
+                     "--benchmark-binary", str(binary), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    records = load_records(out)
+    assert len(records) == 2 * len(CONFIGS)
+    assert all(r.status == "ok" for r in records), [r.error for r in records]
+    first = records[0]
+    assert first.device["loopback"] is True and first.device["abi"] == "arm64-v8a"
+    assert first.device["soc"].startswith("Tensor G2")
+    assert first.pinning == "taskset f0 (big cores)"   # cores 4-7 of the fixture Pixel 7
+    assert first.latency["count"] >= 20   # benchmark_model also runs for at least min_secs (1 s)
+    assert first.thermal["before"]["status"] == 1 and first.thermal["throttled"] is False
+    assert first.plugged is False
+    # The pushed model is byte-identical (content-addressed on the device).
+    remote = phone.root / "data/local/tmp/wbmm/models" / f"{first.model['sha256'][:16]}.tflite"
+    assert remote.read_bytes() == Path(first.model["path"]).read_bytes()
+
+    code = cli_main(["compare", str(out)])
+    table = capsys.readouterr().out
+    assert code == 0
+    comparison = compare(out, plots=False, report=False)
+    # The table's numbers are the runner's: the median each record parsed from its output.
+    by_key = {(r.model["name"], r.config): r for r in records}
+    for row in comparison.rows:
+        record = by_key[(row.model, row.config)]
+        assert row.median_ms == record.latency["median_ms"]
+        assert f"{row.median_ms:.3f}" in table
+        reference = by_key[(row.model, "xnnpack")].latency["median_ms"]
+        assert row.speedup == pytest.approx(reference / row.median_ms, rel=1e-12)
+    assert "loopback device: this computer's numbers" in table
+    assert (out / f"latency_{phone.serial.replace(':', '_')}.png").stat().st_size > 1000
+    sweep = list(out.glob("sweep_kernel_*.png"))
+    assert len(sweep) == 1 and sweep[0].read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert "| dw_k7 |" in report and "latency_127.0.0.1_" in report
+
+
+def test_energy_from_the_fixture_power_supply(models, phone, tmp_path):
+    """The binary raises the fixture battery current while it runs: idle 412 mA, running 900 mA,
+    at 4.012 V, reported negative (discharge) in uA/uV as some vendors do."""
+    supply = "$WBMM_LOOPBACK_ROOT/sys/class/power_supply/battery/current_now"
+    binary = write_script(tmp_path / "benchmark_model", "\n".join([
+        f"echo -900000 > {supply}",
+        f'"{sys.executable}" -m android_harness.linux_benchmark "$@"; rc=$?',
+        f"echo -412000 > {supply}",
+        "exit $rc"]))
+    plan = ProfilePlan(models=(models[0],), out=str(tmp_path / "results"), devices=(phone.serial,), direct=True,
+                       configs=("xnnpack",), runs=300, warmup=2, power=True, benchmark_binary=str(binary),
+                       idle_seconds=1.0)
+    report = profile(plan, progress=False)
+    assert report.complete and not report.by_status("failed"), report
+    record = load_records(tmp_path / "results")[0]
+    energy = record.energy
+    assert energy["calibration"]["current_unit"] == "uA" and energy["calibration"]["voltage_unit"] == "uV"
+    assert energy["calibration"]["sign"] == -1
+    assert energy["idle_power_mw"] == pytest.approx(412 * 4.012, abs=1e-6)
+    # Most running samples see 900 mA; the first and last may still read idle.
+    assert 0.8 * 900 * 4.012 < energy["run_power_mw"] <= 900 * 4.012 + 1e-6
+    assert energy["idle_samples"] >= 5 and energy["run_samples"] >= 2
+    assert energy["energy_per_inference_mj"] == pytest.approx(
+        (energy["run_power_mw"] - energy["idle_power_mw"]) * record.latency["avg_ms"] / 1e3, rel=1e-9)
+    assert energy["refused"] is None and energy["charging"] is False
+
+
+def test_charging_readings_are_refused(models, phone, tmp_path):
+    battery = phone.root / "sys/class/power_supply/battery"
+    (battery / "status").write_text("Charging\n")
+    (phone.root / "sys/class/power_supply/usb/online").write_text("1\n")
+    binary = write_script(tmp_path / "benchmark_model", RUNNER)
+    plan = ProfilePlan(models=(models[0],), out=str(tmp_path / "results"), devices=(phone.serial,), direct=True,
+                       configs=("xnnpack",), runs=5, warmup=1, power=True, benchmark_binary=str(binary),
+                       idle_seconds=0.5)
+    profile(plan, progress=False)
+    record = load_records(tmp_path / "results")[0]
+    assert record.status == "ok" and record.plugged is True
+    assert record.energy["energy_per_inference_mj"] is None
+    assert "charging" in record.energy["refused"]
+    # The fixture's dumpsys has no suspend_input: recorded as unavailable, not applied.
+    assert record.extra["session"]["energy"]["suspend_input"].startswith("unavailable")
+
+
+def test_crash_garbage_and_throttling_are_recorded_and_the_rest_goes_on(models, phone, tmp_path, capsys):
+    """cpu config: the binary prints garbage and dies (SIGSEGV exit code); xnnpack: the thermal status
+    rises from light to severe during the run."""
+    thermal = "$WBMM_LOOPBACK_ROOT/system/etc/wbmm_fixture/dumpsys_thermalservice.txt"
+    binary = write_script(tmp_path / "benchmark_model", "\n".join([
+        'case "$*" in *--use_xnnpack=false*) echo "xK garbage from a broken build"; exit 139;; esac',
+        f"sed -i 's/^Thermal Status: 1/Thermal Status: 3/' {thermal}",
+        RUNNER]))
+    out = tmp_path / "results"
+    plan = ProfilePlan(models=tuple(models), out=str(out), devices=(phone.serial,), direct=True,
+                       configs=("cpu", "xnnpack"), runs=5, warmup=1, benchmark_binary=str(binary))
+    report = profile(plan, progress=False)
+    assert len(report.by_status("failed")) == 2 and len(report.by_status("ok")) == 2
+    records = load_records(out)
+    failed = [r for r in records if r.status == "failed"]
+    assert {r.config for r in failed} == {"cpu"}
+    assert all("garbage from a broken build" in r.output for r in failed)
+    assert all("no timing summary" in r.error for r in failed)
+    ok = [r for r in records if r.status == "ok"]
+    assert ok[0].thermal["before"]["status"] == 1 and ok[0].thermal["after"]["status"] == 3
+    assert ok[0].thermal["status_rose"] and ok[0].thermal["throttled"]
+    comparison = compare(out, plots=False, report=False)
+    assert all(row.throttled for row in comparison.rows)
+    assert {(f.model, f.config) for f in comparison.failed} == {("dw_k3", "cpu"), ("dw_k7", "cpu")}
+    assert cli_main(["compare", str(out), "--no-plots"]) == 0
+    table = capsys.readouterr().out
+    assert "THROTTLED (thermal status light -> severe)" in table
+    assert "FAILED" in table and "no timing summary" in table
+
+
+def test_device_disappears_mid_run_then_resume_completes(models, tmp_path):
+    root = tmp_path / "phone-root"
+    phone = LoopbackDevice(root, fixture_phone=True).start()
+    port, serial = phone.port, phone.serial
+    binary = write_script(tmp_path / "benchmark_model", RUNNER)
+    out = tmp_path / "results"
+    plan = ProfilePlan(models=tuple(models), out=str(out), devices=(serial,), direct=True,
+                       configs=("xnnpack", "cpu"), runs=5, warmup=1, benchmark_binary=str(binary))
+    seen = []
+
+    def pull_the_cable(label: str) -> None:
+        seen.append(label)
+        if label.startswith("ok") and len(seen) == 1:
+            phone.stop()   # the device vanishes after its first finished run
+
+    report = profile(plan, progress=pull_the_cable)
+    assert len(report.by_status("ok")) == 1
+    missing = report.by_status("missing")
+    assert len(missing) == 3 and serial in report.device_errors
+    assert {m.label for m in missing} == {f"{serial} dw_k3 cpu 1t", f"{serial} dw_k7 xnnpack 1t", f"{serial} dw_k7 cpu 1t"}
+    assert len(load_records(out)) == 1          # the finished run is on disk
+
+    back = LoopbackDevice(root, port=port).start()   # the device comes back on the same address
+    try:
+        report = profile(replace_resume(plan), progress=False)
+    finally:
+        back.stop()
+    assert len(report.by_status("skipped")) == 1 and len(report.by_status("ok")) == 3
+    records = load_records(out)
+    assert len(records) == 4 and all(r.status == "ok" for r in records)
+    assert len({(r.model["name"], r.config) for r in records}) == 4
+    assert all(json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines())
+
+
+def replace_resume(plan: ProfilePlan) -> ProfilePlan:
+    from dataclasses import replace
+    return replace(plan, resume=True)

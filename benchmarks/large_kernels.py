@@ -2,14 +2,14 @@
 
 (a) Per layer, 1xHxWxC in {56x56x96, 28x28x192, 14x14x384}, 'same' KxK with K in {7, 13, 31}:
     the stock DEPTHWISE_CONV_2D on XNNPACK and on the builtin kernels, and the ``split``,
-    ``halo`` and ``auto`` rewrites (builtin TFLite ops only) on XNNPACK.
+    ``halo``, ``builtin_kernel`` and ``auto`` rewrites (builtin TFLite ops only) on XNNPACK.
 (b) keras.applications.ConvNeXtTiny (weights=None, 224x224, fp32): the stock .tflite against
     its exact ``auto`` rewrite, XNNPACK with 1 and 2 threads.
 
 The variants of one row are timed in one process, interleaved invoke by invoke (median of
 ``--runs`` invokes each after 5 warm-up invokes). Results go to ``benchmarks/results/large_kernels.json``;
 ratios and the issue's targets are printed. ``--write-strategy-table`` also stores the
-split/halo medians of (a), for XNNPACK and builtin kernels, as the table ``auto`` ships
+split/halo/builtin_kernel medians of (a), for XNNPACK and builtin kernels, as the table ``auto`` ships
 (``converters/strategy_measurements.json``). Run by hand:
 
     .venv/bin/python benchmarks/large_kernels.py            # both parts, 50 runs
@@ -111,7 +111,7 @@ def bench_layers(runs: int, with_builtin_rewrites: bool) -> list[dict]:
             name = f"{height}x{width}x{channels} K={k}"
             models = {}
             picks = {}
-            for strategy_name in ("split", "halo", "auto"):
+            for strategy_name in ("split", "halo", "builtin_kernel", "auto"):
                 result = rewrite_model(stock, RewriteOptions(strategy=strategy_name, target="xnnpack", verify=True))
                 layer = result.report.layers[0]
                 if layer.rewritten:
@@ -152,7 +152,8 @@ def write_strategy_table(rows: list[dict], path: Path) -> None:
     for row in rows:
         _, height, width, channels = row["shape"]
         for kernels in ("xnnpack", "builtin"):
-            ms = {n: row["median_ms"][f"{n}_{kernels}"] for n in ("split", "halo") if f"{n}_{kernels}" in row["median_ms"]}
+            names = ("split", "halo", "builtin_kernel") if kernels == "xnnpack" else ("split", "halo")
+            ms = {n: row["median_ms"][f"{n}_{kernels}"] for n in names if f"{n}_{kernels}" in row["median_ms"]}
             ms["depthwise"] = row["median_ms"][f"depthwise_{kernels}"]
             if "split" in ms:
                 layers.append({"kernels": kernels, "height": height, "width": width, "channels": channels,

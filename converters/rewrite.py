@@ -29,7 +29,8 @@ import numpy as np
 
 from converters import strategy as strategy_mod
 from converters import tflite_io
-from converters.rewrites import _depthwise, depthwise_custom, depthwise_halo, depthwise_split, depthwise_windowed
+from converters.rewrites import (_depthwise, depthwise_builtin_kernel, depthwise_custom, depthwise_halo,
+                                depthwise_split, depthwise_windowed)
 from converters.rewrites._graph import GraphEditor, prune_unused
 from wbmm_mobile.errors import UnsupportedModelError, VerificationError
 
@@ -51,6 +52,7 @@ PASSES: tuple[Pass, ...] = (
     Pass("custom", "exact", depthwise_custom),
     Pass("halo", "exact", depthwise_halo),
     Pass("split", "exact", depthwise_split),
+    Pass("builtin_kernel", "exact", depthwise_builtin_kernel),
 )
 
 EXACT_RELATIVE = 1e-4

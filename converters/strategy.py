@@ -1,15 +1,15 @@
-"""The ``auto`` strategy: which exact rewrite (split, halo, custom) each layer gets on a target.
+"""The ``auto`` strategy: which exact rewrite (split, halo, custom, builtin_kernel) each layer gets.
 
 Rules that come from what a runtime accepts are fixed (WBMM.md): the ``delegate``
 target runs the ``WBMM_DEPTHWISE`` custom op; NNAPI takes BATCH_MATMUL only from
 feature level 6 (Android 12), so ``split`` is the one safe choice there; the TFLite
 GPU delegate has rejected batched BATCH_MATMUL with a constant operand, so ``split``.
-For ``xnnpack`` and ``builtin`` the choice between ``split`` and ``halo`` is a
-measurement: either the shipped table ``strategy_measurements.json`` (made by
+For ``xnnpack`` and ``builtin`` the choice between ``split``, ``halo``, ``builtin_kernel``
+(XNNPACK only) and keeping the layer is a measurement: either the shipped table ``strategy_measurements.json`` (made by
 ``benchmarks/large_kernels.py --write-strategy-table`` on the machine it names), or,
 with ``measure=True``, a timing of both rewrites of a one-layer model of the layer's
-exact shape on this machine. ``halo`` must win by ``HALO_MARGIN`` to be picked, so
-noise never trades a measured ``split`` for a slower ``halo``; and when the stock
+exact shape on this machine. Anything but ``split`` must win by ``HALO_MARGIN`` to be
+picked, so noise never trades a measured ``split`` for a slower choice; and when the stock
 conv itself is faster than both on those kernels by ``KEEP_MARGIN`` (TFLite's builtin
 depthwise kernel at large K is), ``auto`` keeps the layer and says so.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
-STRATEGIES = ("auto", "split", "halo", "custom")
+STRATEGIES = ("auto", "split", "halo", "custom", "builtin_kernel")
 TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
 HALO_MARGIN = 0.9   # halo is picked only when it takes <= 90% of split's time
 KEEP_MARGIN = 0.9   # the original conv is kept only when it takes <= 90% of the best rewrite's time
@@ -67,7 +67,9 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
                                 "operand; split keeps to depthwise convs")
     kernels = target
     if measure:
-        times = measure_strategies(shape, kernels)
+        times = measure_strategies(shape, kernels,
+                                   strategies=("split", "halo", "builtin_kernel") if kernels == "xnnpack"
+                                   else ("split", "halo"))
         source = "measured now on this machine"
         nearest = shape
     else:
@@ -76,18 +78,27 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
             return Pick(("split", "halo"), f"{kernels}: no shipped measurement; split is the safe default")
         source = f"shipped table, nearest measured shape {nearest.height}x{nearest.width}x{nearest.channels} " \
                  f"K={nearest.kernel}, {machine}"
-    split_ms, halo_ms, stock_ms = times.get("split"), times.get("halo"), times.get("depthwise")
-    fastest_rewrite = min(v for v in (split_ms, halo_ms) if v is not None) if (split_ms or halo_ms) else None
-    if stock_ms is not None and fastest_rewrite is not None and stock_ms <= KEEP_MARGIN * fastest_rewrite:
-        # e.g. TFLite's own depthwise kernel at K=31 beats any rewrite run on the same kernels.
-        return Pick(("keep",), f"{kernels}: the stock conv {stock_ms:.2f} ms beats split {split_ms:.2f} ms"
-                               + (f" and halo {halo_ms:.2f} ms" if halo_ms is not None else "") + f" ({source})")
-    if halo_ms is not None and split_ms is not None and halo_ms <= HALO_MARGIN * split_ms:
-        return Pick(("halo", "split"), f"{kernels}: halo {halo_ms:.2f} ms < split {split_ms:.2f} ms ({source})")
+    return _pick_from_times(times, kernels, source)
+
+
+def _pick_from_times(times: dict[str, float], kernels: str, source: str) -> Pick:
+    """split unless another choice takes <= its margin x split's time; the fastest such wins."""
+    split_ms = times.get("split")
+    timings = ", ".join(f"{name} {ms:.2f} ms" for name, ms in sorted(times.items(), key=lambda kv: kv[1]))
     if split_ms is None:
-        return Pick(("split", "halo"), f"{kernels}: split (no timing of it, {source})")
-    halo_text = f"halo {halo_ms:.2f} ms" if halo_ms is not None else "halo not measured"
-    return Pick(("split", "halo"), f"{kernels}: split {split_ms:.2f} ms vs {halo_text} ({source})")
+        return Pick(("split", "halo"), f"{kernels}: split (not measured; {timings}; {source})")
+    # "depthwise" is the stock conv on these kernels: keeping the layer is a choice too
+    # (TFLite's builtin kernel at large K beats every rewrite run on builtin kernels).
+    margins = {"halo": HALO_MARGIN, "builtin_kernel": HALO_MARGIN, "depthwise": KEEP_MARGIN}
+    winners = [(times[name], name) for name in margins if name in times and times[name] <= margins[name] * split_ms]
+    if kernels != "xnnpack":
+        winners = [w for w in winners if w[1] != "builtin_kernel"]   # the same kernel as keeping it
+    if not winners:
+        return Pick(("split", "halo"), f"{kernels}: split is fastest within margins ({timings}; {source})")
+    best = min(winners)[1]
+    if best == "depthwise":
+        return Pick(("keep",), f"{kernels}: the stock conv is fastest ({timings}; {source})")
+    return Pick((best, "split"), f"{kernels}: {best} is fastest ({timings}; {source})")
 
 
 @lru_cache(maxsize=4)

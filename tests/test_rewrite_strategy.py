@@ -29,7 +29,7 @@ def _table(tmp_path, split_ms, halo_ms):
 def test_table_picks_the_faster_with_a_margin(tmp_path):
     path = _table(tmp_path, split_ms=4.0, halo_ms=2.0)
     chosen = pick(LayerShape(56, 56, 96, 13), "xnnpack", table_path=path)
-    assert chosen.order[0] == "halo" and "halo 2.00 ms < split 4.00 ms" in chosen.reason
+    assert chosen.order[0] == "halo" and "halo is fastest (halo 2.00 ms, split 4.00 ms" in chosen.reason
     assert pick(LayerShape(14, 14, 384, 7), "xnnpack", table_path=path).order[0] == "split"
     path = _table(tmp_path, split_ms=4.0, halo_ms=3.8)              # within the margin: keep split
     assert pick(LayerShape(56, 56, 96, 13), "xnnpack", table_path=path).order[0] == "split"
@@ -49,3 +49,23 @@ def test_report_states_the_pick_and_why():
 def test_measure_times_both_rewrites_on_this_machine():
     times = strategy.measure_strategies(LayerShape(16, 16, 8, 7), "xnnpack", runs=3)
     assert set(times) == {"depthwise", "split", "halo"} and all(t > 0 for t in times.values())
+
+
+def test_keep_and_builtin_kernel_choices(tmp_path):
+    path = tmp_path / "table.json"
+    row = {"height": 14, "width": 14, "channels": 384, "kernel": 13}
+    path.write_text(json.dumps({"machine": "test", "layers": [
+        dict(row, kernels="xnnpack", median_ms={"split": 6.0, "halo": 10.0, "builtin_kernel": 1.7, "depthwise": 17.0}),
+        dict(row, kernels="builtin", median_ms={"split": 25.0, "halo": 88.0, "depthwise": 1.8})]}))
+    strategy._load_table.cache_clear()
+    shape = LayerShape(14, 14, 384, 13)
+    assert pick(shape, "xnnpack", table_path=path).order[0] == "builtin_kernel"
+    kept = pick(shape, "builtin", table_path=path)
+    assert kept.order == ("keep",) and "stock conv is fastest" in kept.reason
+
+
+def test_builtin_kernel_rewrite_keeps_the_conv_behind_a_reshape():
+    case = Case.depthwise(13).convert().rewrite(strategy="builtin_kernel")
+    case.expect_rewritten("builtin_kernel").expect_ops({"DEPTHWISE_CONV_2D": 1, "RESHAPE": 1})
+    case.compare(rtol=1e-5, atol=1e-6).compare(rtol=1e-5, atol=1e-6, kernels="xnnpack").reloads()
+    Case.depthwise(7, quantize="int8").convert().rewrite(strategy="builtin_kernel").expect_left_alone("only float")

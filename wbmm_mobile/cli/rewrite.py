@@ -12,7 +12,7 @@ import argparse
 HELP = "rewrite large depthwise convolutions of a .tflite (exactly, or as WBMM windows)"
 
 _TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
-_STRATEGIES = ("auto", "split", "halo", "custom")
+_STRATEGIES = ("auto", "split", "halo", "custom", "builtin_kernel")
 
 
 def _positive_int(text: str) -> int:
@@ -37,11 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: xnnpack)")
     parser.add_argument("--strategy", choices=_STRATEGIES, default="auto",
                         help="exact rewrite per layer: split (sum of <=5x5 depthwise convs), halo (tiled batched "
-                             "matmul), custom (WBMM_DEPTHWISE op for the wbmm delegate), or auto: picked per layer "
-                             "for --target from measurements (default: auto). In windowed mode `custom` emits the "
+                             "matmul), custom (WBMM_DEPTHWISE op for the wbmm delegate), builtin_kernel (keep the "
+                             "conv but route it to TFLite's own kernel under XNNPACK), or auto: picked per layer "
+                             "for --target from measurements, possibly keeping a layer (default: auto). In windowed mode `custom` emits the "
                              "WBMM custom op, anything else builtin ops")
     parser.add_argument("--measure", action="store_true",
-                        help="with --strategy auto: time split and halo on this machine for each layer shape "
+                        help="with --strategy auto: time the candidates on this machine for each layer shape "
                              "instead of using the shipped measurements (slower)")
     parser.add_argument("--inputs", metavar="NPZ", default=None,
                         help="extra verification inputs: an .npz with one array per model input (by input name, "

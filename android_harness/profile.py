@@ -49,6 +49,8 @@ __all__ = [
     "elf_abi",
     "BENCHMARK_CACHE_DIR",
     "REMOTE_DIR",
+    "runner_script",
+    "profile_on_this_computer",
 ]
 
 REMOTE_DIR = "/data/local/tmp/wbmm"
@@ -475,3 +477,34 @@ def profile(plan: ProfilePlan, *, progress: bool | Callable[[str], None] = True,
     finally:
         bar.close()
     return report
+
+
+def runner_script(path: str | Path, python: str | None = None) -> Path:
+    """Write the loopback device's ``benchmark_model``: a script that execs
+    ``wbmm-mobile-benchmark`` (this venv's interpreter) with the same arguments."""
+    import sys
+
+    path = Path(path)
+    path.write_text(f'#!/bin/sh\nexec "{python or sys.executable}" -m android_harness.linux_benchmark "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def profile_on_this_computer(models: Sequence[str], out: str | Path, *, configs: Sequence[str] = ("xnnpack", "wbmm"),
+                             threads: Sequence[int] = (1,), runs: int = 50, warmup: int = 5,
+                             progress: bool | Callable[[str], None] = True) -> ProfileReport:
+    """``profile`` on a loopback device started for the purpose (fixture phone, this machine's CPU,
+    ``wbmm-mobile-benchmark`` as the binary): what ``make demo`` runs when no phone is connected.
+    Records carry ``device.loopback = True`` and ``compare`` labels them as this computer's numbers.
+    No resume: each call gets a fresh device on a free port, hence a new serial."""
+    import tempfile
+
+    from android_harness.loopback.daemon import LoopbackDevice
+
+    with tempfile.TemporaryDirectory(prefix="wbmm-loopback-") as scratch:
+        binary = runner_script(Path(scratch) / "benchmark_model")
+        with LoopbackDevice(Path(scratch) / "root", fixture_phone=True) as device:
+            plan = ProfilePlan(models=tuple(str(m) for m in models), out=str(out), devices=(device.serial,),
+                               direct=True, configs=tuple(configs), threads=tuple(threads), runs=runs,
+                               warmup=warmup, benchmark_binary=str(binary))
+            return profile(plan, progress=progress)

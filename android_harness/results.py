@@ -3,7 +3,7 @@
 ``ResultsStore(out_dir)`` appends to ``<out_dir>/runs.jsonl`` with one ``write`` of one
 line and an ``fsync``, under a lock shared by the device workers, so a crash, a lost
 device or Ctrl-C loses nothing that finished, and a half-written last line (power cut)
-is skipped with a warning instead of poisoning the file. ``--resume`` asks
+is cut off (kept aside) with a warning instead of poisoning the file. ``--resume`` asks
 ``done_keys()``: a run is done when an ``ok`` record with the same ``RunKey`` exists;
 failed runs are retried. Not for: tables and plots (``wbmm_mobile.compare``).
 """
@@ -117,13 +117,19 @@ class ResultsStore:
         self._repair_tail()
 
     def _repair_tail(self) -> None:
-        # A previous crash may have left a last line without its newline: end it, so the
-        # next record starts on a line of its own (the partial line is skipped on load).
-        if self.path.is_file() and self.path.stat().st_size:
-            with open(self.path, "rb+") as handle:
-                handle.seek(-1, os.SEEK_END)
-                if handle.read(1) != b"\n":
-                    handle.write(b"\n")
+        # A crash mid-write leaves a last line without its newline: that record never
+        # finished, so cut it off (kept aside in runs.jsonl.partial) before appending more.
+        if not (self.path.is_file() and self.path.stat().st_size):
+            return
+        data = self.path.read_bytes()
+        if data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        (self.out_dir / (RESULTS_FILE + ".partial")).write_bytes(data[keep:])
+        with open(self.path, "rb+") as handle:
+            handle.truncate(keep)
+        warnings.warn(f"{self.path}: an unfinished last record was cut off (kept in {RESULTS_FILE}.partial)",
+                      stacklevel=3)
 
     def append(self, record: RunRecord) -> None:
         line = (record.to_json() + "\n").encode("utf-8")

@@ -148,7 +148,7 @@ def compare(results: str | Path, *, out_dir: str | Path | None = None, plots: bo
             energy_note=energy_note, throttled=throttled, thermal_note=thermal_note,
             loopback=bool(record.device.get("loopback"))))
     order = {c: i for i, c in enumerate(CONFIG_ORDER)}
-    rows.sort(key=lambda r: (r.serial, r.model, r.threads, order.get(r.config, 99), r.config))
+    rows.sort(key=lambda r: (r.serial, _natural(r.model), r.threads, order.get(r.config, 99), r.config))
     failed = [FailedRun(k[0], k[1], k[2], k[3], (r.error or "failed").splitlines()[0])
               for k, r in sorted(failed_latest.items())]
     comparison = Comparison(rows=rows, failed=failed, sweeps=_sweeps(rows))
@@ -160,6 +160,11 @@ def compare(results: str | Path, *, out_dir: str | Path | None = None, plots: bo
         path.write_text(markdown_report(comparison, relative_to=out), encoding="utf-8")
         comparison.report = str(path)
     return comparison
+
+
+def _natural(name: str) -> tuple:
+    # dw_k3 before dw_k13: numbers inside names compare as numbers.
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def _sweeps(rows: list[ComparisonRow]) -> list[Sweep]:

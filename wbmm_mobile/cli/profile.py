@@ -11,6 +11,28 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _configs(text: str) -> tuple[str, ...]:
+    from android_harness.profile import CONFIGS   # imported when parsing, not for --help
+
+    values = _csv(text)
+    unknown = [v for v in values if v not in CONFIGS]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(f"unknown config(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(CONFIGS)}")
+    return values
+
+
+def _cooldown(text: str) -> str:
+    if text == "temp":
+        return text
+    try:
+        if float(text) >= 0:
+            return text
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected seconds >= 0 or 'temp', got {text!r}")
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in _csv(text))
@@ -34,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--direct", action="store_true",
                         help="--device values are HOST:PORT adbd addresses (TCP adbd, the loopback device) "
                              "reached without an ADB server")
-    parser.add_argument("--configs", type=_csv, default=("xnnpack", "wbmm"), metavar="LIST",
+    parser.add_argument("--configs", type=_configs, default=("xnnpack", "wbmm"), metavar="LIST",
                         help="comma-separated configs among cpu,xnnpack,nnapi,gpu,wbmm (default: xnnpack,wbmm)")
     parser.add_argument("--threads", type=_ints, default=(1,), metavar="LIST",
                         help="comma-separated thread counts (default: 1)")
@@ -43,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--power", action="store_true",
                         help="measure energy per inference from the battery (and per-rail meters when "
                              "readable); readings while charging are refused (default: off)")
-    parser.add_argument("--cooldown", default="0", metavar="SECONDS|temp",
+    parser.add_argument("--cooldown", type=_cooldown, default="0", metavar="SECONDS|temp",
                         help="between runs: wait SECONDS, or 'temp' = until the temperature read before the "
                              "first run is back within 1 C (default: 0)")
     parser.add_argument("--cooldown-timeout", type=float, default=300.0, metavar="SECONDS",

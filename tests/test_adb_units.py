@@ -204,3 +204,10 @@ def test_loopback_device_command_serves_until_interrupted(tmp_path):
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, process.stderr.read()
+
+
+def test_usb_without_device_or_extra_is_a_clear_not_found(tmp_path):
+    """No USB phone on CI (and maybe no libusb extra): either way a DeviceNotFoundError that says
+    what is missing, not an ImportError or a libusb traceback."""
+    with pytest.raises(DeviceNotFoundError, match="usb|USB"):
+        AdbShellTransport.usb(key_path=tmp_path / "adbkey")

@@ -20,9 +20,11 @@ import collections
 import itertools
 import logging
 import os
+import select
 import shutil
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,11 +131,20 @@ class _Connection:
             self.sock.settimeout(_HANDSHAKE_TIMEOUT_S)
             if not self._handshake():
                 return
-            self.sock.settimeout(_IDLE_TIMEOUT_S)
+            # The socket timeout bounds sends and the rest of a packet once it started; waiting
+            # for the next packet is bounded separately by the (long) idle timeout.
+            self.sock.settimeout(_SEND_TIMEOUT_S)
+            idle_since = time.monotonic()
             while not self._closed.is_set():
+                readable, _, _ = select.select([self.sock], [], [], 1.0)
+                if not readable:
+                    if time.monotonic() - idle_since > _IDLE_TIMEOUT_S:
+                        return
+                    continue
                 # We announced MAX_PAYLOAD, so that is what a peer may send us; ``max_data``
                 # (the smaller of both announcements) only limits what we send.
                 self._dispatch(read_packet(self.sock, MAX_PAYLOAD, self.checksum_required))
+                idle_since = time.monotonic()
         except AdbProtocolError as exc:
             self.device.protocol_errors.append(f"{self.peer}: {exc}")
             log.warning("loopback: protocol error from %s: %s", self.peer, exc)

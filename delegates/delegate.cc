@@ -240,8 +240,7 @@ struct Partition {
   Delegate* delegate = nullptr;
   std::vector<ConvOp> ops;                // execution order
   std::map<int, std::vector<float>> own;  // tensors internal to the partition
-  std::vector<float> scratch;
-  size_t scratch_stride = 0;
+  std::vector<float> scratch;  // max over ops of ScratchFloats: ops run one after another
 };
 
 float* TensorData(TfLiteContext* context, Partition* p, int index) {
@@ -350,10 +349,9 @@ TfLiteStatus PartitionPrepare(TfLiteContext* context, TfLiteNode* node) {
     const float* bias = plan.bias >= 0 ? bias_values.data() : nullptr;
     PackDepthwiseWeights(p, lanes, k.data, k.type == kTfLiteFloat16 ? WeightType::kFloat16 : WeightType::kFloat32, bias,
                          plan.windowed && plan.shortcut, op.weights.data(), op.bias.data());
-    scratch = std::max(scratch, ScratchFloatsPerThread(p, lanes));
+    scratch = std::max(scratch, ScratchFloats(p, lanes, delegate->pool->num_threads()));
   }
-  partition->scratch_stride = scratch;
-  partition->scratch.assign(scratch * delegate->pool->num_threads(), 0.0f);
+  partition->scratch.assign(scratch, 0.0f);
   return kTfLiteOk;
 }
 
@@ -365,7 +363,7 @@ TfLiteStatus PartitionInvoke(TfLiteContext* context, TfLiteNode* node) {
     float* out = TensorData(context, partition, op.plan.output);
     if (in == nullptr || out == nullptr) return Fail(context, "tensor data missing at invoke");
     delegate->kernels->run(op.problem, in, op.weights.data(), op.bias.data(), out, partition->scratch.data(),
-                           partition->scratch_stride, delegate->pool.get());
+                           delegate->pool.get());
   }
   return kTfLiteOk;
 }

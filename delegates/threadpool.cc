@@ -8,6 +8,8 @@ namespace wbmm {
 namespace {
 // About 20-50 microseconds of polling before a worker goes to sleep.
 constexpr int kSpinIterations = 20000;
+
+uint32_t EpochOf(uint64_t cursor) { return uint32_t(cursor >> 32); }
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
@@ -18,19 +20,24 @@ ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads))
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-    generation_.fetch_add(1, std::memory_order_release);
+    stopping_.store(true);
   }
   wake_.notify_all();
   for (auto& worker : workers_) worker.join();
 }
 
-void ThreadPool::DrainChunks(int thread_index) {
+void ThreadPool::DrainChunks(uint32_t epoch, int thread_index) {
+  uint64_t cursor = cursor_.load(std::memory_order_acquire);
   for (;;) {
-    const int64_t chunk = next_chunk_.fetch_add(1, std::memory_order_relaxed);
+    if (EpochOf(cursor) != epoch) return;
+    const int64_t chunk = int64_t(cursor & 0xFFFFFFFFu);
+    if (chunk >= job_chunks_) return;
+    if (!cursor_.compare_exchange_weak(cursor, cursor + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+      continue;
     const int64_t begin = chunk * job_chunk_;
-    if (begin >= job_n_) return;
     job_fn_(job_context_, begin, std::min(job_n_, begin + job_chunk_), thread_index);
+    chunks_done_.fetch_add(1, std::memory_order_acq_rel);
+    cursor = cursor_.load(std::memory_order_acquire);
   }
 }
 
@@ -44,41 +51,40 @@ void ThreadPool::Run(int64_t n, RangeFn fn, void* context) {
   job_fn_ = fn;
   job_context_ = context;
   job_n_ = n;
-  // A few chunks per thread balance uneven tiles (edge windows) without
-  // making the shared counter hot.
+  // A few chunks per thread balance uneven tiles (edge windows, a descheduled
+  // thread on a shared machine) without making the counter hot.
   job_chunk_ = std::max<int64_t>(1, n / (int64_t(num_threads_) * 4));
-  next_chunk_.store(0, std::memory_order_relaxed);
-  busy_workers_.store(num_threads_ - 1, std::memory_order_relaxed);
+  job_chunks_ = (n + job_chunk_ - 1) / job_chunk_;
+  chunks_done_.store(0, std::memory_order_relaxed);
+  const uint32_t epoch = EpochOf(cursor_.load(std::memory_order_relaxed)) + 1;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    generation_.fetch_add(1, std::memory_order_release);
+    std::lock_guard<std::mutex> lock(mutex_);  // pairs with the workers' wait
+    cursor_.store(uint64_t(epoch) << 32, std::memory_order_release);
   }
   wake_.notify_all();
-  DrainChunks(0);
-  while (busy_workers_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  DrainChunks(epoch, 0);
+  while (chunks_done_.load(std::memory_order_acquire) != job_chunks_) std::this_thread::yield();
   running_ = false;
 }
 
 void ThreadPool::WorkerLoop(int thread_index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    uint64_t now = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; now == seen && spin < kSpinIterations; ++spin) {
+    uint32_t now = EpochOf(cursor_.load(std::memory_order_acquire));
+    for (int spin = 0; now == seen && spin < kSpinIterations && !stopping_.load(std::memory_order_relaxed); ++spin) {
       if ((spin & 255) == 255) std::this_thread::yield();
-      now = generation_.load(std::memory_order_acquire);
+      now = EpochOf(cursor_.load(std::memory_order_acquire));
     }
     if (now == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      now = generation_.load(std::memory_order_acquire);
+      wake_.wait(lock, [&] {
+        return stopping_.load() || EpochOf(cursor_.load(std::memory_order_acquire)) != seen;
+      });
+      now = EpochOf(cursor_.load(std::memory_order_acquire));
     }
+    if (stopping_.load()) return;
     seen = now;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (stopping_) return;
-    }
-    DrainChunks(thread_index);
-    busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    DrainChunks(now, thread_index);
   }
 }
 

@@ -8,7 +8,8 @@
 // because a WBMM layer takes well under a millisecond and a condition-variable
 // wake-up alone costs tens of microseconds.
 //
-// Not for: nested parallelism (a ParallelFor inside a ParallelFor runs inline).
+// Not for: nested parallelism (a ParallelFor inside a ParallelFor runs inline),
+// or calls from several threads at once.
 
 #ifndef WBMM_DELEGATES_THREADPOOL_H_
 #define WBMM_DELEGATES_THREADPOOL_H_
@@ -47,22 +48,27 @@ class ThreadPool {
   }
   void Run(int64_t n, RangeFn fn, void* context);
   void WorkerLoop(int thread_index);
-  void DrainChunks(int thread_index);
+  // Runs chunks of job `epoch` until none is left; false if that job is over.
+  void DrainChunks(uint32_t epoch, int thread_index);
 
   const int num_threads_;
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> busy_workers_{0};
-  std::atomic<int64_t> next_chunk_{0};
-  bool stopping_ = false;
+  std::atomic<bool> stopping_{false};
   bool running_ = false;  // guards against nested use
-  // The current job (written before generation_ is bumped).
+  // (epoch << 32) | next chunk index. A worker claims a chunk with a CAS that
+  // also checks the epoch, so a worker waking late for a finished job never
+  // touches the next job's fields, and the caller waits only for chunks that
+  // were actually claimed, never for a worker that is not scheduled yet.
+  std::atomic<uint64_t> cursor_{0};
+  std::atomic<int64_t> chunks_done_{0};
+  // The current job (written before cursor_ publishes its epoch).
   RangeFn job_fn_ = nullptr;
   void* job_context_ = nullptr;
   int64_t job_n_ = 0;
   int64_t job_chunk_ = 1;
+  int64_t job_chunks_ = 0;
 };
 
 }  // namespace wbmm

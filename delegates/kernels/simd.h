@@ -5,7 +5,8 @@
 // Fma, Set1, Min, Max) and compiled once per ISA; dispatch.cc picks the best
 // compilation the CPU supports at run time. kMaxColumns is how many output
 // accumulators a register file holds with room left for the input vector
-// (16 ymm on AVX2, 32 zmm on AVX-512, 32 q-registers on NEON).
+// (16 ymm on AVX2, 32 zmm on AVX-512, 32 q-registers on NEON); kAccumulators
+// is the register budget for a block of several output rows.
 //
 // Not for: anything but float32 lanes.
 
@@ -20,6 +21,7 @@ struct Vec {
   using Reg = __m512;
   static constexpr int kLanes = 16;
   static constexpr int kMaxColumns = 16;
+  static constexpr int kAccumulators = 28;
   static constexpr const char* kName = "avx512";
   static inline Reg Load(const float* p) { return _mm512_loadu_ps(p); }
   static inline void Store(float* p, Reg v) { _mm512_storeu_ps(p, v); }
@@ -38,6 +40,7 @@ struct Vec {
   using Reg = __m256;
   static constexpr int kLanes = 8;
   static constexpr int kMaxColumns = 14;
+  static constexpr int kAccumulators = 14;
   static constexpr const char* kName = "avx2";
   static inline Reg Load(const float* p) { return _mm256_loadu_ps(p); }
   static inline void Store(float* p, Reg v) { _mm256_storeu_ps(p, v); }
@@ -56,6 +59,7 @@ struct Vec {
   using Reg = float32x4_t;
   static constexpr int kLanes = 4;
   static constexpr int kMaxColumns = 16;
+  static constexpr int kAccumulators = 28;
   static constexpr const char* kName = "neon";
   static inline Reg Load(const float* p) { return vld1q_f32(p); }
   static inline void Store(float* p, Reg v) { vst1q_f32(p, v); }
@@ -74,6 +78,7 @@ struct Vec {
   struct Reg { float v[4]; };
   static constexpr int kLanes = 4;
   static constexpr int kMaxColumns = 8;
+  static constexpr int kAccumulators = 8;
   static constexpr const char* kName = "portable";
   static inline Reg Load(const float* p) { Reg r; for (int i = 0; i < 4; ++i) r.v[i] = p[i]; return r; }
   static inline void Store(float* p, Reg v) { for (int i = 0; i < 4; ++i) p[i] = v.v[i]; }

@@ -4,18 +4,28 @@
 // windowed_depthwise.h for the maths and depthwise_setup.cc for packing and
 // dispatch.
 //
-// Layout of the work: channels are the SIMD lanes (NHWC keeps them
-// contiguous). A tile is one window (windowed mode) or one output row (plain
-// mode) of one channel block; tiles are split over threads. Inside a tile, up
-// to kMaxColumns output pixels of one row live in registers while the input
-// pixels of each contributing input row stream past once: input pixel xi adds
-// x * k[xi - xo + off] to output xo. For WBMM every input pixel of the window
-// reaches every output of the row (all taps valid), so the inner loop has no
-// bounds checks; the weight vector is a memory operand of the FMA and the
-// packed kernel block (kh*kw*lanes floats) stays in L1.
+// Channels are the SIMD lanes (NHWC keeps them contiguous). A tile is one
+// window (windowed mode) or one output row (plain mode) of one channel block;
+// tiles are split over threads. Windowed tiles run channel block fastest (a
+// window's input stays in L1, the packed kernel blocks come from L2); plain
+// tiles run channel block slowest (consecutive output rows share kh-1 input
+// rows of the padded buffer).
+//
+// Windowed mode, "input-stationary": up to kAccumulators outputs (one or two
+// rows of a window, NX columns) live in registers; each input pixel of the
+// window is loaded once and adds x * k[dr][xi - xo + ww - 1] to every output
+// of the block. Inside a window every such tap exists (|xi - xo| <= ww - 1),
+// so the loop has no bounds checks: one FMA with a memory operand per
+// (input, output) pair, d FMAs per output pixel, the dense-M count.
+//
+// Plain mode, "tap-stationary": the input is first copied into a zero-padded,
+// lane-padded buffer (shared scratch), so every output column reads
+// in[xo + j] for all taps j without checks; rows outside the map are skipped.
+// The copy costs 1/(kh*kw) of the FMAs.
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <utility>
 
@@ -29,92 +39,132 @@ namespace {
 using Reg = Vec::Reg;
 constexpr int L = Vec::kLanes;
 
-// One chunk of NX consecutive output columns of one output row, summed over
-// `rows` (input row, kernel row) pairs that advance by fixed strides.
-struct ChunkArgs {
-  const float* in;            // input row 0, column 0
+struct BlockArgs {
+  const float* in;            // input row 0 of the block, column 0 (window) or xo0 (padded)
   ptrdiff_t in_row_stride;    // floats between input rows
   ptrdiff_t in_pixel_stride;  // floats between input pixels
-  const float* k;             // packed kernel row for row pair 0
-  ptrdiff_t k_row_stride;     // floats between consecutive kernel rows (K * L)
-  int rows;
-  int x_lo, x_hi;             // valid input columns
+  const float* k;             // packed kernel row paired with input row 0 and output row 0
+  ptrdiff_t k_row_stride;     // K * L: next input row -> next kernel row
+  int rows;                   // input rows to accumulate
+  int width;                  // windowed: valid input columns of the window
   int K;                      // kernel width
-  int off;                    // tap index j = xi - xo + off
-  int xo0;                    // first output column of the chunk
+  int jbase;                  // windowed: tap of (input xi, output o) = xi + jbase - o
   const float* bias;          // L floats
-  float* out;                 // output pixel of column xo0
-  ptrdiff_t out_pixel_stride;
+  float* out;                 // output row 0, first column of the block
+  ptrdiff_t out_row_stride, out_pixel_stride;
   float lo, hi;               // activation clamp
 };
 
-template <int NX>
-inline void AccumulateRow(Reg (&acc)[NX], const ChunkArgs& a, const float* in, const float* krow) {
-  const ptrdiff_t ps = a.in_pixel_stride;
-  const int jbase = a.off - a.xo0;  // tap of (input xi, output o of the chunk) = xi + jbase - o
-  const int begin = std::max(a.x_lo, -jbase);
-  const int end = std::min(a.x_hi, a.K + NX - 1 - jbase);
-  // Input columns whose taps are valid for all NX outputs of the chunk.
-  int full_begin = std::max(begin, NX - 1 - jbase);
-  int full_end = std::min(end, a.K - jbase);
-  if (full_end <= full_begin) full_begin = full_end = end;
-
-  auto partial = [&](int xi) {
-    const Reg x = Vec::Load(in + xi * ps);
-    const int j0 = xi + jbase;
+template <int NX, int R>
+inline void InitFromBias(Reg (&acc)[R][NX], const BlockArgs& a) {
+  const Reg b = Vec::Load(a.bias);
+  for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-    for (int o = 0; o < NX; ++o) {
-      const int j = j0 - o;
-      if (static_cast<unsigned>(j) < static_cast<unsigned>(a.K)) acc[o] = Vec::Fma(x, Vec::Load(krow + j * L), acc[o]);
-    }
-  };
-  for (int xi = begin; xi < full_begin; ++xi) partial(xi);
-  for (int xi = full_begin; xi < full_end; ++xi) {
-    const Reg x = Vec::Load(in + xi * ps);
-    const float* kp = krow + (xi + jbase) * L;
-#pragma GCC unroll 16
-    for (int o = 0; o < NX; ++o) acc[o] = Vec::Fma(x, Vec::Load(kp - o * L), acc[o]);
-  }
-  for (int xi = full_end; xi < end; ++xi) partial(xi);
+    for (int o = 0; o < NX; ++o) acc[r][o] = b;
 }
 
-template <int NX>
-void Chunk(const ChunkArgs& a) {
-  Reg acc[NX];
-  const Reg b = Vec::Load(a.bias);
+template <int NX, int R>
+inline void Store(Reg (&acc)[R][NX], const BlockArgs& a) {
+  if (a.lo == -INFINITY && a.hi == INFINITY) {  // no activation: skip the clamp
+    for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-  for (int o = 0; o < NX; ++o) acc[o] = b;
+      for (int o = 0; o < NX; ++o) Vec::Store(a.out + r * a.out_row_stride + o * a.out_pixel_stride, acc[r][o]);
+    return;
+  }
+  const Reg lo = Vec::Set1(a.lo), hi = Vec::Set1(a.hi);
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int o = 0; o < NX; ++o)
+      Vec::Store(a.out + r * a.out_row_stride + o * a.out_pixel_stride, Vec::Min(Vec::Max(acc[r][o], lo), hi));
+}
+
+// R output rows (R = 1 or 2) x NX columns inside one window. Output row r+1
+// pairs with the kernel row one above output row r's: k - r * K * L.
+template <int NX, int R>
+void WindowBlock(const BlockArgs& a) {
+  Reg acc[R][NX];
+  InitFromBias<NX, R>(acc, a);
+  const ptrdiff_t ps = a.in_pixel_stride, next_row_k = ptrdiff_t(a.K) * L;
   const float* in = a.in;
   const float* k = a.k;
-  for (int r = 0; r < a.rows; ++r, in += a.in_row_stride, k += a.k_row_stride) AccumulateRow<NX>(acc, a, in, k);
-  const Reg lo = Vec::Set1(a.lo), hi = Vec::Set1(a.hi);
+  for (int row = 0; row < a.rows; ++row, in += a.in_row_stride, k += a.k_row_stride) {
+    const float* kp = k + ptrdiff_t(a.jbase) * L;
+    // One input vector and its R*NX FMAs per iteration: unrolling this loop
+    // only makes GCC spill the accumulators.
+#pragma GCC unroll 1
+    for (int xi = 0; xi < a.width; ++xi, kp += L) {
+      const Reg x = Vec::Load(in + xi * ps);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-  for (int o = 0; o < NX; ++o) Vec::Store(a.out + o * a.out_pixel_stride, Vec::Min(Vec::Max(acc[o], lo), hi));
+        for (int o = 0; o < NX; ++o) acc[r][o] = Vec::Fma(x, Vec::Load(kp - r * next_row_k - o * L), acc[r][o]);
+    }
+  }
+  Store<NX, R>(acc, a);
 }
 
-using ChunkFn = void (*)(const ChunkArgs&);
+// NX output columns of one row over a zero-padded input: output o, tap j reads
+// in[o + j]. kAccumulate: start from the partial sums already in `out` (the
+// row-outer order below) instead of the bias.
+template <int NX, bool kAccumulate>
+void PaddedBlock(const BlockArgs& a) {
+  Reg acc[1][NX];
+  if (kAccumulate) {
+#pragma GCC unroll 16
+    for (int o = 0; o < NX; ++o) acc[0][o] = Vec::Load(a.out + o * a.out_pixel_stride);
+  } else {
+    InitFromBias<NX, 1>(acc, a);
+  }
+  const ptrdiff_t ps = a.in_pixel_stride;
+  const float* in = a.in;
+  const float* k = a.k;
+  for (int row = 0; row < a.rows; ++row, in += a.in_row_stride, k += a.k_row_stride) {
+    const float* ip = in;
+#pragma GCC unroll 1
+    for (int j = 0; j < a.K; ++j, ip += ps) {
+      const Reg w = Vec::Load(k + j * L);
+#pragma GCC unroll 16
+      for (int o = 0; o < NX; ++o) acc[0][o] = Vec::Fma(Vec::Load(ip + o * ps), w, acc[0][o]);
+    }
+  }
+  Store<NX, 1>(acc, a);
+}
+
+using BlockFn = void (*)(const BlockArgs&);
+constexpr int kMaxTwoRowColumns = std::min(Vec::kAccumulators / 2, Vec::kMaxColumns);
 
 template <size_t... I>
-constexpr auto MakeChunkTable(std::index_sequence<I...>) {
-  return std::array<ChunkFn, sizeof...(I)>{{&Chunk<int(I) + 1>...}};
+constexpr auto WindowTable1(std::index_sequence<I...>) { return std::array<BlockFn, sizeof...(I)>{{&WindowBlock<int(I) + 1, 1>...}}; }
+template <size_t... I>
+constexpr auto WindowTable2(std::index_sequence<I...>) { return std::array<BlockFn, sizeof...(I)>{{&WindowBlock<int(I) + 1, 2>...}}; }
+template <bool kAccumulate, size_t... I>
+constexpr auto PaddedTable(std::index_sequence<I...>) {
+  return std::array<BlockFn, sizeof...(I)>{{&PaddedBlock<int(I) + 1, kAccumulate>...}};
 }
-// kChunks[n - 1] computes n columns.
-const auto kChunks = MakeChunkTable(std::make_index_sequence<Vec::kMaxColumns>());
+// table[n - 1] handles n columns.
+const auto kWindow1 = WindowTable1(std::make_index_sequence<Vec::kMaxColumns>());
+const auto kWindow2 = WindowTable2(std::make_index_sequence<kMaxTwoRowColumns>());
+const auto kPadded = PaddedTable<false>(std::make_index_sequence<Vec::kMaxColumns>());
+const auto kPaddedAccumulate = PaddedTable<true>(std::make_index_sequence<Vec::kMaxColumns>());
 
-// Splits `width` output columns into near-equal chunks of at most kMaxColumns.
-void RunRow(ChunkArgs a, int width, float* out_row) {
-  const int pieces = (width + Vec::kMaxColumns - 1) / Vec::kMaxColumns;
+// Above this many bytes of input rows per column piece, plain mode walks the
+// kernel rows outermost (partial sums in the output row, one input row hot in
+// L1) instead of keeping all kernel rows' inputs in flight per piece.
+constexpr size_t kRowOuterBytes = 16 * 1024;
+
+// Calls table[n-1] for near-equal column pieces of at most max_columns covering [0, width).
+template <class Table, class SetColumn>
+void ForColumnPieces(const Table& table, int width, int max_columns, BlockArgs a, SetColumn set_column) {
+  const int pieces = (width + max_columns - 1) / max_columns;
   for (int piece = 0, start = 0; piece < pieces; ++piece) {
     const int stop = int((int64_t(width) * (piece + 1)) / pieces);
-    a.xo0 = start;
-    a.out = out_row + ptrdiff_t(start) * a.out_pixel_stride;
-    kChunks[stop - start - 1](a);
+    set_column(a, start);
+    table[stop - start - 1](a);
     start = stop;
   }
 }
 
-// Copies `pixels` pixels of `channels` floats (source stride src_ps) into a
-// lane-padded buffer, zero-filling the padding lanes.
+// Copies `pixels` pixels of `channels` floats into a lane-padded buffer, zero-filling the padding lanes.
 void GatherTail(const float* src, ptrdiff_t src_ps, int pixels, int channels, float* dst) {
   for (int i = 0; i < pixels; ++i, src += src_ps, dst += L) {
     std::memcpy(dst, src, sizeof(float) * channels);
@@ -132,25 +182,28 @@ struct Context {
   const float* weights;
   const float* bias;
   float* output;
-  float* scratch;
-  size_t scratch_stride;
+  float* padded;         // plain mode: [block][B][in_h][out_w + kw - 1][L]
+  float* thread_scratch;
+  size_t thread_stride;
   int blocks;
+  int padded_width;
 };
 
-// One window of one channel block (windowed mode, out == in size).
 void WindowTile(const Context& c, int64_t tile, int thread_index) {
   const DepthwiseProblem& p = c.p;
   const int nwx = (p.in_w + p.window_w - 1) / p.window_w;
   const int nwy = (p.in_h + p.window_h - 1) / p.window_h;
-  const int wx = int(tile % nwx);
-  int64_t rest = tile / nwx;
+  // Channel block fastest: the window's pixels (whole cache lines, all
+  // channels) stay in L1 while the packed kernel blocks stream from L2.
+  const int cb = int(tile % c.blocks);
+  int64_t rest = tile / c.blocks;
+  const int wx = int(rest % nwx);
+  rest /= nwx;
   const int wy = int(rest % nwy);
-  rest /= nwy;
-  const int b = int(rest % p.batch);
-  const int cb = int(rest / p.batch);
+  const int b = int(rest / nwy);
 
   const int y0 = wy * p.window_h, x0 = wx * p.window_w;
-  const int vh = std::min(p.window_h, p.in_h - y0);  // rows/cols past the map are zero padding
+  const int vh = std::min(p.window_h, p.in_h - y0);  // rows/cols past the map are zero padding: skipped
   const int vw = std::min(p.window_w, p.in_w - x0);
   const int c0 = cb * L, cl = std::min(L, p.channels - c0);
   const ptrdiff_t C = p.channels;
@@ -160,46 +213,77 @@ void WindowTile(const Context& c, int64_t tile, int thread_index) {
   float* out = c.output + ((ptrdiff_t(b) * p.out_h + y0) * p.out_w + x0) * C + c0;
   ptrdiff_t in_row_stride = ptrdiff_t(p.in_w) * C, in_ps = C;
   ptrdiff_t out_row_stride = ptrdiff_t(p.out_w) * C, out_ps = C;
-  float* tail_out = nullptr;
-  if (cl < L) {  // channel tail: work on lane-padded copies
-    float* tail_in = c.scratch + c.scratch_stride * thread_index;
-    tail_out = tail_in + ptrdiff_t(p.window_h) * p.window_w * L;
+  float* tail_destination = nullptr;
+  if (cl < L) {  // channel tail: work on lane-padded copies of the window
+    float* tail_in = c.thread_scratch + c.thread_stride * thread_index;
+    float* tail_out = tail_in + ptrdiff_t(p.window_h) * p.window_w * L;
     for (int r = 0; r < vh; ++r) GatherTail(in + r * in_row_stride, C, vw, cl, tail_in + ptrdiff_t(r) * vw * L);
     in = tail_in;
     in_row_stride = ptrdiff_t(vw) * L;
     in_ps = L;
-    std::swap(out, tail_out);  // tail_out now holds the real destination
+    tail_destination = out;
+    out = tail_out;
     out_row_stride = ptrdiff_t(vw) * L;
     out_ps = L;
   }
 
-  const float* wblock = c.weights + ptrdiff_t(cb) * p.kernel_h * K * L;
-  ChunkArgs a;
+  BlockArgs a;
   a.in = in;
   a.in_row_stride = in_row_stride;
   a.in_pixel_stride = in_ps;
   a.k_row_stride = ptrdiff_t(K) * L;
   a.rows = vh;
-  a.x_lo = 0;
-  a.x_hi = vw;
+  a.width = vw;
   a.K = K;
-  a.off = p.window_w - 1;
   a.bias = c.bias + c0;
+  a.out_row_stride = out_row_stride;
   a.out_pixel_stride = out_ps;
   a.lo = p.out_min;
   a.hi = p.out_max;
-  for (int ro = 0; ro < vh; ++ro) {
-    // Output row ro of the window, input row ri: kernel row ri - ro + wh - 1.
+  const float* wblock = c.weights + ptrdiff_t(cb) * p.kernel_h * K * L;
+  for (int ro = 0; ro < vh;) {
+    const bool two = ro + 1 < vh;
+    const int rows_here = two ? 2 : 1;
+    // Output row ro, input row ri: kernel row ri - ro + wh - 1.
     a.k = wblock + ptrdiff_t(p.window_h - 1 - ro) * K * L;
-    RunRow(a, vw, out + ro * out_row_stride);
+    float* out_row = out + ro * out_row_stride;
+    auto set_column = [&](BlockArgs& b_args, int xo0) {
+      b_args.jbase = p.window_w - 1 - xo0;
+      b_args.out = out_row + xo0 * out_ps;
+    };
+    if (two) ForColumnPieces(kWindow2, vw, kMaxTwoRowColumns, a, set_column);
+    else ForColumnPieces(kWindow1, vw, Vec::kMaxColumns, a, set_column);
+    ro += rows_here;
   }
-  if (tail_out != nullptr) {
+  if (tail_destination != nullptr)
     for (int r = 0; r < vh; ++r)
-      ScatterTail(out + ptrdiff_t(r) * vw * L, vw, cl, tail_out + r * ptrdiff_t(p.out_w) * C, C);
+      ScatterTail(out + ptrdiff_t(r) * vw * L, vw, cl, tail_destination + r * ptrdiff_t(p.out_w) * C, C);
+}
+
+// Plain mode, step 1: one input row into the zero-padded buffer, laid out by
+// channel block ([block][b][y][x][lanes]) so a tile streams contiguous rows
+// and uses whole cache lines.
+void PadRow(const Context& c, int64_t row) {
+  const DepthwiseProblem& p = c.p;
+  const float* src = c.input + row * p.in_w * ptrdiff_t(p.channels);
+  const ptrdiff_t row_floats = ptrdiff_t(c.padded_width) * L;
+  const ptrdiff_t block_floats = ptrdiff_t(p.batch) * p.in_h * row_floats;
+  for (int cb = 0; cb < c.blocks; ++cb) {
+    float* dst = c.padded + cb * block_floats + row * row_floats;
+    const int c0 = cb * L, cl = std::min(L, p.channels - c0);
+    std::memset(dst, 0, sizeof(float) * p.pad_left * L);
+    float* body = dst + p.pad_left * L;
+    if (cl == L) {
+      for (int x = 0; x < p.in_w; ++x) Vec::Store(body + x * L, Vec::Load(src + ptrdiff_t(x) * p.channels + c0));
+    } else {
+      GatherTail(src + c0, p.channels, p.in_w, cl, body);
+    }
+    const int right = c.padded_width - p.pad_left - p.in_w;
+    if (right > 0) std::memset(body + p.in_w * L, 0, sizeof(float) * right * L);
   }
 }
 
-// One output row of one channel block (plain mode).
+// Plain mode, step 2: one output row of one channel block.
 void RowTile(const Context& c, int64_t tile, int thread_index) {
   const DepthwiseProblem& p = c.p;
   const int oy = int(tile % p.out_h);
@@ -213,70 +297,86 @@ void RowTile(const Context& c, int64_t tile, int thread_index) {
   // Kernel rows whose input row oy - pad_top + i lies inside the map.
   const int i_lo = std::max(0, p.pad_top - oy);
   const int i_hi = std::min(p.kernel_h, p.in_h + p.pad_top - oy);
-  const int rows = std::max(0, i_hi - i_lo);
   const int iy0 = oy - p.pad_top + i_lo;
 
-  const float* in = c.input + ((ptrdiff_t(b) * p.in_h + iy0) * p.in_w) * C + c0;
   float* out = c.output + ((ptrdiff_t(b) * p.out_h + oy) * p.out_w) * C + c0;
-  ptrdiff_t in_row_stride = ptrdiff_t(p.in_w) * C, in_ps = C, out_ps = C;
-  float* tail_dst = nullptr;
+  ptrdiff_t out_ps = C;
+  float* tail_destination = nullptr;
   if (cl < L) {
-    float* tail_in = c.scratch + c.scratch_stride * thread_index;
-    float* tail_out = tail_in + ptrdiff_t(p.kernel_h) * p.in_w * L;
-    for (int r = 0; r < rows; ++r) GatherTail(in + r * in_row_stride, C, p.in_w, cl, tail_in + ptrdiff_t(r) * p.in_w * L);
-    in = tail_in;
-    in_row_stride = ptrdiff_t(p.in_w) * L;
-    in_ps = L;
-    tail_dst = out;
-    out = tail_out;
+    tail_destination = out;
+    out = c.thread_scratch + c.thread_stride * thread_index;
     out_ps = L;
   }
-
-  ChunkArgs a;
-  a.in = in;
-  a.in_row_stride = in_row_stride;
-  a.in_pixel_stride = in_ps;
+  BlockArgs a;
+  a.in = c.padded + ((ptrdiff_t(cb) * p.batch + b) * p.in_h + iy0) * c.padded_width * L;
+  a.in_row_stride = ptrdiff_t(c.padded_width) * L;
+  a.in_pixel_stride = L;
   a.k = c.weights + (ptrdiff_t(cb) * p.kernel_h + i_lo) * K * L;
   a.k_row_stride = ptrdiff_t(K) * L;
-  a.rows = rows;
-  a.x_lo = 0;
-  a.x_hi = p.in_w;
+  a.rows = std::max(0, i_hi - i_lo);
   a.K = K;
-  a.off = p.pad_left;
   a.bias = c.bias + c0;
+  a.out_row_stride = 0;
   a.out_pixel_stride = out_ps;
   a.lo = p.out_min;
   a.hi = p.out_max;
-  RunRow(a, p.out_w, out);
-  if (tail_dst != nullptr) ScatterTail(out, p.out_w, cl, tail_dst, C);
+  const float* in_row0 = a.in;
+  const size_t piece_bytes = size_t(a.rows) * (Vec::kMaxColumns + K - 1) * L * sizeof(float);
+  if (piece_bytes <= kRowOuterBytes || a.rows <= 1) {
+    ForColumnPieces(kPadded, p.out_w, Vec::kMaxColumns, a, [&](BlockArgs& b_args, int xo0) {
+      b_args.in = in_row0 + xo0 * L;
+      b_args.out = out + xo0 * out_ps;
+    });
+  } else {
+    const int rows = a.rows;
+    const float lo = a.lo, hi = a.hi;
+    for (int row = 0; row < rows; ++row) {
+      BlockArgs r_args = a;
+      r_args.rows = 1;
+      r_args.k = a.k + row * a.k_row_stride;
+      const float* in_row = in_row0 + row * a.in_row_stride;
+      const bool last = row == rows - 1;  // clamp once, on the finished sums
+      r_args.lo = last ? lo : -INFINITY;
+      r_args.hi = last ? hi : INFINITY;
+      ForColumnPieces(row == 0 ? kPadded : kPaddedAccumulate, p.out_w, Vec::kMaxColumns, r_args,
+                      [&](BlockArgs& b_args, int xo0) {
+                        b_args.in = in_row + xo0 * L;
+                        b_args.out = out + xo0 * out_ps;
+                      });
+    }
+  }
+  if (tail_destination != nullptr) ScatterTail(out, p.out_w, cl, tail_destination, C);
+}
+
+template <class Fn>
+void Parallel(ThreadPool* pool, int64_t n, Fn& fn) {
+  if (pool != nullptr) pool->ParallelFor(n, fn);
+  else fn(0, n, 0);
 }
 
 void Run(const DepthwiseProblem& p, const float* input, const float* packed_weights, const float* packed_bias,
-         float* output, float* scratch, size_t scratch_stride, ThreadPool* pool) {
-  const Context c{p, input, packed_weights, packed_bias, output, scratch, scratch_stride,
-                  (p.channels + L - 1) / L};
-  int64_t tiles;
+         float* output, float* scratch, ThreadPool* pool) {
+  const int blocks = (p.channels + L - 1) / L;
+  const size_t shared = SharedScratchFloats(p, L);
+  Context c{p, input, packed_weights, packed_bias, output, scratch, scratch + shared, ThreadScratchFloats(p, L),
+            blocks, p.out_w + p.kernel_w - 1};
   if (p.windowed()) {
     const int64_t nwy = (p.in_h + p.window_h - 1) / p.window_h;
     const int64_t nwx = (p.in_w + p.window_w - 1) / p.window_w;
-    tiles = int64_t(c.blocks) * p.batch * nwy * nwx;
-  } else {
-    tiles = int64_t(c.blocks) * p.batch * p.out_h;
-  }
-  // Channel block is the slowest index of a tile, so consecutive tiles of a
-  // thread reuse the same packed kernel block from L1.
-  auto work = [&](int64_t begin, int64_t end, int thread_index) {
-    if (p.windowed()) {
+    auto work = [&](int64_t begin, int64_t end, int thread_index) {
       for (int64_t t = begin; t < end; ++t) WindowTile(c, t, thread_index);
-    } else {
-      for (int64_t t = begin; t < end; ++t) RowTile(c, t, thread_index);
-    }
-  };
-  if (pool != nullptr) {
-    pool->ParallelFor(tiles, work);
-  } else {
-    work(0, tiles, 0);
+    };
+    Parallel(pool, int64_t(blocks) * p.batch * nwy * nwx, work);
+    return;
   }
+  auto pad = [&](int64_t begin, int64_t end, int) {
+    for (int64_t row = begin; row < end; ++row) PadRow(c, row);
+  };
+  Parallel(pool, int64_t(p.batch) * p.in_h, pad);
+  auto work = [&](int64_t begin, int64_t end, int thread_index) {
+    for (int64_t t = begin; t < end; ++t) RowTile(c, t, thread_index);
+  };
+  Parallel(pool, int64_t(blocks) * p.batch * p.out_h, work);
 }
 
 }  // namespace

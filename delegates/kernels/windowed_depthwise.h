@@ -13,8 +13,8 @@
 //
 // Weights are packed once (PackDepthwiseWeights) into channel blocks of the
 // ISA's lane count: [block][kh][kw][lanes], tail channels zero-filled, float16
-// widened, the WBMM identity shortcut folded into the centre tap. Run* never
-// allocates: per-thread scratch comes from the caller (ScratchFloatsPerThread).
+// widened, the WBMM identity shortcut folded into the centre tap. `run` never
+// allocates: its scratch comes from the caller (ScratchFloats).
 //
 // Not for: strided or dilated convs, depth multiplier != 1, quantised types.
 
@@ -50,7 +50,11 @@ enum class WeightType { kFloat32, kFloat16 };
 
 size_t PackedWeightFloats(const DepthwiseProblem& p, int lanes);
 size_t PackedBiasFloats(const DepthwiseProblem& p, int lanes);
-size_t ScratchFloatsPerThread(const DepthwiseProblem& p, int lanes);
+// Scratch for one run: SharedScratchFloats (plain mode's zero-padded copy of
+// the input) followed by ThreadScratchFloats per thread (channel-tail copies).
+size_t SharedScratchFloats(const DepthwiseProblem& p, int lanes);
+size_t ThreadScratchFloats(const DepthwiseProblem& p, int lanes);
+size_t ScratchFloats(const DepthwiseProblem& p, int lanes, int num_threads);
 
 // kernel: (kh, kw, C) of `type`; bias: (C,) float32 or nullptr;
 // add_identity folds `+ x` (the WBMM shortcut) into the centre tap.
@@ -64,10 +68,9 @@ float HalfToFloat(uint16_t h);
 struct KernelSet {
   const char* isa;
   int lanes;
-  // scratch: num_threads * scratch_stride floats.
+  // scratch: ScratchFloats(p, lanes, pool ? pool->num_threads() : 1) floats.
   void (*run)(const DepthwiseProblem& p, const float* input, const float* packed_weights,
-              const float* packed_bias, float* output, float* scratch, size_t scratch_stride,
-              ThreadPool* pool);
+              const float* packed_bias, float* output, float* scratch, ThreadPool* pool);
 };
 
 // isa: "auto" (best the CPU supports), or one of "portable", "avx2", "avx512",

@@ -98,12 +98,11 @@ std::vector<float> RunKernel(const wbmm::KernelSet& set, const DepthwiseProblem&
   std::vector<float> w(wbmm::PackedWeightFloats(p, set.lanes)), b(wbmm::PackedBiasFloats(p, set.lanes));
   wbmm::PackDepthwiseWeights(p, set.lanes, kernel, type, bias.empty() ? nullptr : bias.data(), shortcut, w.data(),
                              b.data());
-  const size_t stride = wbmm::ScratchFloatsPerThread(p, set.lanes);
-  std::vector<float> scratch(stride * threads + 1);
+  std::vector<float> scratch(wbmm::ScratchFloats(p, set.lanes, threads) + 1);
   // Poison the output so a pixel the kernel forgets to write shows up.
   std::vector<float> y(size_t(p.batch) * p.out_h * p.out_w * p.channels, NAN);
   wbmm::ThreadPool pool(threads);
-  set.run(p, x.data(), w.data(), b.data(), y.data(), scratch.data(), stride, &pool);
+  set.run(p, x.data(), w.data(), b.data(), y.data(), scratch.data(), &pool);
   return y;
 }
 

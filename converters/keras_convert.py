@@ -458,7 +458,7 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
     with _deploy_model(model, strategy, by_layer, folded_bn) as deploy:
         data = _convert(deploy, precision, representative)
 
-    if params and type(strategy).finalize is not type(get_lowering("bmm")).finalize:
+    if params and strategy.edits_flatbuffer:
         from converters import tflite_io
 
         tree = tflite_io.load_model_bytes(data)

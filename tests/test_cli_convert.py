@@ -136,3 +136,37 @@ def test_subprocess_error_path_and_fast_help(tmp_path):
              "print(sorted(m for m in ('tensorflow', 'keras', 'ai_edge_litert') if m in sys.modules))")
     heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert heavy.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def plain_depthwise(tmp_path_factory):
+    """A Keras model with a 9x9 depthwise conv and no WBMM layer, as .keras and as .tflite."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((12, 12, 4), batch_size=1)
+    model = keras.Model(inp, keras.layers.DepthwiseConv2D(9, padding="same", name="dw9")(inp))
+    folder = tmp_path_factory.mktemp("plain")
+    model.save(folder / "plain_dw.keras")
+    (folder / "plain_dw.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return folder
+
+
+def _depthwise_kernels(path) -> list[tuple[int, int]]:
+    from converters import tflite_io
+
+    tree = tflite_io.read_model(path)
+    subgraph = tree.subgraphs[0]
+    return [tuple(int(v) for v in subgraph.tensors[op.inputs[1]].shape[1:3]) for op in subgraph.operators
+            if tflite_io.opcode_name(tree, op.opcodeIndex) == "DEPTHWISE_CONV_2D"]
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".tflite"])
+def test_plain_depthwise_inputs_go_through_the_rewriter(plain_depthwise, tmp_path, suffix):
+    source = plain_depthwise / f"plain_dw{suffix}"
+    assert (9, 9) in _depthwise_kernels(plain_depthwise / "plain_dw.tflite")
+    assert main(["convert", str(source), "-o", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["rewrite"]["rewritten_count"] == 1
+    assert all(max(k) < 9 for k in _depthwise_kernels(tmp_path / "plain_dw.tflite"))

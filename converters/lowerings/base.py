@@ -83,6 +83,7 @@ class Lowering:
     name = ""
     summary = ""
     needs_delegate = False
+    edits_flatbuffer = False          # True when finalize() must run on the converted file
 
     def check(self, params: WbmmParams, precision: str) -> str | None:
         """``None`` when this lowering can deploy ``params`` at ``precision``, else the reason."""

@@ -52,6 +52,7 @@ def _deploy_layer_class():
 class CustomLowering(Lowering):
     name = "custom"
     summary = "one CUSTOM 'WBMM' op per layer (compact table in kernel layout); needs the C++ delegate"
+    edits_flatbuffer = True
     needs_delegate = True
 
     def check(self, params: WbmmParams, precision: str) -> str | None:

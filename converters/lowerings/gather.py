@@ -6,7 +6,8 @@ or through the DEQUANTIZE of a float16 file) is replaced by the table (C, (2wh-1
 ``GATHER(table, I, axis=1)`` producing M right before the matmul. The table is read back out of
 M itself, so whatever the converter did to M (float16, int8 with its scale, a folded scale) is
 kept bit for bit, and the edit is refused unless ``table[:, I]`` reproduces M exactly.
-Cost: one gather of C*d^2 values per call; file: the table plus a (d, d) int32 index.
+Cost: one gather of C*d^2 values per call; file: the table plus two length-d int32 vectors
+(the (d, d) index is one broadcast SUB of them, see ``_index_in_graph``).
 Measured alternative, rejected: the table stored as rows (T, C), GATHER on axis 0 and a TRANSPOSE
 (d, d, C) -> (C, d, d) ran 2.5-3x slower than the single axis-1 GATHER at 14x14x384 (the
 transpose of the gathered M dominates).
@@ -23,6 +24,40 @@ from wbmm_mobile import core
 from wbmm_mobile.errors import ConversionError
 
 
+def _index_in_graph(model, subgraph, params: WbmmParams, transposed: bool):
+    """The (d, d) int32 index I computed per call from two length-d vectors.
+
+    With u_p = r_p*(2ww-1) + c_p for pixel p = (r_p, c_p), ``I[i, j] = u_i - u_j + centre``: one
+    broadcast SUB of a (d, 1) and a (1, d) constant. The file then holds 2d ints instead of d^2
+    (153 KB at 14x14), which is what keeps the gather file near the table's own size.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    wh, ww = params.window
+    rows, cols = np.divmod(np.arange(wh * ww), ww)
+    u = (rows * (2 * ww - 1) + cols).astype(np.int32)
+    centre = core.center_offset(params.window)
+    left, right = (centre - u, -u) if transposed else (u + centre, u)
+    expected = core.relative_position_index(params.window)
+    if not np.array_equal(left[:, None] - right[None, :], expected.T if transposed else expected):
+        raise ConversionError(f"layer {params.name!r}: internal error building the relative index")
+    left_tensor = add_constant(model, subgraph, left.reshape(-1, 1), f"{params.marker}/index_rows",
+                               schema.TensorType.INT32)
+    right_tensor = add_constant(model, subgraph, right.reshape(1, -1), f"{params.marker}/index_cols",
+                                schema.TensorType.INT32)
+    index = schema.TensorT()
+    index.shape, index.type, index.buffer = [wh * ww, wh * ww], schema.TensorType.INT32, 0
+    index.name = f"{params.marker}/relative_index"
+    subgraph.tensors.append(index)
+    index_tensor = len(subgraph.tensors) - 1
+    sub = schema.OperatorT()
+    sub.opcodeIndex = opcode_index(model, schema.BuiltinOperator.SUB)
+    sub.inputs, sub.outputs = [left_tensor, right_tensor], [index_tensor]
+    sub.builtinOptionsType = schema.BuiltinOptions.SubOptions
+    sub.builtinOptions = schema.SubOptionsT()
+    return index_tensor, [sub]
+
+
 def _first_positions(index: np.ndarray, table_size: int) -> tuple[np.ndarray, np.ndarray]:
     """For each table entry k, one (i, j) with index[i, j] == k (every k occurs in I)."""
     flat = index.reshape(-1)
@@ -37,6 +72,7 @@ def _first_positions(index: np.ndarray, table_size: int) -> tuple[np.ndarray, np
 class GatherLowering(BmmLowering):
     name = "gather"
     summary = "compact table in the file, M = GATHER(table, I) in the graph, then BATCH_MATMUL"
+    edits_flatbuffer = True
 
     def finalize(self, model, layers: list[WbmmParams]) -> list[str]:
         from ai_edge_litert import schema_py_generated as schema
@@ -64,7 +100,8 @@ class GatherLowering(BmmLowering):
                                       f"(C, d, d) = {(params.channels, params.d, params.d)}")
             options = matmul.builtinOptions
             index = core.relative_position_index(params.window)
-            if options is not None and getattr(options, "adjY", False):
+            transposed = options is not None and bool(getattr(options, "adjY", False))
+            if transposed:
                 index = index.T
             rows, cols = _first_positions(index, core.table_size(params.window))
             table = np.ascontiguousarray(dense[:, rows, cols])
@@ -76,8 +113,7 @@ class GatherLowering(BmmLowering):
             table_tensor = subgraph.tensors[constant]
             table_index = add_constant(model, subgraph, table, f"{params.marker}/table", table_tensor.type,
                                        table_tensor.quantization)
-            index_tensor = add_constant(model, subgraph, index.astype(np.int32), f"{params.marker}/relative_index",
-                                        schema.TensorType.INT32)
+            index_tensor, index_ops = _index_in_graph(model, subgraph, params, transposed)
             if dequantize_at is not None:
                 # float16 file: DEQUANTIZE(table16) -> GATHER; the dequantized tensor changes shape.
                 dequantize = subgraph.operators[dequantize_at]
@@ -101,7 +137,7 @@ class GatherLowering(BmmLowering):
             gather.builtinOptions = schema.GatherOptionsT()
             gather.builtinOptions.axis = 1
             matmul.inputs = [int(matmul.inputs[0]), gathered] + [int(t) for t in matmul.inputs[2:]]
-            subgraph.operators.insert(matmul_at, gather)
+            subgraph.operators[matmul_at:matmul_at] = index_ops + [gather]
             notes.append(f"{params.name}: M (C, d, d) = {dense.shape} replaced by a {table.shape} table + GATHER")
         return notes
 

@@ -213,3 +213,33 @@ def test_device_disappears_mid_run_then_resume_completes(models, tmp_path):
 def replace_resume(plan: ProfilePlan) -> ProfilePlan:
     from dataclasses import replace
     return replace(plan, resume=True)
+
+
+def test_all_devices_through_a_real_adb_server_run_in_parallel(models, tmp_path):
+    """Two loopback phones behind a private adb server (Debian's adb); --all finds both and one
+    worker per device writes to the same results file without tearing a line."""
+    from tests._adb_helpers import adb_binaries, start_adb_server
+
+    binaries = adb_binaries()
+    if not binaries:
+        pytest.skip("no adb binary on this machine (make test installs Debian's adb)")
+    server = start_adb_server(binaries[0][1], tmp_path / "adb-home")
+    phones = [LoopbackDevice(tmp_path / f"root{i}", fixture_phone=True).start() for i in range(2)]
+    serials = sorted(p.serial for p in phones)
+    try:
+        for phone in phones:
+            server.adb("connect", phone.serial, timeout=60)
+            server.adb("-s", phone.serial, "wait-for-device", timeout=60)
+        binary = write_script(tmp_path / "benchmark_model", RUNNER)
+        out = tmp_path / "results"
+        code = cli_main(["profile", "--models", models[0], "--all", "--adb", server.address,
+                         "--configs", "xnnpack", "--runs", "5", "--warmup", "1",
+                         "--benchmark-binary", str(binary), "--out", str(out)])
+        assert code == 0
+    finally:
+        server.stop()
+        for phone in phones:
+            phone.stop()
+    records = load_records(out)
+    assert sorted(r.key.serial for r in records) == serials
+    assert all(r.status == "ok" and r.latency["count"] >= 5 for r in records)

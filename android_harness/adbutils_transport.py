@@ -54,9 +54,11 @@ class ServerDevice:
 
 
 def _client(host: str, port: int, timeout: float) -> adbutils.AdbClient:
-    """An adbutils client. adbutils starts a local adb server when none answers; for a remote
-    server that would start the wrong one (and wait 20 s), so a remote address must answer now."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    """An adbutils client. When no server answers, adbutils starts `adb start-server`, which
+    listens where $ANDROID_ADB_SERVER_PORT (default 5037) says: right for the default local
+    server, wrong for a remote one or another port, so those must answer now."""
+    default_port = int(os.environ.get("ANDROID_ADB_SERVER_PORT", "5037"))
+    if host not in ("127.0.0.1", "localhost", "::1") or port != default_port:
         try:
             socket.create_connection((host, port), timeout=min(timeout, 5.0)).close()
         except OSError as exc:

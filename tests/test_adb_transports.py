@@ -235,3 +235,16 @@ def test_exit_code_marker_for_devices_without_shell_v2(loopback, adb_server):
     transport._features = transport.features() - {"shell_v2"}
     result = transport.shell("echo plain; exit 4")
     assert (result.exit_code, result.stdout) == (4, "plain\n")
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 5])
+def test_push_pull_sizes_around_the_64k_chunk(transport, loopback, size, tmp_path):
+    data = os.urandom(size)
+    local = tmp_path / "in.bin"
+    local.write_bytes(data)
+    remote = f"/data/local/tmp/sizes-{type(transport).__name__}-{size}.bin"
+    transport.push(local, remote)
+    assert (loopback.root / remote.lstrip("/")).read_bytes() == data
+    transport.pull(remote, tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert transport.stat(remote).size == size

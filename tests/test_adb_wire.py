@@ -127,3 +127,18 @@ def test_zero_checksum_needs_the_newer_version(loopback):
             next_packet(old)
     assert any("checksum" in error for error in loopback.protocol_errors)
     old.close()
+
+
+def test_peer_ignoring_flow_control_is_dropped(loopback):
+    sock = connect(loopback)
+    sock.sendall(encode_packet(Packet(A_OPEN, 9, 0, b"shell,v2,raw:sleep 30\0")))
+    okay = next_packet(sock)
+    assert okay.command == A_OKAY
+    flood = encode_packet(Packet(A_WRTE, 9, okay.arg0, struct.pack("<BI", 0, 1000) + b"x" * 1000))
+    with pytest.raises((DeviceGoneError, ConnectionError)):
+        for _ in range(200):                       # never waits for the device's OKAY
+            sock.sendall(flood)
+        while True:
+            next_packet(sock)
+    assert any("without waiting for OKAY" in error for error in loopback.protocol_errors)
+    sock.close()

@@ -148,7 +148,7 @@ class _Connection:
         except AdbProtocolError as exc:
             self.device.protocol_errors.append(f"{self.peer}: {exc}")
             log.warning("loopback: protocol error from %s: %s", self.peer, exc)
-        except (OSError, DeviceError):
+        except (OSError, DeviceError, StreamClosed):
             pass   # the peer went away or timed out: nothing to tell anyone
         finally:
             self._closed.set()
@@ -218,7 +218,8 @@ class _Connection:
                 self.send(Packet(A_CLSE, 0, packet.arg0), ignore_errors=True)
             return
         if packet.command == A_WRTE:
-            stream.on_data(packet.data)
+            if not stream.on_data(packet.data):
+                raise AdbProtocolError(f"stream {packet.arg1}: peer keeps writing without waiting for OKAY")
         elif packet.command == A_OKAY:
             stream.on_okay()
         elif packet.command == A_CLSE:

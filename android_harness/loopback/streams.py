@@ -18,6 +18,9 @@ __all__ = ["Stream", "StreamClosed", "StreamReader", "WRITE_ACK_TIMEOUT_S"]
 
 # How long a peer may take to acknowledge a WRTE before the stream gives up on it.
 WRITE_ACK_TIMEOUT_S = 120.0
+# The protocol allows one unacknowledged WRTE per stream; a little slack for peers that
+# pipeline, then the connection is dropped.
+_MAX_UNACKNOWLEDGED = 32
 
 
 class StreamClosed(Exception):
@@ -41,8 +44,13 @@ class Stream:
         return self._closed.is_set()
 
     # -- called by the connection's reader thread --------------------------------------------
-    def on_data(self, data: bytes) -> None:
+    def on_data(self, data: bytes) -> bool:
+        """Queue a WRTE; False when the peer has far more unacknowledged writes in flight than
+        the protocol's one (it ignores flow control, and would fill memory)."""
+        if self._inbox.qsize() >= _MAX_UNACKNOWLEDGED:
+            return False
         self._inbox.put(data)
+        return True
 
     def on_okay(self) -> None:
         self._acked.set()

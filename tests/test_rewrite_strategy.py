@@ -69,3 +69,11 @@ def test_builtin_kernel_rewrite_keeps_the_conv_behind_a_reshape():
     case.expect_rewritten("builtin_kernel").expect_ops({"DEPTHWISE_CONV_2D": 1, "RESHAPE": 1})
     case.compare(rtol=1e-5, atol=1e-6).compare(rtol=1e-5, atol=1e-6, kernels="xnnpack").reloads()
     Case.depthwise(7, quantize="int8").convert().rewrite(strategy="builtin_kernel").expect_left_alone("only float")
+
+
+def test_builtin_kernel_turns_a_grouped_conv_into_a_depthwise_conv():
+    case = Case.depthwise(7, grouped=True, activation="relu").convert().rewrite(strategy="builtin_kernel")
+    case.expect_rewritten("builtin_kernel").expect_ops({"DEPTHWISE_CONV_2D": 1, "RESHAPE": 1}, absent=("CONV_2D",))
+    case.compare(rtol=1e-5, atol=1e-6)
+    Case.depthwise(7, quantize="float16").convert().rewrite(strategy="builtin_kernel") \
+        .expect_ops({"DEPTHWISE_CONV_2D": 1, "RESHAPE": 1, "DEQUANTIZE": 1}).compare(rtol=1e-5, atol=1e-6)

@@ -135,8 +135,12 @@ class Device:
         return self.transport.pull(remote, local, timeout=timeout)
 
     def remote_sha256(self, remote: str) -> str | None:
-        """SHA-256 of a remote file, or None when it does not exist."""
+        """SHA-256 of a remote file, or None when it does not exist. A device without
+        ``sha256sum`` (toybox before Android 6) raises DeviceCommandError with exit code 127."""
         result = self.shell(["sha256sum", remote], timeout=300)
+        if result.exit_code == 127:
+            raise DeviceCommandError("sha256sum is not available on the device", exit_code=127,
+                                     stderr=result.stderr)
         if result.exit_code != 0:
             if "No such file" in result.stderr or not self.transport.stat(remote).exists:
                 return None
@@ -152,15 +156,26 @@ class Device:
         copy is hashed again on the device, so a truncated transfer cannot pass silently."""
         local_hash = file_sha256(local)
         size = Path(local).stat().st_size
-        if self.remote_sha256(remote) == local_hash:
+        try:
+            remote_hash = self.remote_sha256(remote)
+        except DeviceCommandError as exc:
+            if exc.exit_code != 127:
+                raise
+            remote_hash, can_hash = None, False   # no hash tool: always push, check the size
+        else:
+            can_hash = True
+        if remote_hash == local_hash:
             return SyncResult(str(local), remote, local_hash, size, pushed=False)
         parent = posixpath.dirname(remote)
         if parent:
             self.run(["mkdir", "-p", parent], timeout=60)
         self.push(local, remote, mode=mode, timeout=timeout)
-        remote_hash = self.remote_sha256(remote)
-        if remote_hash != local_hash:
-            raise DeviceError(f"{remote}: device has sha256 {remote_hash} after the push, expected {local_hash}")
+        if can_hash:
+            remote_hash = self.remote_sha256(remote)
+            if remote_hash != local_hash:
+                raise DeviceError(f"{remote}: device has sha256 {remote_hash} after the push, expected {local_hash}")
+        elif self.stat(remote).size != size:
+            raise DeviceError(f"{remote}: device has {self.stat(remote).size} bytes after the push, expected {size}")
         return SyncResult(str(local), remote, local_hash, size, pushed=True)
 
     def remove(self, remote: str) -> None:

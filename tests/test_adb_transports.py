@@ -248,3 +248,20 @@ def test_push_pull_sizes_around_the_64k_chunk(transport, loopback, size, tmp_pat
     transport.pull(remote, tmp_path / "out.bin")
     assert (tmp_path / "out.bin").read_bytes() == data
     assert transport.stat(remote).size == size
+
+
+def test_sync_file_without_sha256sum_on_the_device(transport, loopback, tmp_path):
+    """Old toybox has no sha256sum (exit 127): sync_file pushes every time and checks the size."""
+    shadow = loopback.root / "system/bin/sha256sum"
+    shadow.write_text("#!/bin/sh\necho 'sha256sum: not found' >&2\nexit 127\n")
+    shadow.chmod(0o755)
+    try:
+        device = Device(transport)
+        local = tmp_path / "f.bin"
+        local.write_bytes(os.urandom(1000))
+        remote = f"/data/local/tmp/nohash-{type(transport).__name__}.bin"
+        assert device.sync_file(local, remote).pushed
+        assert device.sync_file(local, remote).pushed        # cannot tell it is unchanged
+        assert (loopback.root / remote.lstrip("/")).read_bytes() == local.read_bytes()
+    finally:
+        shadow.unlink()

@@ -103,6 +103,39 @@ void WindowBlock(const BlockArgs& a) {
   Store<NX, R>(acc, a);
 }
 
+// A full-width window row block with the width W known at compile time,
+// "tap-stationary": the W input pixels of an input row sit in registers, each
+// of the 2W-1 taps of the kernel row is loaded once and feeds the outputs it
+// reaches (xi = o + j - (W-1)). 3W-1 loads per W^2 FMAs instead of ~W^2, for
+// register files that hold R*W accumulators plus W inputs.
+template <int W, int R>
+void FullWindowBlock(const BlockArgs& a) {
+  Reg acc[R][W];
+  InitFromBias<W, R>(acc, a);
+  const ptrdiff_t ps = a.in_pixel_stride, next_row_k = ptrdiff_t(a.K) * L;
+  const float* in = a.in;
+  const float* k = a.k;
+  for (int row = 0; row < a.rows; ++row, in += a.in_row_stride, k += a.k_row_stride) {
+    Reg x[W];
+#pragma GCC unroll 16
+    for (int xi = 0; xi < W; ++xi) x[xi] = Vec::Load(in + xi * ps);
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      const float* krow = k - r * next_row_k;
+#pragma GCC unroll 32
+      for (int j = 0; j < 2 * W - 1; ++j) {
+        const Reg w = Vec::Load(krow + j * L);
+#pragma GCC unroll 16
+        for (int o = 0; o < W; ++o) {
+          const int xi = o + j - (W - 1);
+          if (xi >= 0 && xi < W) acc[r][o] = Vec::Fma(x[xi], w, acc[r][o]);
+        }
+      }
+    }
+  }
+  Store<W, R>(acc, a);
+}
+
 // NX output columns of one row over a zero-padded input: output o, tap j reads
 // in[o + j]. kAccumulate: start from the partial sums already in `out` (the
 // row-outer order below) instead of the bias.
@@ -151,6 +184,23 @@ const auto kPaddedAccumulate = PaddedTable<true>(std::make_index_sequence<Vec::k
 // kernel rows outermost (partial sums in the output row, one input row hot in
 // L1) instead of keeping all kernel rows' inputs in flight per piece.
 constexpr size_t kRowOuterBytes = 16 * 1024;
+
+// Full-window blocks: R*W accumulators + W inputs + 1 weight must fit the
+// register file (kAccumulators + 2 registers).
+constexpr int kFullWindowMax1 = (Vec::kAccumulators + 1) / 2;  // W + W + 1 <= kAccumulators + 2
+constexpr int kFullWindowMax2 = (Vec::kAccumulators + 1) / 3;  // 2W + W + 1 <= kAccumulators + 2
+template <size_t... I>
+constexpr auto FullTable1(std::index_sequence<I...>) { return std::array<BlockFn, sizeof...(I)>{{&FullWindowBlock<int(I) + 1, 1>...}}; }
+template <size_t... I>
+constexpr auto FullTable2(std::index_sequence<I...>) { return std::array<BlockFn, sizeof...(I)>{{&FullWindowBlock<int(I) + 1, 2>...}}; }
+const auto kFullWindow1 = FullTable1(std::make_index_sequence<kFullWindowMax1>());
+const auto kFullWindow2 = FullTable2(std::make_index_sequence<kFullWindowMax2>());
+
+BlockFn FullWindowFor(int width, bool two_rows) {
+  if (!Vec::kFullWindowBlocks) return nullptr;
+  if (two_rows) return width <= kFullWindowMax2 ? kFullWindow2[width - 1] : nullptr;
+  return width <= kFullWindowMax1 ? kFullWindow1[width - 1] : nullptr;
+}
 
 // Calls table[n-1] for near-equal column pieces of at most max_columns covering [0, width).
 template <class Table, class SetColumn>
@@ -251,6 +301,13 @@ void WindowTile(const Context& c, int64_t tile, int thread_index) {
       b_args.jbase = p.window_w - 1 - xo0;
       b_args.out = out_row + xo0 * out_ps;
     };
+    if (vw == p.window_w && FullWindowFor(vw, two) != nullptr) {
+      const int r_block = two && FullWindowFor(vw, true) != nullptr ? 2 : 1;
+      set_column(a, 0);
+      FullWindowFor(vw, r_block == 2)(a);
+      ro += r_block;
+      continue;
+    }
     if (two) ForColumnPieces(kWindow2, vw, kMaxTwoRowColumns, a, set_column);
     else ForColumnPieces(kWindow1, vw, Vec::kMaxColumns, a, set_column);
     ro += rows_here;

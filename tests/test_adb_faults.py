@@ -19,7 +19,7 @@ from android_harness.adbshell_transport import AdbShellTransport
 from android_harness.adbutils_transport import AdbServerTransport
 from android_harness.loopback import LoopbackDevice
 from android_harness.loopback.wire import A_CNXN, A_OPEN, HEADER, Packet, checksum, encode_packet
-from tests._adb_helpers import DEBIAN_ADB, start_adb_server
+from tests._adb_helpers import DEBIAN_ADB, adb_binaries, start_adb_server
 from wbmm_mobile.errors import DeviceGoneError, DeviceUnauthorizedError
 
 pytestmark = pytest.mark.timeout(180)
@@ -133,8 +133,18 @@ def test_authorized_key_signs_in_without_prompt(tmp_path, key_path):
         transport.close()
 
 
-def test_accepted_prompt_then_adb_server_signature_is_known(tmp_path, adb_server):
-    """The adb server's own key: accepted once through the prompt, then recognised by signature."""
+@pytest.mark.parametrize("binary", [path for _, path in adb_binaries()], ids=[n for n, _ in adb_binaries()])
+def test_accepted_prompt_then_adb_server_signature_is_known(tmp_path, binary):
+    """The adb server's own key: accepted once through the prompt, then recognised by signature
+    (checked with each real adb, since each signs the token itself)."""
+    adb_server = start_adb_server(binary, tmp_path / "adb-home")
+    try:
+        _accept_then_recognise(tmp_path, adb_server)
+    finally:
+        adb_server.stop()
+
+
+def _accept_then_recognise(tmp_path, adb_server):
     keys_file = tmp_path / "adb_keys"
     with LoopbackDevice(tmp_path / "root", auth=True, authorized_keys=keys_file, accept_new_keys=True) as device:
         transport = AdbServerTransport(serial=device.serial, server=adb_server.address)

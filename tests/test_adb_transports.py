@@ -23,7 +23,7 @@ from tests._adb_helpers import DEBIAN_ADB, start_adb_server
 from wbmm_mobile.errors import DeviceCommandError, DeviceError, DeviceNoSpaceError, DeviceTimeoutError
 
 pytestmark = pytest.mark.timeout(240)
-HOSTILE = "we ird'name\";touch PWNED;$(touch PWNED2)`touch PWNED3`$HOME.bin"
+HOSTILE = "we ird'name\";touch PWNED;$(touch PWNED2)`touch PWNED3`$HOME,mode.bin"
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,11 @@ this machine with cwd = root; absolute paths under the Android top-level folders
 (``/data``, ``/sdcard``, ``/sys`` ...) in the command line are rewritten to the root
 folder, so ``cat /sys/class/power_supply/battery/capacity`` reads the fixture file.
 
+The rewrite is textual on purpose: it also reaches paths inside quoted nested commands
+(``sh -c 'cd /data/local/tmp && ...'``). The price: a file name that itself contains
+" /data" or "=/sys" is rewritten there too (a wrong path on the loopback device, never
+an injected command; real phones are unaffected).
+
 Not a sandbox: a command can still name host paths outside those prefixes. The
 loopback device is for tests and dry runs on your own machine only.
 """

@@ -211,3 +211,15 @@ def test_usb_without_device_or_extra_is_a_clear_not_found(tmp_path):
     what is missing, not an ImportError or a libusb traceback."""
     with pytest.raises(DeviceNotFoundError, match="usb|USB"):
         AdbShellTransport.usb(key_path=tmp_path / "adbkey")
+
+
+def test_open_transport_picks_the_client(tmp_path):
+    from android_harness.transport import open_transport
+    with LoopbackDevice(tmp_path / "root") as device:
+        with open_transport(direct=device.serial, key_path=tmp_path / "adbkey") as transport:
+            assert isinstance(transport, AdbShellTransport) and transport.serial == device.serial
+            assert transport.shell("echo via-direct").stdout == "via-direct\n"
+    with pytest.raises(DeviceNotFoundError, match="no ADB server answers at 127.0.0.1:1"):
+        open_transport(adb_server="127.0.0.1:1")           # never starts a server on the wrong port
+    with pytest.raises(DeviceNotFoundError, match="not both"):
+        open_transport(direct="127.0.0.1:17555", adb_server="127.0.0.1:5037")

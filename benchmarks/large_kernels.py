@@ -217,6 +217,37 @@ def check_targets(results: dict) -> dict:
     return targets
 
 
+def markdown(results: dict) -> str:
+    """The tables BENCHMARKS.md records, from one run's results."""
+    lines = []
+    layers = results.get("layers")
+    if layers:
+        columns = ["depthwise_xnnpack", "depthwise_builtin", "split_xnnpack", "halo_xnnpack",
+                   "builtin_kernel_xnnpack", "auto_xnnpack"]
+        lines += ["| layer | XNNPACK dw | builtin dw | split | halo | builtin_kernel | auto (pick) | "
+                  "XNNPACK dw / auto | auto / split |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in layers:
+            ms = row["median_ms"]
+            cells = [f"{ms[c]:.2f}" if c in ms else "-" for c in columns]
+            pick = row["picks"]["auto"].split(":")[0]
+            cells[-1] += f" ({pick})"
+            lines.append(f"| {'x'.join(map(str, row['shape'][1:]))} K={row['kernel']} | " + " | ".join(cells)
+                         + f" | {row['ratios']['xnnpack_depthwise_over_auto']:.1f}x | "
+                           f"{row['ratios']['auto_over_split']:.2f} |")
+    convnext = results.get("convnext")
+    if convnext:
+        ms = convnext["median_ms"]
+        lines += ["", "| ConvNeXtTiny fp32, XNNPACK | stock | exact auto rewrite | speedup |", "|---|---|---|---|"]
+        for threads in (1, 2):
+            lines.append(f"| {threads} thread(s) | {ms[f'stock_xnnpack_{threads}t']:.1f} ms | "
+                         f"{ms[f'rewritten_xnnpack_{threads}t']:.1f} ms | {convnext['speedup'][f'{threads}t']:.2f}x |")
+        lines.append(f"\nmax relative error of the rewrite: {convnext['verification']['max_rel']:.2g}; "
+                     f"strategies used: {', '.join(convnext['strategies'])}; builtin ops only: "
+                     f"{convnext['builtin_ops_only']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("all", "layers", "convnext"), default="all",
@@ -240,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, target in results["targets"].items():
         print(f"target {name}: {'MET' if target['met'] else 'NOT MET'} "
               f"({', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in target.items() if k != 'met')})")
+    print(markdown(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")

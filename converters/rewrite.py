@@ -67,7 +67,7 @@ class RewriteOptions:
     min_kernel: int = 7
     measure: bool = False
     verify: bool = True
-    inputs: Sequence[np.ndarray] | None = None
+    inputs: Sequence[np.ndarray] | str | os.PathLike | None = None   # arrays, or an .npz path
     seed: int = 0
     delegate: Any = None           # a loaded delegate or a path; None tries delegates.load() for custom ops
     progress: bool = False
@@ -135,6 +135,8 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
     options = options or RewriteOptions()
     options.validate()
     model = tflite_io.load_model_bytes(data, name)
+    if isinstance(options.inputs, (str, os.PathLike)):
+        options.inputs = load_inputs_npz(options.inputs, bytes(data))
     report = RewriteReport(options.mode, options.target, options.strategy, options.min_kernel,
                            bytes_before=len(data), ops_before=_op_counts(model))
     if options.mode == "windowed":

@@ -56,22 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from pathlib import Path
 
     from rich.console import Console
 
-    from converters.rewrite import RewriteOptions, load_inputs_npz, rewrite_file
+    from converters.rewrite import RewriteOptions, rewrite_file
 
     # A pipe or CI log gets a wide table rather than rich's 80-column default.
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    inputs = None
-    if args.inputs:
-        inputs = load_inputs_npz(args.inputs, Path(args.input).read_bytes() if Path(args.input).is_file() else b"")
     options = RewriteOptions(mode=args.mode, strategy=args.strategy, target=args.target, min_kernel=args.min_kernel,
-                             measure=args.measure, verify=not args.no_verify, inputs=inputs, seed=args.seed,
+                             measure=args.measure, verify=not args.no_verify, inputs=args.inputs, seed=args.seed,
                              progress=sys.stderr.isatty())
-    with console.status(f"rewriting {args.input} and verifying it"):
-        result = rewrite_file(args.input, args.output, options, report_path=args.report)
+    # The library draws its own progress bar (on a terminal), so no spinner here.
+    result = rewrite_file(args.input, args.output, options, report_path=args.report)
     print_report(result.report, console)
     console.print(f"wrote {args.output} ({result.report.bytes_before:,} -> {result.report.bytes_after:,} bytes)"
                   + (f", report {args.report}" if args.report else ""))

@@ -45,8 +45,11 @@ class Pass:
     module: ModuleType
 
 
-# The one ordered list of passes. In exact mode the strategy picker orders the three
-# exact passes per layer; this order breaks ties and lists what exists.
+# The one ordered list of passes. In exact mode the strategy picker orders the exact
+# passes per layer; this order lists what exists. Adding a rewrite: its module in
+# converters/rewrites/ (NAME, check, rewrite), one line here, its name in
+# converters.strategy.STRATEGIES (the CLI's --strategy choices come from there), and,
+# for `auto` to consider it, a column in benchmarks/large_kernels.py's strategy table.
 PASSES: tuple[Pass, ...] = (
     Pass("windowed", "windowed", depthwise_windowed),
     Pass("custom", "exact", depthwise_custom),

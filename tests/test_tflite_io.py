@@ -148,3 +148,22 @@ def test_random_bytes_with_the_identifier_never_escape(tail):
         tflite_io.load_model_bytes(data, name="random.tflite")
     except CorruptModelError:
         pass
+
+
+def test_buffers_stored_after_the_flatbuffer_are_read():
+    # Files past 2 GB keep buffer bytes after the flatbuffer (Buffer.offset/size); the
+    # reader brings them back in. Built small here: the layout does not depend on size.
+    model = tflite_io.load_model_bytes(MODELS["float32"]())
+    index, buffer = max(enumerate(model.buffers), key=lambda item: 0 if item[1].data is None else len(item[1].data))
+    payload = bytes(np.asarray(buffer.data, dtype=np.uint8))
+    buffer.data, buffer.offset, buffer.size = None, 1, len(payload)
+    length = len(tflite_io.model_to_bytes(model))
+    buffer.offset = -(-length // 16) * 16
+    head = tflite_io.model_to_bytes(model)
+    assert len(head) == length
+    data = head + b"\0" * (buffer.offset - length) + payload
+    again = tflite_io.load_model_bytes(data)
+    assert bytes(np.asarray(again.buffers[index].data, dtype=np.uint8)) == payload
+    assert again.buffers[index].offset == 0
+    with pytest.raises(CorruptModelError, match="past the end"):
+        tflite_io.load_model_bytes(data[:-8], name="cut.tflite")

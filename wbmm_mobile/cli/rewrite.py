@@ -11,8 +11,6 @@ import argparse
 
 HELP = "rewrite large depthwise convolutions of a .tflite (exactly, or as WBMM windows)"
 
-_TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
-_STRATEGIES = ("auto", "split", "halo", "custom", "builtin_kernel")
 
 
 def _positive_int(text: str) -> int:
@@ -23,6 +21,9 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The one list of targets and strategies (numpy-only module: --help stays fast).
+    from converters.strategy import STRATEGIES, TARGETS
+
     parser.add_argument("input", metavar="IN.tflite", help="the model to rewrite")
     parser.add_argument("-o", "--output", metavar="OUT.tflite", required=True,
                         help="where to write the rewritten model (written only after verification passes)")
@@ -32,10 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "measured deviation are reported)")
     parser.add_argument("--min-kernel", type=_positive_int, default=7, metavar="K",
                         help="rewrite only kernels with max(kh, kw) >= K (default: 7)")
-    parser.add_argument("--target", choices=_TARGETS, default="xnnpack",
+    parser.add_argument("--target", choices=TARGETS, default="xnnpack",
                         help="the runtime the model is for; decides what `auto` picks and which kernels verify it "
                              "(default: xnnpack)")
-    parser.add_argument("--strategy", choices=_STRATEGIES, default="auto",
+    parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
                         help="exact rewrite per layer: split (sum of <=5x5 depthwise convs), halo (tiled batched "
                              "matmul), custom (WBMM_DEPTHWISE op for the wbmm delegate), builtin_kernel (keep the "
                              "conv but route it to TFLite's own kernel under XNNPACK), or auto: picked per layer "

@@ -166,3 +166,10 @@ def test_shell_v1_and_exec_out(adb, device):
     assert v1.stdout.splitlines() == [b"one", b"two"] and v1.stderr == b""
     out = adb.adb("-s", device.serial, "exec-out", "cat /sys/class/power_supply/battery/capacity; echo e >&2")
     assert out.stdout == b"78\n"
+
+
+def test_fixture_taskset_checks_the_mask(adb, device):
+    pinned = adb.adb("-s", device.serial, "shell", "taskset f0 echo pinned")
+    assert pinned.stdout == b"pinned\n"
+    too_wide = adb.adb("-s", device.serial, "shell", "taskset 100 echo never", check=False)
+    assert too_wide.returncode == 1 and b"does not fit 8 cores" in too_wide.stderr

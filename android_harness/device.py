@@ -25,7 +25,9 @@ from android_harness.transport import (
     TransferResult, Transport)
 from wbmm_mobile.errors import DeviceCommandError, DeviceError, DeviceNoSpaceError
 
-__all__ = ["Device", "SyncResult", "file_sha256"]
+# The fact dataclasses are re-exported: callers of Device need not know where they are parsed.
+__all__ = ["Device", "SyncResult", "file_sha256", "DeviceInfo", "CpuTopology", "BatteryStatus", "ThermalStatus",
+           "DeviceSnapshot"]
 
 _NO_SPACE = "No space left on device"
 

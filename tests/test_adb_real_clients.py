@@ -12,6 +12,7 @@ import concurrent.futures
 import hashlib
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -173,3 +174,19 @@ def test_fixture_taskset_checks_the_mask(adb, device):
     assert pinned.stdout == b"pinned\n"
     too_wide = adb.adb("-s", device.serial, "shell", "taskset 100 echo never", check=False)
     assert too_wide.returncode == 1 and b"does not fit 8 cores" in too_wide.stderr
+
+
+def test_adb_push_fails_cleanly_when_the_device_drops_then_reconnects(adb, device, payload):
+    """Last in the file: it drops the device, then connects it again for whatever runs next."""
+    device.faults.drop_push_after_bytes = 2_000_000
+    failed = adb.adb("-s", device.serial, "push", str(payload), f"/data/local/tmp/drop-{adb.port}.bin",
+                     check=False, timeout=60)
+    assert failed.returncode != 0
+    assert not (device.root / f"data/local/tmp/drop-{adb.port}.bin").exists()
+    for _ in range(50):
+        adb.adb("connect", device.serial, check=False)
+        state = adb.adb("-s", device.serial, "get-state", check=False).stdout.decode().strip()
+        if state == "device":
+            break
+        time.sleep(0.2)
+    assert adb.adb("-s", device.serial, "shell", "echo reconnected").stdout == b"reconnected\n"

@@ -298,7 +298,8 @@ class PowerListener(RunListener):
         return "\n".join([
             f"mkdir -p {run.session.remote_dir}/power; rm -f {samples} {rails}",
             # The sampler: builtins only, so one iteration costs no fork but the sleep.
-            f"( while :; do read up _ < /proc/uptime; read c < {supply}/current_now; "
+            # `kill -0 $$`: the loop ends with the run's shell even if the host lost the connection.
+            f"( while kill -0 $$ 2>/dev/null; do read up _ < /proc/uptime; read c < {supply}/current_now; "
             f"read v < {supply}/voltage_now; echo \"$up $c $v\"; sleep {SAMPLE_PERIOD_S}; done ) > {samples} 2>/dev/null &",
             "WBMM_SAMPLER=$!",
             rail_snapshot.format(phase="idle"),

@@ -35,7 +35,7 @@ from android_harness.listeners import (
     ThermalListener)
 from android_harness.results import ResultsStore, RunKey, RunRecord
 from wbmm_mobile.errors import (
-    BenchmarkError, DelegateNotBuiltError, DeviceError, ModelNotFoundError, WbmmError)
+    BenchmarkError, DelegateNotBuiltError, DeviceError, DeviceTimeoutError, ModelNotFoundError, WbmmError)
 
 __all__ = [
     "CONFIGS",
@@ -403,14 +403,28 @@ class _DeviceWorker:
                 *(listener.shell_after(run) for listener in self.listeners),
                 "exit $WBMM_RC",
             ]))
-            result = session.device.shell(script, timeout=plan.run_timeout_s)
+            try:
+                result = session.device.shell(script, timeout=plan.run_timeout_s)
+            except DeviceTimeoutError as exc:
+                # The device still answers: this run hung (a delegate stuck, a huge model); the others go on.
+                raise BenchmarkError(f"no result within --run-timeout {plan.run_timeout_s:g} s ({exc})",
+                                     output="") from exc
             output = result.stdout + (("\n" + result.stderr) if result.stderr else "")
             markers = {m[1]: float(m[2]) for m in _MARKER.finditer(result.stdout)}
             outcome = RunOutcome(exit_code=result.exit_code, output=output, markers=markers)
+            failure: BenchmarkError | None = None
             for listener in self.listeners:
-                block = listener.after_run(run, outcome)
+                # Every listener sees the end of the run, even after another one failed it,
+                # so samplers clean up and thermal state is still recorded.
+                try:
+                    block = listener.after_run(run, outcome)
+                except BenchmarkError as exc:
+                    failure = failure or exc
+                    continue
                 if block is not None:
                     run.blocks[listener.name] = block
+            if failure is not None:
+                raise failure
             if result.exit_code != 0:
                 raise BenchmarkError(f"benchmark exited with code {result.exit_code}", output=output)
         except BenchmarkError as exc:

@@ -124,6 +124,7 @@ def test_energy_from_the_fixture_power_supply(models, phone, tmp_path):
     # Most running samples see 900 mA; the first and last may still read idle.
     assert 0.8 * 900 * 4.012 < energy["run_power_mw"] <= 900 * 4.012 + 1e-6
     assert energy["idle_samples"] >= 5 and energy["run_samples"] >= 2
+    assert energy["sample_rate_hz"] >= 10            # the floor; ~19 Hz with a 50 ms period
     assert energy["energy_per_inference_mj"] == pytest.approx(
         (energy["run_power_mw"] - energy["idle_power_mw"]) * record.latency["avg_ms"] / 1e3, rel=1e-9)
     assert energy["refused"] is None and energy["charging"] is False
@@ -243,3 +244,18 @@ def test_all_devices_through_a_real_adb_server_run_in_parallel(models, tmp_path)
     records = load_records(out)
     assert sorted(r.key.serial for r in records) == serials
     assert all(r.status == "ok" and r.latency["count"] >= 5 for r in records)
+
+
+def test_a_hanging_benchmark_times_out_as_a_failed_run_and_the_rest_goes_on(models, phone, tmp_path):
+    binary = write_script(tmp_path / "benchmark_model", "\n".join([
+        'case "$*" in *--use_xnnpack=false*) sleep 30;; esac',
+        RUNNER]))
+    out = tmp_path / "results"
+    plan = ProfilePlan(models=(models[0],), out=str(out), devices=(phone.serial,), direct=True,
+                       configs=("cpu", "xnnpack"), runs=5, warmup=1, benchmark_binary=str(binary),
+                       run_timeout_s=3.0)
+    report = profile(plan, progress=False)
+    assert [s.status for s in report.runs] == ["failed", "ok"] and report.complete
+    hung, fine = load_records(out)
+    assert hung.config == "cpu" and "no result within --run-timeout 3 s" in hung.error
+    assert hung.thermal is None and fine.latency["count"] >= 5

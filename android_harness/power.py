@@ -28,6 +28,7 @@ import statistics
 from dataclasses import asdict, dataclass, field, replace
 
 from android_harness.listeners import DeviceSession, RunContext, RunListener, RunOutcome
+from wbmm_mobile.errors import PowerMeasurementError
 
 __all__ = [
     "SUPPLY_CANDIDATES",
@@ -104,7 +105,7 @@ def decide_calibration(supply: str, raw_currents: list[float], raw_voltages: lis
     magnitude >= 10000 can only be uA. Sign: the idle (discharging) current must come out
     positive."""
     if not raw_currents or not raw_voltages:
-        raise ValueError("no battery readings to calibrate from")
+        raise PowerMeasurementError(f"{supply}: no battery readings to calibrate from")
     current = statistics.median(raw_currents)
     voltage = statistics.median(raw_voltages)
     if abs(voltage) >= 1e5:
@@ -254,7 +255,12 @@ class PowerListener(RunListener):
                 facts["suspend_input"] = (f"unavailable: the battery still charges after "
                                           f"`dumpsys battery suspend_input` (exit {result.exit_code}: {text})")
         session.notes.setdefault("power_suspended_input", suspended)
-        calibration = self._calibrate(session, supply, charging=self._charging(session))
+        try:
+            calibration = self._calibrate(session, supply, charging=self._charging(session))
+        except PowerMeasurementError as exc:
+            # Latency still gets measured; every record says why it has no energy.
+            facts["problem"] = str(exc)
+            return facts
         session.notes["power_calibration"] = calibration
         facts["calibration"] = asdict(calibration)
         rails = device.shell(f"cat {RAIL_GLOB}", timeout=30)
@@ -271,7 +277,10 @@ class PowerListener(RunListener):
         n = self.calibration_samples
         script = (f"i=0; while [ $i -lt {n} ]; do read c < {supply}/current_now; read v < {supply}/voltage_now; "
                   f"echo \"0 $c $v\"; i=$((i+1)); sleep 0.1; done")
-        samples = parse_samples(session.device.run(script, timeout=60).stdout)
+        result = session.device.shell(script, timeout=60)
+        if not result.ok:
+            raise PowerMeasurementError(f"{supply}: reading the battery failed: {result.stderr.strip()[:160]}")
+        samples = parse_samples(result.stdout)
         return decide_calibration(supply, [s.current_raw for s in samples], [s.voltage_raw for s in samples],
                                   charging)
 
@@ -318,7 +327,8 @@ class PowerListener(RunListener):
     def after_run(self, run: RunContext, outcome: RunOutcome) -> dict:
         calibration: Calibration | None = run.session.notes.get("power_calibration")
         if calibration is None:
-            return {"energy_per_inference_mj": None, "refused": "no readable battery supply"}
+            return {"energy_per_inference_mj": None,
+                    "refused": "no battery calibration: no readable current_now/voltage_now"}
         samples_path, rails_path = self._paths(run)
         samples = parse_samples(run.device.shell(f"cat {samples_path}", timeout=60).stdout)
         latency = run.blocks.get("latency") or {}

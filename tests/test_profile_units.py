@@ -84,6 +84,12 @@ def test_calibration_units_and_sign(currents, voltages, unit_i, unit_v, sign):
     assert unit_i in calibration.method and "sign" in calibration.method
 
 
+def test_calibration_without_readings_is_a_power_error():
+    from wbmm_mobile.errors import PowerMeasurementError
+    with pytest.raises(PowerMeasurementError, match="no battery readings"):
+        decide_calibration("/sys/class/power_supply/battery", [], [], charging=False)
+
+
 def samples(start: float, stop: float, step: float, current: float, voltage: float) -> list[PowerSample]:
     count = int(round((stop - start) / step))
     return [PowerSample(round(start + i * step, 6), current, voltage) for i in range(count)]

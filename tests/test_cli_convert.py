@@ -170,3 +170,19 @@ def test_plain_depthwise_inputs_go_through_the_rewriter(plain_depthwise, tmp_pat
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["rewrite"]["rewritten_count"] == 1
     assert all(max(k) < 9 for k in _depthwise_kernels(tmp_path / "plain_dw.tflite"))
+
+
+@pytest.mark.slow
+def test_demo_converts_verifies_and_times_both_models(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--runs", "2", "--warmup", "1"]) == 0
+    data = json.loads((tmp_path / "demo.json").read_text())
+    kinds = [m["kind"] for m in data["models"]]
+    assert kinds == ["dw13", "wbmm"]
+    assert all(m["verification"].endswith(": ok") for m in data["models"])
+    assert data["models"][1]["wbmm_layers"] == 4 and data["models"][0]["wbmm_layers"] == 0
+    assert [len(m["runs_ms"]) for m in data["benchmark"]["models"]] == [2, 2]
+    assert data["speedup_wbmm_vs_dw13"] > 0
+    for m in data["models"]:
+        assert (tmp_path / m["path"].split("/")[-1]).is_file()
+    assert "13x13" in (tmp_path / "demo.md").read_text()
+    assert "speed of its 13x13 twin" in capsys.readouterr().out

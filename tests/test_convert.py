@@ -244,3 +244,23 @@ def test_nested_wbmm_inside_a_block_layer_is_lowered():
     assert "GATHER" in ops and "BATCH_MATMUL" in ops
     assert result.report.verification.max_rel <= RTOL_FP32
     assert "call" not in vars(block.op)                                 # the swap was undone
+
+
+def test_gather_index_form_follows_the_size_budget():
+    """Narrow layer: the (d, d) index would cost more than 15% of the table, so it is computed per
+    call (SUB); wide layer: it is stored, as int16 here, and the numbers are the same."""
+    from converters.lowerings.gather import INDEX_BUDGET
+
+    model, layer = _single_wbmm(shape=(7, 7, 64), window=7, use_bias=False)
+    result = convert_keras(model, lowering="gather")
+    tree = _tree(result.tflite)
+    assert "SUB" not in tflite_io.op_names(tree)
+    gather = next(op for op in tree.subgraphs[0].operators if tflite_io.opcode_name(tree, op.opcodeIndex) == "GATHER")
+    index = tflite_io.constant_value(tree, 0, int(gather.inputs[1]))
+    assert index.dtype == np.int16 and index.nbytes <= INDEX_BUDGET * 64 * 169 * 4
+    np.testing.assert_array_equal(index, core.relative_position_index(7))
+    assert any("constant int16 index" in note for note in result.report.notes)
+    x = random_inputs(result.tflite, seed=9)[0]
+    expected = core.wbmm_forward(x.astype(np.float64), layer.table.numpy().astype(np.float64), 7, shortcut=True)
+    got = run_tflite(result.tflite, [x])[0]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=RTOL_FP32 * np.abs(expected).max())

@@ -6,8 +6,9 @@ or through the DEQUANTIZE of a float16 file) is replaced by the table (C, (2wh-1
 ``GATHER(table, I, axis=1)`` producing M right before the matmul. The table is read back out of
 M itself, so whatever the converter did to M (float16, int8 with its scale, a folded scale) is
 kept bit for bit, and the edit is refused unless ``table[:, I]`` reproduces M exactly.
-Cost: one gather of C*d^2 values per call; file: the table plus two length-d int32 vectors
-(the (d, d) index is one broadcast SUB of them, see ``_index_in_graph``).
+Cost: one gather of C*d^2 values per call; file: the table plus the (d, d) index, as an int32
+or int16 constant when that costs at most ``INDEX_BUDGET`` of the table, else computed per call
+from two length-d vectors (slower; see ``_relative_index``).
 Measured alternative, rejected: the table stored as rows (T, C), GATHER on axis 0 and a TRANSPOSE
 (d, d, C) -> (C, d, d) ran 2.5-3x slower than the single axis-1 GATHER at 14x14x384 (the
 transpose of the gathered M dominates).
@@ -22,6 +23,30 @@ from converters.lowerings.base import (Lowering, WbmmParams, add_constant, add_t
 from converters.lowerings.bmm import BmmLowering
 from wbmm_mobile import core
 from wbmm_mobile.errors import ConversionError
+
+
+# The index may cost at most this fraction of the stored table's bytes as a constant; past it,
+# it is computed per call (see _index_in_graph). 0.15 keeps the file within the 1.2x target
+# (table + rest of the model) with room for the graph itself.
+INDEX_BUDGET = 0.15
+
+
+def _relative_index(model, subgraph, params: WbmmParams, index: np.ndarray, transposed: bool, table_bytes: int):
+    """(index tensor, ops producing it, description). A constant index is fastest: measured at
+    14x14x384, w=7, XNNPACK: GATHER with constant int32 or int16 positions 1.4-1.6 ms, with
+    positions computed by a SUB 7-10 ms (the runtime handles the gather differently when its
+    positions are not constant). So: int32 constant if it fits the budget, else int16 (every
+    table index < 2^15), else the computed index."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    d2 = index.size
+    for dtype, tensor_type in ((np.int32, schema.TensorType.INT32), (np.int16, schema.TensorType.INT16)):
+        if d2 * np.dtype(dtype).itemsize <= INDEX_BUDGET * table_bytes and index.max() <= np.iinfo(dtype).max:
+            tensor = add_constant(model, subgraph, index.astype(dtype), f"{params.marker}/relative_index",
+                                  tensor_type)
+            return tensor, [], f"constant {np.dtype(dtype).name} index"
+    tensor, ops = _index_in_graph(model, subgraph, params, transposed)
+    return tensor, ops, "index computed per call (a constant one would pass the size budget)"
 
 
 def _index_in_graph(model, subgraph, params: WbmmParams, transposed: bool):
@@ -113,7 +138,8 @@ class GatherLowering(BmmLowering):
             table_tensor = subgraph.tensors[constant]
             table_index = add_constant(model, subgraph, table, f"{params.marker}/table", table_tensor.type,
                                        table_tensor.quantization)
-            index_tensor, index_ops = _index_in_graph(model, subgraph, params, transposed)
+            index_tensor, index_ops, index_form = _relative_index(model, subgraph, params, index, transposed,
+                                                                  table.nbytes)
             if dequantize_at is not None:
                 # float16 file: DEQUANTIZE(table16) -> GATHER; the dequantized tensor changes shape.
                 dequantize = subgraph.operators[dequantize_at]
@@ -138,7 +164,8 @@ class GatherLowering(BmmLowering):
             gather.builtinOptions.axis = 1
             matmul.inputs = [int(matmul.inputs[0]), gathered] + [int(t) for t in matmul.inputs[2:]]
             subgraph.operators[matmul_at:matmul_at] = index_ops + [gather]
-            notes.append(f"{params.name}: M (C, d, d) = {dense.shape} replaced by a {table.shape} table + GATHER")
+            notes.append(f"{params.name}: M (C, d, d) = {dense.shape} replaced by a {table.shape} table + GATHER "
+                         f"({index_form})")
         return notes
 
 

@@ -11,6 +11,8 @@ import json
 import os
 import stat
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -104,17 +106,43 @@ def test_convert_profile_compare_end_to_end(models, phone, tmp_path, capsys):
 
 def test_energy_from_the_fixture_power_supply(models, phone, tmp_path):
     """The binary raises the fixture battery current while it runs: idle 412 mA, running 900 mA,
-    at 4.012 V, reported negative (discharge) in uA/uV as some vendors do."""
+    at 4.012 V, reported negative (discharge) in uA/uV as some vendors do. A thread plays a
+    Pixel ODPM rail meter (energy_value counters in uWs): 100 mW idle, 700 mW while the
+    benchmark's flag file exists."""
     supply = "$WBMM_LOOPBACK_ROOT/sys/class/power_supply/battery/current_now"
+    flag = "$WBMM_LOOPBACK_ROOT/benchmark_running"
     binary = write_script(tmp_path / "benchmark_model", "\n".join([
-        f"echo -900000 > {supply}",
+        f"echo -900000 > {supply}; touch {flag}",
         f'"{sys.executable}" -m android_harness.linux_benchmark "$@"; rc=$?',
-        f"echo -412000 > {supply}",
+        f"rm -f {flag}; echo -412000 > {supply}",
         "exit $rc"]))
-    plan = ProfilePlan(models=(models[0],), out=str(tmp_path / "results"), devices=(phone.serial,), direct=True,
-                       configs=("xnnpack",), runs=300, warmup=2, power=True, benchmark_binary=str(binary),
-                       idle_seconds=1.0)
-    report = profile(plan, progress=False)
+    meter_dir = phone.root / "sys/bus/iio/devices/iio:device0"
+    meter_dir.mkdir(parents=True)
+    stop = threading.Event()
+
+    def rail_meter() -> None:
+        energy_uws, last, began = 0.0, time.monotonic(), time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            power_mw = 700.0 if (phone.root / "benchmark_running").exists() else 100.0
+            energy_uws += power_mw * (now - last) * 1e3     # mW x ms = uWs
+            last = now
+            t_ms = int((now - began) * 1e3)
+            staged = meter_dir / "energy_value.tmp"
+            staged.write_text(f"t={t_ms}\nCH0(T={t_ms})[S4M_VDD_CPUCL2], {int(energy_uws)}\n")
+            os.replace(staged, meter_dir / "energy_value")
+            time.sleep(0.01)
+
+    meter = threading.Thread(target=rail_meter, daemon=True)
+    meter.start()
+    try:
+        plan = ProfilePlan(models=(models[0],), out=str(tmp_path / "results"), devices=(phone.serial,),
+                           direct=True, configs=("xnnpack",), runs=300, warmup=2, power=True,
+                           benchmark_binary=str(binary), idle_seconds=1.0)
+        report = profile(plan, progress=False)
+    finally:
+        stop.set()
+        meter.join()
     assert report.complete and not report.by_status("failed"), report
     record = load_records(tmp_path / "results")[0]
     energy = record.energy
@@ -128,6 +156,13 @@ def test_energy_from_the_fixture_power_supply(models, phone, tmp_path):
     assert energy["energy_per_inference_mj"] == pytest.approx(
         (energy["run_power_mw"] - energy["idle_power_mw"]) * record.latency["avg_ms"] / 1e3, rel=1e-9)
     assert energy["refused"] is None and energy["charging"] is False
+    assert record.extra["session"]["energy"]["rails_readable"] is True
+    (rail,) = energy["rails"]
+    assert rail["rail"] == "S4M_VDD_CPUCL2"
+    assert rail["idle_power_mw"] == pytest.approx(100.0, rel=0.05)
+    assert 500.0 < rail["run_power_mw"] <= 700.0 * 1.05
+    assert rail["energy_per_inference_mj"] == pytest.approx(
+        (rail["run_power_mw"] - rail["idle_power_mw"]) * record.latency["avg_ms"] / 1e3, rel=1e-9)
 
 
 def test_charging_readings_are_refused(models, phone, tmp_path):

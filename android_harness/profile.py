@@ -51,9 +51,12 @@ __all__ = [
     "REMOTE_DIR",
     "runner_script",
     "profile_on_this_computer",
+    "profile_phone_or_here",
 ]
 
 REMOTE_DIR = "/data/local/tmp/wbmm"
+# The cross-compiled delegate (`make delegate-arm64-test` builds it), used for arm64 phones by default.
+ARM64_DELEGATE = Path(__file__).resolve().parent.parent / "build" / "delegates-arm64" / "libwbmm_delegate.so"
 # Where a user keeps benchmark_model builds per ABI; nothing is ever downloaded.
 BENCHMARK_CACHE_DIR = Path(os.environ.get("WBMM_BENCHMARK_CACHE",
                                           Path.home() / ".cache" / "wbmm-mobile" / "benchmark_model"))
@@ -328,6 +331,8 @@ class _DeviceWorker:
             # The loopback device runs on this machine: the host build of `make delegate`.
             from delegates import library_path
             self.plan = replace(self.plan, delegate_lib=str(library_path()))
+        elif not self.plan.delegate_lib and info.abi == "arm64-v8a" and ARM64_DELEGATE.is_file():
+            self.plan = replace(self.plan, delegate_lib=str(ARM64_DELEGATE))
         if not self.plan.delegate_lib:
             raise DelegateNotBuiltError("the wbmm config needs --delegate-lib PATH (the delegate built for "
                                         f"{info.abi}; `make delegate-arm64` builds the arm64 one)")
@@ -522,3 +527,30 @@ def profile_on_this_computer(models: Sequence[str], out: str | Path, *, configs:
                                direct=True, configs=tuple(configs), threads=tuple(threads), runs=runs,
                                warmup=warmup, benchmark_binary=str(binary))
             return profile(plan, progress=progress)
+
+
+def profile_phone_or_here(models: Sequence[str], out: str | Path, *, benchmark_binary: str | None = None,
+                          adb_server: str | None = None, configs: Sequence[str] = ("xnnpack", "wbmm"),
+                          threads: Sequence[int] = (1,), runs: int = 50, warmup: int = 5,
+                          progress: bool | Callable[[str], None] = True) -> tuple[str, ProfileReport]:
+    """What ``make demo`` does after converting: profile on the connected phone(s) when the ADB
+    server lists one and a benchmark_model for it is at hand (given, or in the cache folder),
+    otherwise on a loopback device here. Returns (where, report); ``where`` says which, in words."""
+    try:
+        serials = _list_devices(ProfilePlan(models=(), out=str(out), adb_server=adb_server))
+    except (DeviceError, OSError):
+        serials = []   # no ADB server running: no phone
+    if serials:
+        try:
+            if not benchmark_binary:
+                find_benchmark_binary("arm64-v8a")
+            plan = ProfilePlan(models=tuple(str(m) for m in models), out=str(out), devices=tuple(serials),
+                               adb_server=adb_server, configs=tuple(configs), threads=tuple(threads), runs=runs,
+                               warmup=warmup, benchmark_binary=benchmark_binary)
+            return f"phone(s) {', '.join(serials)}", profile(plan, progress=progress)
+        except FileNotFoundError as exc:
+            where = f"this computer (loopback device): a phone is connected but {exc}"
+    else:
+        where = "this computer (loopback device): no phone connected"
+    return where, profile_on_this_computer(models, out, configs=configs, threads=threads, runs=runs,
+                                           warmup=warmup, progress=progress)

@@ -294,3 +294,15 @@ def test_a_hanging_benchmark_times_out_as_a_failed_run_and_the_rest_goes_on(mode
     hung, fine = load_records(out)
     assert hung.config == "cpu" and "no result within --run-timeout 3 s" in hung.error
     assert hung.thermal is None and fine.latency["count"] >= 5
+
+
+def test_demo_profiles_here_when_no_phone_is_connected(models, tmp_path):
+    from android_harness.profile import profile_phone_or_here
+    from tests._adb_helpers import free_port
+
+    where, report = profile_phone_or_here(models[:1], tmp_path / "results", adb_server=f"127.0.0.1:{free_port()}",
+                                          configs=("xnnpack",), runs=5, warmup=1, progress=False)
+    assert where == "this computer (loopback device): no phone connected"
+    assert [s.status for s in report.runs] == ["ok"]
+    comparison = compare(tmp_path / "results", plots=False, report=False)
+    assert comparison.rows[0].device == "loopback device: this computer's numbers"

@@ -21,7 +21,7 @@ def test_rewrite_writes_model_and_report(model_path, tmp_path, capsys):
     out, report = tmp_path / "out.tflite", tmp_path / "report.json"
     assert main(["rewrite", str(model_path), "-o", str(out), "--strategy", "split", "--report", str(report)]) == 0
     model = tflite_io.read_model(out)
-    assert tflite_io.op_names(model).count("DEPTHWISE_CONV_2D") == 4
+    assert tflite_io.op_names(model).count("DEPTHWISE_CONV_2D") == 3
     data = json.loads(report.read_text())
     assert data["rewritten_count"] == 1 and data["layers"][0]["strategy"] == "split"
     assert data["verification"]["passed"] and data["verification"]["max_rel"] <= 1e-4

@@ -1,9 +1,11 @@
-"""Exact rewrite ``split``: a KxK depthwise conv as a sum of depthwise convs of at most 5x5.
+"""Exact rewrite ``split``: a KxK depthwise conv as a sum of depthwise convs of at most 25 taps.
 
-The kernel's taps are cut into blocks of at most ``MAX_PIECE`` rows and columns
-(7 -> 5+2, 13 -> 5+5+3). Each block is a VALID depthwise conv on the slice of the
-(once) zero-padded input that its taps see, and the blocks' outputs are added; the
-bias rides on the first block and the activation on the last ADD. Exact up to float
+The kernel's taps are cut into blocks of at most ``MAX_TAPS`` taps: a grid of at most
+5x5 blocks (13 -> 5+5+3 per axis), or full-width bands when that takes fewer blocks
+(7x7 -> bands of 2, 3 and 2 rows). Each block is a VALID depthwise conv on the slice of
+the (once) zero-padded input that its taps see, except a centred block, which is a
+SAME conv on the input itself; the blocks' outputs are added, the bias rides on the
+first block and the activation on the last ADD. Exact up to float
 summation order, because every output is still the sum of the same K*K products.
 
 Why: XNNPACK's depthwise kernels are fast up to 25 taps and fall off a cliff above
@@ -23,6 +25,7 @@ from converters.rewrites._graph import Activation, GraphEditor, Tensor
 
 NAME = "split"
 MAX_PIECE = 5
+MAX_TAPS = MAX_PIECE * MAX_PIECE   # XNNPACK's fast depthwise kernels cover up to 25 taps
 
 
 def piece_sizes(k: int, max_piece: int = MAX_PIECE) -> list[int]:
@@ -33,9 +36,43 @@ def piece_sizes(k: int, max_piece: int = MAX_PIECE) -> list[int]:
     return sizes
 
 
+def _band_heights(kh: int, kw: int) -> list[int] | None:
+    """Full-width bands of at most MAX_TAPS taps with an odd band in the middle when possible
+    (7x7 -> 2, 3, 2: the 3x7 middle band is centred, so it runs on the unpadded input)."""
+    if kw > MAX_TAPS:
+        return None
+    tallest = MAX_TAPS // kw
+    count = -(-kh // tallest)
+    if count % 2 == 1:
+        for middle in range(tallest if tallest % 2 else tallest - 1, 0, -2):
+            side = (kh - middle) // 2
+            per_side = count // 2
+            if (kh - middle) % 2 == 0 and (side == 0 or (per_side and -(-side // per_side) <= tallest)):
+                top = _balanced(side, per_side)
+                return top + [middle] + top[::-1]
+    return _balanced(kh, count)
+
+
+def _balanced(total: int, parts: int) -> list[int]:
+    if total == 0 or parts == 0:
+        return []
+    base, extra = divmod(total, parts)
+    return [base + 1] * extra + [base] * (parts - extra)
+
+
+def block_layout(kh: int, kw: int) -> list[tuple[int, int, int, int]]:
+    """(row, rows, col, cols) of each block: the fewer of a 5x5 grid and full-width bands."""
+    grid = [(r0, a, c0, b) for r0, a in _offsets(piece_sizes(kh)) for c0, b in _offsets(piece_sizes(kw))]
+    heights = _band_heights(kh, kw)
+    if heights is not None and len(heights) < len(grid):
+        return [(r0, a, 0, kw) for r0, a in _offsets(heights)]
+    return grid
+
+
 def check(layer: DepthwiseLayer) -> str | None:
-    if max(effective_kernel(layer)[0].shape[:2]) <= MAX_PIECE:
-        return f"kernel {layer.kernel_size[0]}x{layer.kernel_size[1]} is already at most {MAX_PIECE}x{MAX_PIECE}"
+    kh, kw = effective_kernel(layer)[0].shape[:2]
+    if kh * kw <= MAX_TAPS:
+        return f"kernel {layer.kernel_size[0]}x{layer.kernel_size[1]} already has at most {MAX_TAPS} taps"
     return None
 
 
@@ -46,29 +83,39 @@ def rewrite(editor: GraphEditor, layer: DepthwiseLayer) -> None:
 def _emit(editor: GraphEditor, layer: DepthwiseLayer, x: Tensor, out: Tensor) -> None:
     kernel, ((top, bottom), (left, right)) = effective_kernel(layer)
     kh, kw, channels = kernel.shape
+    _, height, width, _ = x.shape
     _, out_h, out_w, _ = out.shape
     base = f"{layer.name}/wbmm_split"
-    padded = editor.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)], f"{base}/padded")
 
-    blocks = [(r0, a, c0, b) for r0, a in _offsets(piece_sizes(kh)) for c0, b in _offsets(piece_sizes(kw))]
+    def centred(block) -> bool:
+        # A block whose own SAME padding lines up with the layer's reads x directly: no PAD, no slice.
+        r0, a, c0, b = block
+        return (a % 2 == 1 and b % 2 == 1 and (out_h, out_w) == (height, width)
+                and r0 == top - (a - 1) // 2 and c0 == left - (b - 1) // 2)
+
+    blocks = sorted(block_layout(kh, kw), key=lambda block: not centred(block))
+    padded = None
     # The runtime's depthwise kernel wants a bias tensor; blocks after the first share zeros.
     zeros = editor.constant(f"{base}/zero_bias", np.zeros(channels, dtype=np.float32))
     total = None
     for number, (r0, a, c0, b) in enumerate(blocks):
         name = f"{base}/block{number}_{a}x{b}"
-        window = editor.slice(padded, [0, r0, c0, 0], [-1, out_h + a - 1, out_w + b - 1, -1], f"{name}/input")
         piece = editor.weight(f"{name}/kernel", kernel[r0:r0 + a, c0:c0 + b].reshape(1, a, b, channels),
                               layer.weights_float16)
         bias = zeros
         if number == 0 and layer.bias is not None:
             bias = editor.weight(f"{name}/bias", layer.bias.astype("float32"), store_float16=False)
+        if centred((r0, a, c0, b)):
+            window, padding = x, schema.Padding.SAME
+        else:
+            if padded is None:
+                padded = editor.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)], f"{base}/padded")
+            window = editor.slice(padded, [0, r0, c0, 0], [-1, out_h + a - 1, out_w + b - 1, -1], f"{name}/input")
+            padding = schema.Padding.VALID
         last = number == len(blocks) - 1
-        if total is None:
-            total = editor.depthwise(window, piece, bias, schema.Padding.VALID, f"{name}/output")
-            continue
-        partial = editor.depthwise(window, piece, zeros, schema.Padding.VALID, f"{name}/output")
-        total = editor.add(total, partial, f"{name}/sum", layer.activation if last else Activation.NONE,
-                           out=out if last else None)
+        partial = editor.depthwise(window, piece, bias, padding, f"{name}/output")
+        total = partial if total is None else editor.add(
+            total, partial, f"{name}/sum", layer.activation if last else Activation.NONE, out=out if last else None)
 
 
 def _offsets(sizes: list[int]) -> list[tuple[int, int]]:

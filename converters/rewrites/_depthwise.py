@@ -1,6 +1,8 @@
-"""Match a DEPTHWISE_CONV_2D and the checks every large-kernel rewrite shares.
+"""Match a depthwise conv and the checks every large-kernel rewrite shares.
 
-``match`` reads one op into a :class:`DepthwiseLayer` (shapes, the kernel as float
+A depthwise conv is a DEPTHWISE_CONV_2D, or a CONV_2D whose filter is (C, kh, kw, 1) on a
+C-channel input (Keras' ``Conv2D(groups=C)``, which ConvNeXt uses and the TFLite converter
+keeps as CONV_2D). ``match`` reads one op into a :class:`DepthwiseLayer` (shapes, the kernel as float
 numbers, bias, padding, activation, precision); ``check_common`` returns the reason a
 layer must be left alone, or None. Strategy-specific reasons (a halo matrix too
 large, an even kernel in windowed mode) live in the strategy's own file.
@@ -97,7 +99,7 @@ def _shape(tensor: schema.TensorT) -> tuple[int, ...]:
 
 
 def match(model: schema.ModelT, g: int, op_index: int) -> DepthwiseLayer | None:
-    """A DepthwiseLayer for a DEPTHWISE_CONV_2D op, None for any other op."""
+    """A DepthwiseLayer for a depthwise conv (see the module doc), None for any other op."""
     graph = model.subgraphs[g]
     op = graph.operators[op_index]
     op_name = tflite_io.opcode_name(model, op.opcodeIndex)

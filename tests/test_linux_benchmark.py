@@ -121,3 +121,20 @@ def test_console_script_is_installed():
     assert script.is_file()
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--external_delegate_options" in done.stdout and "(default: 50)" in done.stdout
+
+
+def test_tflite_runtime_only_board(tiny_models):
+    """A board with tflite_runtime and no ai-edge-litert: set WBMM_TFLITE_RUNTIME_PYTHON to such an
+    interpreter (e.g. a venv with tflite-runtime==2.14.0 and numpy<2) to run this."""
+    import os
+
+    python = os.environ.get("WBMM_TFLITE_RUNTIME_PYTHON")
+    if not python:
+        pytest.skip("set WBMM_TFLITE_RUNTIME_PYTHON to a Python that has tflite_runtime but not ai_edge_litert")
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([python, "-m", "android_harness.linux_benchmark", f"--graph={tiny_models['full']}",
+                           "--num_runs=10", "--min_secs=0"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Initialized TensorFlow Lite runtime (tflite_runtime)." in done.stdout
+    assert parse_benchmark_output(done.stdout).inference.count == 10

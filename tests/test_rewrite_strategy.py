@@ -77,3 +77,11 @@ def test_builtin_kernel_turns_a_grouped_conv_into_a_depthwise_conv():
     case.compare(rtol=1e-5, atol=1e-6)
     Case.depthwise(7, quantize="float16").convert().rewrite(strategy="builtin_kernel") \
         .expect_ops({"DEPTHWISE_CONV_2D": 1, "RESHAPE": 1, "DEQUANTIZE": 1}).compare(rtol=1e-5, atol=1e-6)
+
+
+def test_measure_picks_from_timings_made_now():
+    chosen = pick(LayerShape(12, 12, 8, 9), "xnnpack", measure=True)
+    assert "measured now on this machine" in chosen.reason
+    assert chosen.order[0] in ("split", "halo", "builtin_kernel", "keep")
+    for name in ("split", "halo", "builtin_kernel", "depthwise"):
+        assert f"{name} " in chosen.reason        # every candidate's time is stated

@@ -139,6 +139,9 @@ def latency_block(parsed: BenchmarkOutput) -> dict:
     block["replacements"] = [asdict(r) for r in parsed.replacements]
     block["memory"] = asdict(parsed.memory) if parsed.memory else None
     block["model_size_mb"] = parsed.model_size_mb
+    # Op profiling (when asked for): time per node type over the regular runs, slowest first.
+    block["op_types"] = [{"node_type": t.node_type, "count": t.count, "avg_ms": t.avg_ms, "percent": t.percent}
+                         for t in parsed.op_types if t.section == "regular"]
     return block
 
 

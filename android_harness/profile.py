@@ -161,6 +161,7 @@ class ProfilePlan:
     resume: bool = False
     run_timeout_s: float = 1800.0
     idle_seconds: float = 2.0
+    op_profiling: bool = False
 
 
 @dataclass(frozen=True)
@@ -376,6 +377,9 @@ class _DeviceWorker:
         info = session.info
         flags = config_flags(config, delegate_remote=delegate_remote, nnapi_accelerator=plan.nnapi_accelerator,
                              nnapi_preference=plan.nnapi_preference, delegate_options=plan.delegate_options)
+        if plan.op_profiling:
+            # Per-op times (CSV tables) land in the record's latency block; they slow the runs a little.
+            flags += ["--enable_op_profiling=true", "--op_profiling_output_mode=csv"]
         argv = [binary_remote, f"--graph={model_remote}", f"--num_threads={threads}",
                 f"--num_runs={plan.runs}", f"--warmup_runs={plan.warmup}", *flags]
         benchmark = shlex.join(argv)

@@ -183,3 +183,17 @@ def test_temperature_cooldown_waits_on_the_loopback_device(tmp_path):
         assert sleeps == [7, 7]                   # 47 -> 45 -> 42.0 (within 1 C of 41.2)
         assert block["reached"] is True and block["temperature_c"] == 42.0
         device.transport.close()
+
+
+def test_latency_block_from_an_op_profiling_run():
+    from android_harness.benchmark_output import parse_benchmark_output
+    from android_harness.listeners import latency_block
+
+    text = (Path(__file__).parent / "fixtures" / "benchmark_model" / "op_profiling_csv.txt").read_text()
+    block = latency_block(parse_benchmark_output(text))
+    assert (block["count"], block["median_ms"], block["p5_ms"], block["p95_ms"]) == (751, 1.315, 1.29, 1.412)
+    assert block["avg_ms"] == pytest.approx(1.33052, rel=1e-12) and block["first_ms"] == 1.95
+    assert block["op_types"] == [
+        {"node_type": "WBMM", "count": 1, "avg_ms": 0.801, "percent": 60.82},
+        {"node_type": "TfLiteXNNPackDelegate", "count": 2, "avg_ms": 0.516, "percent": 39.18}]
+    assert block["delegates"] == [{"delegate": "XNNPACK", "coverage": "partial", "kernels": 2}]

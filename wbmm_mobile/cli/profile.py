@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nnapi-preference", default="sustained_speed",
                         choices=["low_power", "fast_single_answer", "sustained_speed"],
                         help="--nnapi_execution_preference for the nnapi config (default: sustained_speed)")
+    parser.add_argument("--op-profiling", action="store_true",
+                        help="also record time per op type (benchmark_model --enable_op_profiling, CSV); "
+                             "not supported by wbmm-mobile-benchmark (default: off)")
     parser.add_argument("--resume", action="store_true",
                         help="skip runs that already have a successful record in --out (default: off)")
     parser.add_argument("--run-timeout", type=float, default=1800.0, metavar="SECONDS",
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup, power=args.power, cooldown=args.cooldown, cooldown_timeout_s=args.cooldown_timeout,
         benchmark_binary=args.benchmark_binary, delegate_lib=args.delegate_lib,
         delegate_options=args.delegate_options, nnapi_accelerator=args.nnapi_accelerator,
-        nnapi_preference=args.nnapi_preference, resume=args.resume, run_timeout_s=args.run_timeout)
+        nnapi_preference=args.nnapi_preference, resume=args.resume, run_timeout_s=args.run_timeout,
+        op_profiling=args.op_profiling)
     report = profile(plan)
     ok, failed = report.by_status("ok"), report.by_status("failed")
     skipped, missing = report.by_status("skipped"), report.by_status("missing")

@@ -69,12 +69,18 @@ def load_or_create_adb_key(path: str | Path | None = None) -> Path:
     return key_path
 
 
-class _NoDelayTcpTransport(TcpTransport):
-    """adb-shell's TCP transport with TCP_NODELAY, and a closed socket reported as such."""
+class _TcpTransport(TcpTransport):
+    """adb-shell's TCP transport with TCP_NODELAY (``nodelay=False`` only for comparisons), and
+    a socket closed by the device reported at once instead of read as endless empty data."""
+
+    def __init__(self, host: str, port: int, nodelay: bool = True):
+        super().__init__(host, port)
+        self._nodelay = nodelay
 
     def connect(self, transport_timeout_s):
         super().connect(transport_timeout_s)
-        self._connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._nodelay:
+            self._connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def bulk_read(self, numbytes, transport_timeout_s):
         if self._connection is None:
@@ -89,54 +95,62 @@ class AdbShellTransport(Transport):
     """A device at ``host:port`` (adbd in TCP mode, or the loopback device) without an adb server."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5555, *, key_path: str | Path | None = None,
-                 auth_timeout: float = 30.0, io_timeout: float = 60.0, connect: bool = True):
-        self.host = host
-        self.port = port
-        self.serial = f"{host}:{port}"
+                 auth_timeout: float = 30.0, io_timeout: float = 60.0, connect: bool = True,
+                 tcp_nodelay: bool = True):
+        self.host, self.port = host, port
+        self._setup(f"{host}:{port}", _TcpTransport(host, port, nodelay=tcp_nodelay), key_path,
+                    auth_timeout, io_timeout)
+        if connect:
+            self.reconnect(timeout=max(io_timeout, auth_timeout))
+
+    def _setup(self, serial: str, adb_transport, key_path, auth_timeout: float, io_timeout: float) -> None:
+        self.serial = serial
         self.io_timeout = io_timeout
         self.auth_timeout = auth_timeout
         self.key_path = load_or_create_adb_key(key_path)
         self._signer = PythonRSASigner.FromRSAKeyPath(str(self.key_path))
-        self._device = AdbDevice(_NoDelayTcpTransport(host, port), default_transport_timeout_s=io_timeout)
-        if connect:
-            self.reconnect(timeout=max(io_timeout, auth_timeout))
+        self._device = AdbDevice(adb_transport, default_transport_timeout_s=io_timeout)
+        self._key_offered = False
 
     @classmethod
-    def usb(cls, serial: str | None = None, **kwargs) -> "AdbShellTransport":
+    def usb(cls, serial: str | None = None, *, key_path: str | Path | None = None, auth_timeout: float = 30.0,
+            io_timeout: float = 60.0) -> "AdbShellTransport":
         """A USB device through adb-shell's libusb backend (``pip install 'wbmm-mobile[usb]'``)."""
         try:
             from adb_shell.transport.usb_transport import UsbTransport
         except ImportError:
             raise DeviceNotFoundError("USB needs adb-shell's usb extra: pip install 'wbmm-mobile[usb]'") from None
-        transport = cls.__new__(cls)
-        transport.host, transport.port = "usb", 0
-        transport.io_timeout = kwargs.get("io_timeout", 60.0)
-        transport.auth_timeout = kwargs.get("auth_timeout", 30.0)
-        transport.key_path = load_or_create_adb_key(kwargs.get("key_path"))
-        transport._signer = PythonRSASigner.FromRSAKeyPath(str(transport.key_path))
         try:
-            usb = UsbTransport.find_adb(serial, default_transport_timeout_s=transport.io_timeout)
+            usb = UsbTransport.find_adb(serial, default_transport_timeout_s=io_timeout)
         except Exception as exc:  # noqa: BLE001 - libusb raises its own family
             raise DeviceNotFoundError(f"no USB ADB device{' ' + serial if serial else ''}: {exc}") from None
-        transport.serial = serial or "usb"
-        transport._device = AdbDevice(usb, default_transport_timeout_s=transport.io_timeout)
-        transport.reconnect()
+        transport = cls.__new__(cls)   # __init__ is the TCP constructor
+        transport.host, transport.port = "usb", 0
+        transport._setup(serial or "usb", usb, key_path, auth_timeout, io_timeout)
+        transport.reconnect(timeout=max(io_timeout, auth_timeout))
         return transport
 
     # -- connection -------------------------------------------------------------------------------
     def reconnect(self, timeout: float = 30.0) -> None:
         self._device.close()
+        self._key_offered = False
+
+        def offering_key(_device) -> None:
+            # adb-shell calls this just before it sends our public key: the phone now shows
+            # its "Allow USB debugging?" prompt, and a timeout means nobody accepted it.
+            self._key_offered = True
+
         try:
             self._device.connect(rsa_keys=[self._signer], transport_timeout_s=timeout,
-                                 auth_timeout_s=self.auth_timeout, read_timeout_s=timeout)
+                                 auth_timeout_s=self.auth_timeout, read_timeout_s=timeout,
+                                 auth_callback=offering_key)
         except adb_exceptions.DeviceAuthError as exc:
             raise DeviceUnauthorizedError(f"{self.serial}: {UNAUTHORIZED_HINT} ({exc})") from None
         except (adb_exceptions.TcpTimeoutException, adb_exceptions.AdbTimeoutError) as exc:
             self._device.close()
-            if "timed out" in str(exc).lower() or "timeout" in str(exc).lower():
-                # adb-shell sends our public key last and waits auth_timeout for the prompt.
+            if self._key_offered:
                 raise DeviceUnauthorizedError(f"{self.serial}: {UNAUTHORIZED_HINT}") from None
-            raise DeviceGoneError(f"{self.serial}: {exc}") from None
+            raise DeviceGoneError(f"{self.serial}: no ADB answer within {timeout:.0f} s ({exc})") from None
         except ConnectionRefusedError:
             raise DeviceNotFoundError(f"{self.serial}: connection refused (no adbd listening)") from None
         except _ADB_SHELL_ERRORS as exc:

@@ -1,8 +1,9 @@
 """File transfer speed of the ADB transports, against the loopback ADB device on this machine.
 
-(a) adb-shell pushing and pulling 1 MiB with its stock TCP transport against the same
-    transport with TCP_NODELAY (what ``adbshell_transport`` uses): adb-shell writes each
-    packet header and payload separately, so Nagle's algorithm and delayed ACKs stall it.
+(a) adb-shell pushing and pulling 1 MiB with Nagle's algorithm on (adb-shell's stock socket,
+    ``tcp_nodelay=False``) against TCP_NODELAY (the default of ``adbshell_transport``):
+    adb-shell writes each packet header and payload separately, so Nagle and delayed ACKs
+    stall it.
 (b) 20 MB push and pull through each transport: AdbServerTransport (a private Debian adb
     server, adbutils on the host side) and AdbShellTransport (direct).
 
@@ -29,10 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adb_shell.adb_device import AdbDevice  # noqa: E402
-from adb_shell.transport.tcp_transport import TcpTransport  # noqa: E402
-
-from android_harness.adbshell_transport import AdbShellTransport, _NoDelayTcpTransport  # noqa: E402
+from android_harness.adbshell_transport import AdbShellTransport  # noqa: E402
 from android_harness.adbutils_transport import AdbServerTransport  # noqa: E402
 from android_harness.loopback import LoopbackDevice  # noqa: E402
 from tests._adb_helpers import DEBIAN_ADB, start_adb_server  # noqa: E402
@@ -61,13 +59,6 @@ def interleaved(variants: dict, runs: int, label: str, warmup: int = 3) -> dict[
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def adb_shell_with(transport_class, port: int, key: Path) -> AdbShellTransport:
-    transport = AdbShellTransport("127.0.0.1", port, key_path=key, connect=False)
-    transport._device = AdbDevice(transport_class("127.0.0.1", port), default_transport_timeout_s=120)
-    transport.reconnect()
-    return transport
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50, help="timed calls per variant (default: 50)")
@@ -83,8 +74,8 @@ def main() -> int:
         results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, over 127.0.0.1",
                          "runs": args.runs}
         with LoopbackDevice(scratch / "root") as device:
-            stock = adb_shell_with(TcpTransport, device.port, key)
-            nodelay = adb_shell_with(_NoDelayTcpTransport, device.port, key)
+            stock = AdbShellTransport("127.0.0.1", device.port, key_path=key, tcp_nodelay=False)
+            nodelay = AdbShellTransport("127.0.0.1", device.port, key_path=key)
             remote = "/data/local/tmp/1mib.bin"
             stock.push(small, remote)
             small_variants = {

@@ -223,3 +223,30 @@ def test_open_transport_picks_the_client(tmp_path):
         open_transport(adb_server="127.0.0.1:1")           # never starts a server on the wrong port
     with pytest.raises(DeviceNotFoundError, match="not both"):
         open_transport(direct="127.0.0.1:17555", adb_server="127.0.0.1:5037")
+
+
+def test_silent_peer_is_gone_not_unauthorized(tmp_path):
+    """A TCP port that accepts but never speaks ADB: DeviceGoneError within the timeout, not the
+    'accept the prompt' message (no key was ever offered)."""
+    import socket as socket_module
+    from wbmm_mobile.errors import DeviceGoneError
+    listener = socket_module.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        with pytest.raises(DeviceGoneError, match="no ADB answer"):
+            AdbShellTransport("127.0.0.1", listener.getsockname()[1], key_path=tmp_path / "adbkey",
+                              io_timeout=1.0, auth_timeout=1.0)
+    finally:
+        listener.close()
+
+
+def test_adb_shell_socket_has_tcp_nodelay(tmp_path):
+    import socket as socket_module
+    with LoopbackDevice(tmp_path / "root") as device:
+        for wanted in (True, False):
+            transport = AdbShellTransport("127.0.0.1", device.port, key_path=tmp_path / "adbkey",
+                                          tcp_nodelay=wanted)
+            sock = transport._device._io_manager._transport._connection   # adb-shell keeps it private
+            assert bool(sock.getsockopt(socket_module.IPPROTO_TCP, socket_module.TCP_NODELAY)) is wanted
+            transport.close()

@@ -59,7 +59,8 @@ def command_line(command: Command) -> str:
 
 @dataclass(frozen=True)
 class ShellResult:
-    """What one shell command did on the device."""
+    """What one shell command did on the device. stdout/stderr are text (UTF-8, undecodable
+    bytes replaced): binary output belongs in a file that is then pulled."""
 
     command: str
     exit_code: int

@@ -273,6 +273,7 @@ class _DeviceWorker:
         planned = self._planned()
         done_index = 0
         label_serial = self.serial or "device"
+        device = None
         try:
             device = self.connect(self.serial, self.plan)
             info = device.info()
@@ -315,6 +316,12 @@ class _DeviceWorker:
                 self.report.device_errors[label_serial] = reason
             for model, config, threads in planned[done_index:]:
                 self._note(RunSummary(f"{label_serial} {model.name} {config} {threads}t", "missing", reason))
+        finally:
+            if device is not None:
+                try:
+                    device.transport.close()
+                except (DeviceError, OSError):
+                    pass
 
     # -- pushing -------------------------------------------------------------------------------
     def _push_binary(self, device: Device, info) -> tuple[Path, str, str]:

@@ -265,3 +265,20 @@ def test_sync_file_without_sha256sum_on_the_device(transport, loopback, tmp_path
         assert (loopback.root / remote.lstrip("/")).read_bytes() == local.read_bytes()
     finally:
         shadow.unlink()
+
+
+def test_devices_command_through_the_adb_server(loopback, adb_server, tmp_path, monkeypatch, capsys):
+    """`wbmm-mobile devices --adb HOST:PORT`: the ready fixture phone with its facts, and a
+    device whose key prompt went unanswered listed as unauthorized with the hint."""
+    from wbmm_mobile.cli import main as cli_main
+    monkeypatch.setenv("COLUMNS", "400")
+    adb_server.adb("connect", loopback.serial)
+    with LoopbackDevice(tmp_path / "locked", auth=True) as locked:
+        adb_server.adb("connect", locked.serial, check=False)
+        code = cli_main(["devices", "--adb", adb_server.address])
+        adb_server.adb("disconnect", locked.serial, check=False)
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 5}
+    assert "Pixel 7" in rows[loopback.serial] and "Tensor G2" in rows[loopback.serial]
+    assert "unauthorized" in rows[locked.serial] and "accept" in rows[locked.serial]

@@ -271,6 +271,7 @@ class LoopbackDevice:
         self.sync_requests: collections.Counter[str] = collections.Counter()   # sync request id -> count
         self._requested_port = port
         self._listener: socket.socket | None = None
+        self._port: int | None = None
         self._connections: set[_Connection] = set()
         self._connections_lock = threading.Lock()
         self._accept_thread: threading.Thread | None = None
@@ -278,9 +279,10 @@ class LoopbackDevice:
 
     @property
     def port(self) -> int:
-        if self._listener is None:
+        """The listening port (still answered after ``stop()``, e.g. to start again on it)."""
+        if self._port is None:
             raise RuntimeError("loopback device not started")
-        return self._listener.getsockname()[1]
+        return self._port
 
     @property
     def serial(self) -> str:
@@ -310,6 +312,7 @@ class LoopbackDevice:
         listener.listen(16)
         listener.settimeout(0.5)
         self._listener = listener
+        self._port = listener.getsockname()[1]
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True, name="loopback-accept")
         self._accept_thread.start()
         return self

@@ -6,10 +6,9 @@
 //
 // Channels are the SIMD lanes (NHWC keeps them contiguous). A tile is one
 // window (windowed mode) or one output row (plain mode) of one channel block;
-// tiles are split over threads. Windowed tiles run channel block fastest (a
-// window's input stays in L1, the packed kernel blocks come from L2); plain
-// tiles run channel block slowest (consecutive output rows share kh-1 input
-// rows of the padded buffer).
+// tiles are split over threads. A windowed tile is a band of windows (one
+// window row) of one channel block; plain tiles run channel block slowest
+// (consecutive output rows share kh-1 input rows of the padded buffer).
 //
 // Windowed mode, "input-stationary": up to kAccumulators outputs (one or two
 // rows of a window, NX columns) live in registers; each input pixel of the
@@ -239,19 +238,9 @@ struct Context {
   int padded_width;
 };
 
-void WindowTile(const Context& c, int64_t tile, int thread_index) {
+// One window of one channel block.
+void WindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_index) {
   const DepthwiseProblem& p = c.p;
-  const int nwx = (p.in_w + p.window_w - 1) / p.window_w;
-  const int nwy = (p.in_h + p.window_h - 1) / p.window_h;
-  // Channel block fastest: the window's pixels (whole cache lines, all
-  // channels) stay in L1 while the packed kernel blocks stream from L2.
-  const int cb = int(tile % c.blocks);
-  int64_t rest = tile / c.blocks;
-  const int wx = int(rest % nwx);
-  rest /= nwx;
-  const int wy = int(rest % nwy);
-  const int b = int(rest / nwy);
-
   const int y0 = wy * p.window_h, x0 = wx * p.window_w;
   const int vh = std::min(p.window_h, p.in_h - y0);  // rows/cols past the map are zero padding: skipped
   const int vw = std::min(p.window_w, p.in_w - x0);
@@ -420,10 +409,17 @@ void Run(const DepthwiseProblem& p, const float* input, const float* packed_weig
   if (p.windowed()) {
     const int64_t nwy = (p.in_h + p.window_h - 1) / p.window_h;
     const int64_t nwx = (p.in_w + p.window_w - 1) / p.window_w;
+    // A tile is one band of windows (one window row) of one channel block:
+    // the block's packed kernel stays in L1 across the band's windows, the
+    // band's input (wh rows, all channels) stays in L2 across channel blocks.
     auto work = [&](int64_t begin, int64_t end, int thread_index) {
-      for (int64_t t = begin; t < end; ++t) WindowTile(c, t, thread_index);
+      for (int64_t t = begin; t < end; ++t) {
+        const int cb = int(t % blocks);
+        const int64_t band = t / blocks;
+        for (int wx = 0; wx < nwx; ++wx) WindowTile(c, int(band / nwy), int(band % nwy), wx, cb, thread_index);
+      }
     };
-    Parallel(pool, int64_t(blocks) * p.batch * nwy * nwx, work);
+    Parallel(pool, int64_t(blocks) * p.batch * nwy, work);
     return;
   }
   auto pad = [&](int64_t begin, int64_t end, int) {

@@ -117,3 +117,18 @@ def test_verbose_reports_claims_and_refusals(wbmm_case, capfd):
     _invoke(interpreter, x)
     err = capfd.readouterr().err
     assert "node 0 WBMM: claimed (7x7 kernel" in err
+
+
+def test_resizing_the_input_re_prepares_the_delegate_kernel():
+    rng = np.random.default_rng(12)
+    kernel = rng.standard_normal((9, 9, 6)).astype(np.float32)
+    delegate = delegates.load()
+    interpreter = Interpreter(model_content=wbmm_model((1, 10, 10, 6), kernel, 5), experimental_delegates=[delegate],
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    table, window = core.kernel_to_table(kernel.astype(np.float64))
+    for shape in [(1, 10, 10, 6), (2, 13, 7, 6)]:
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(shape))
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = _invoke(interpreter, x)
+        assert y.shape == shape
+        np.testing.assert_allclose(y, core.wbmm_forward(x.astype(np.float64), table, window), rtol=1e-5, atol=1e-4)

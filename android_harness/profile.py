@@ -311,7 +311,9 @@ class _DeviceWorker:
                     except (DeviceError, OSError):
                         pass  # the device is gone; nothing left to undo there
         except (DeviceError, OSError, BenchmarkError, WbmmError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            # One line: transports quote the whole (multi-line) run script in their messages.
+            message = re.sub(r"`[^`]{60,}`", "`<run script>`", str(exc), flags=re.DOTALL)
+            reason = f"{type(exc).__name__}: {' '.join(message.split())}"
             with self.report_lock:
                 self.report.device_errors[label_serial] = reason
             for model, config, threads in planned[done_index:]:

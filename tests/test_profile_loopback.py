@@ -66,7 +66,7 @@ def test_convert_profile_compare_end_to_end(models, phone, tmp_path, capsys):
     binary = write_script(tmp_path / "benchmark_model", RUNNER)
     out = tmp_path / "results"
     code = cli_main(["profile", "--models", *models, "--device", phone.serial, "--direct",
-                     "--configs", ",".join(CONFIGS), "--threads", "1", "--runs", "20", "--warmup", "2",
+                     "--configs", ",".join(CONFIGS), "--threads", "1", "--runs", "20", "--warmup", "2", "--run-timeout", "120",
                      "--benchmark-binary", str(binary), "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed

@@ -264,3 +264,31 @@ def test_gather_index_form_follows_the_size_budget():
     expected = core.wbmm_forward(x.astype(np.float64), layer.table.numpy().astype(np.float64), 7, shortcut=True)
     got = run_tflite(result.tflite, [x])[0]
     np.testing.assert_allclose(got, expected, rtol=0, atol=RTOL_FP32 * np.abs(expected).max())
+
+
+def test_custom_without_delegate_checks_each_op_in_numpy(two_layer_model, monkeypatch):
+    import converters.keras_convert as kc
+
+    monkeypatch.setattr(kc, "_load_project_delegate", lambda: (None, "no delegate in this test"))
+    report = convert_keras(two_layer_model, lowering="custom").report
+    assert report.needs_delegate and report.verification is None
+    assert "needs the wbmm delegate" in report.verification_note and "no delegate in this test" in report.verification_note
+    checks = [layer.numpy_check for layer in report.layers]
+    assert [c["layer"] for c in checks] == ["w1", "w2"]
+    assert all(c["passed"] and c["max_rel"] <= RTOL_FP32 for c in checks)
+    with pytest.raises(Exception, match="(?i)custom"):
+        load_interpreter(convert_keras(two_layer_model, lowering="custom", verify=False).tflite)
+
+
+def test_custom_runs_on_the_wbmm_delegate(two_layer_model):
+    import delegates
+
+    try:
+        delegate = delegates.load()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"wbmm delegate not built here ({exc}); `make test` builds it first")
+    result = convert_keras(two_layer_model, lowering="custom", delegate=delegate)
+    assert "delegate" in result.report.verification_note
+    assert result.report.verification.passed and result.report.verification.max_rel <= RTOL_FP32
+    half = convert_keras(two_layer_model, lowering="custom", precision="float16", delegate=delegate).report
+    assert half.verification.max_rel <= 1e-2

@@ -201,15 +201,27 @@ BlockFn FullWindowFor(int width, bool two_rows) {
   return width <= kFullWindowMax1 ? kFullWindow1[width - 1] : nullptr;
 }
 
-// Calls table[n-1] for near-equal column pieces of at most max_columns covering [0, width).
+// Near-equal column pieces of at most max_columns covering [0, width),
+// computed once per run: the divisions cost as much as a small block's FMAs.
+struct ColumnSplit {
+  static constexpr int kMaxPieces = 64;
+  int pieces = 0;
+  int start[kMaxPieces + 1] = {};
+};
+
+ColumnSplit SplitColumns(int width, int max_columns) {
+  ColumnSplit split;
+  split.pieces = std::min(ColumnSplit::kMaxPieces, (width + max_columns - 1) / max_columns);
+  for (int piece = 0; piece <= split.pieces; ++piece) split.start[piece] = int((int64_t(width) * piece) / split.pieces);
+  return split;
+}
+
+// Calls table[n-1] for each piece of `split`.
 template <class Table, class SetColumn>
-void ForColumnPieces(const Table& table, int width, int max_columns, BlockArgs a, SetColumn set_column) {
-  const int pieces = (width + max_columns - 1) / max_columns;
-  for (int piece = 0, start = 0; piece < pieces; ++piece) {
-    const int stop = int((int64_t(width) * (piece + 1)) / pieces);
-    set_column(a, start);
-    table[stop - start - 1](a);
-    start = stop;
+inline void ForColumnPieces(const Table& table, const ColumnSplit& split, BlockArgs a, SetColumn set_column) {
+  for (int piece = 0; piece < split.pieces; ++piece) {
+    set_column(a, split.start[piece]);
+    table[split.start[piece + 1] - split.start[piece] - 1](a);
   }
 }
 
@@ -236,6 +248,8 @@ struct Context {
   size_t thread_stride;
   int blocks;
   int padded_width;
+  ColumnSplit full_one_row, full_two_rows;  // windowed: a full window's width
+  ColumnSplit output_row;                   // plain: out_w
 };
 
 // One window of one channel block.
@@ -297,8 +311,13 @@ void WindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_inde
       ro += r_block;
       continue;
     }
-    if (two) ForColumnPieces(kWindow2, vw, kMaxTwoRowColumns, a, set_column);
-    else ForColumnPieces(kWindow1, vw, Vec::kMaxColumns, a, set_column);
+    if (vw == p.window_w) {
+      if (two) ForColumnPieces(kWindow2, c.full_two_rows, a, set_column);
+      else ForColumnPieces(kWindow1, c.full_one_row, a, set_column);
+    } else {  // a window cut by the map's right edge
+      if (two) ForColumnPieces(kWindow2, SplitColumns(vw, kMaxTwoRowColumns), a, set_column);
+      else ForColumnPieces(kWindow1, SplitColumns(vw, Vec::kMaxColumns), a, set_column);
+    }
     ro += rows_here;
   }
   if (tail_destination != nullptr)
@@ -369,7 +388,7 @@ void RowTile(const Context& c, int64_t tile, int thread_index) {
   const float* in_row0 = a.in;
   const size_t piece_bytes = size_t(a.rows) * (Vec::kMaxColumns + K - 1) * L * sizeof(float);
   if (piece_bytes <= kRowOuterBytes || a.rows <= 1) {
-    ForColumnPieces(kPadded, p.out_w, Vec::kMaxColumns, a, [&](BlockArgs& b_args, int xo0) {
+    ForColumnPieces(kPadded, c.output_row, a, [&](BlockArgs& b_args, int xo0) {
       b_args.in = in_row0 + xo0 * L;
       b_args.out = out + xo0 * out_ps;
     });
@@ -384,7 +403,7 @@ void RowTile(const Context& c, int64_t tile, int thread_index) {
       const bool last = row == rows - 1;  // clamp once, on the finished sums
       r_args.lo = last ? lo : -INFINITY;
       r_args.hi = last ? hi : INFINITY;
-      ForColumnPieces(row == 0 ? kPadded : kPaddedAccumulate, p.out_w, Vec::kMaxColumns, r_args,
+      ForColumnPieces(row == 0 ? kPadded : kPaddedAccumulate, c.output_row, r_args,
                       [&](BlockArgs& b_args, int xo0) {
                         b_args.in = in_row + xo0 * L;
                         b_args.out = out + xo0 * out_ps;
@@ -405,7 +424,13 @@ void Run(const DepthwiseProblem& p, const float* input, const float* packed_weig
   const int blocks = (p.channels + L - 1) / L;
   const size_t shared = SharedScratchFloats(p, L);
   Context c{p, input, packed_weights, packed_bias, output, scratch, scratch + shared, ThreadScratchFloats(p, L),
-            blocks, p.out_w + p.kernel_w - 1};
+            blocks, p.out_w + p.kernel_w - 1, {}, {}, {}};
+  if (p.windowed()) {
+    c.full_one_row = SplitColumns(p.window_w, Vec::kMaxColumns);
+    c.full_two_rows = SplitColumns(p.window_w, kMaxTwoRowColumns);
+  } else {
+    c.output_row = SplitColumns(p.out_w, Vec::kMaxColumns);
+  }
   if (p.windowed()) {
     const int64_t nwy = (p.in_h + p.window_h - 1) / p.window_h;
     const int64_t nwx = (p.in_w + p.window_w - 1) / p.window_w;
@@ -416,7 +441,8 @@ void Run(const DepthwiseProblem& p, const float* input, const float* packed_weig
       for (int64_t t = begin; t < end; ++t) {
         const int cb = int(t % blocks);
         const int64_t band = t / blocks;
-        for (int wx = 0; wx < nwx; ++wx) WindowTile(c, int(band / nwy), int(band % nwy), wx, cb, thread_index);
+        const int b = int(band / nwy), wy = int(band % nwy);
+        for (int wx = 0; wx < nwx; ++wx) WindowTile(c, b, wy, wx, cb, thread_index);
       }
     };
     Parallel(pool, int64_t(blocks) * p.batch * nwy, work);

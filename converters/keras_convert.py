@@ -135,10 +135,8 @@ def _producer(tensor):
     return None if history is None else history[0]
 
 
-def _batchnorm_followers(model) -> dict[int, Any]:
-    """id(WBMM layer) -> the BatchNormalization that is the only reader of its output (top level only)."""
-    import keras
-
+def _readers(model) -> dict[int, list]:
+    """id(layer) -> the top-level layers reading its output."""
     readers: dict[int, list] = {}
     for layer in model.layers:
         for node in getattr(layer, "_inbound_nodes", []):
@@ -146,16 +144,101 @@ def _batchnorm_followers(model) -> dict[int, Any]:
                 producer = _producer(tensor)
                 if producer is not None:
                     readers.setdefault(id(producer), []).append(layer)
-    follows = {}
+    return readers
+
+
+@dataclass
+class _FoldPlan:
+    """What is folded into one WBMM layer: parallel depthwise branches (each with an optional BN)
+    merged by an Add, then a BatchNormalization; ``end`` is the layer whose output the deployed
+    op produces."""
+    branches: list = field(default_factory=list)      # [(DepthwiseConv2D, BatchNormalization | None)]
+    branch_add: Any = None
+    wbmm_position: int = 0
+    batchnorm: Any = None
+    end: Any = None
+
+
+def _single_input(layer):
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        return None
+    return nodes[0].input_tensors[0]
+
+
+def _is_channel_batchnorm(layer) -> bool:
+    import keras
+
+    return isinstance(layer, keras.layers.BatchNormalization) and len(layer._inbound_nodes) == 1 \
+        and layer.axis in (-1, [-1], 3, [3])
+
+
+def _branch(tensor, source, wbmm, readers) -> tuple | None:
+    """(DepthwiseConv2D, BN or None) when ``tensor`` is [BN](DW(source)), foldable into ``wbmm``'s
+    table: stride 1, no dilation, 'same', depth multiplier 1, linear, odd kernel that fits."""
+    import keras
+
+    layer = _producer(tensor)
+    bn = None
+    if layer is not None and _is_channel_batchnorm(layer) and len(readers.get(id(layer), [])) == 1:
+        bn, layer = layer, _producer(_single_input(layer))
+    if not isinstance(layer, keras.layers.DepthwiseConv2D) or len(readers.get(id(layer), [])) != 1:
+        return None
+    kh, kw = layer.kernel_size
+    fits = kh % 2 == 1 and kw % 2 == 1 and kh <= 2 * wbmm.window[0] - 1 and kw <= 2 * wbmm.window[1] - 1
+    if not fits or tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1) \
+            or layer.padding != "same" or layer.depth_multiplier != 1 \
+            or getattr(layer.activation, "__name__", "") != "linear" \
+            or _single_input(layer) is not source:
+        return None
+    return layer, bn
+
+
+def _fold_plans(model, fold_batchnorm: bool) -> dict[int, _FoldPlan]:
+    """id(WBMM) -> what can be folded into it (top-level layers of a functional model only).
+
+    Branches: an Add of WBMM(x) and [BN](DW_k(x)) terms folds exactly when the map is one window
+    (H <= wh, W <= ww): each branch then sees zero padding exactly where WBMM's window does
+    (``core.fold_branch``), as in WBMM-P's stage 4 at 224x224. BatchNorm: a BN reading only the
+    WBMM (or that Add) output folds always (WBMM.md's reparameterisation).
+    """
+    import keras
+
+    if not fold_batchnorm:
+        return {}
+    readers = _readers(model)
+    outputs = {id(_producer(o)) for o in model.outputs}
+    plans = {}
     for layer in model.layers:
-        if not _is_wbmm(layer) or len(getattr(layer, "_inbound_nodes", [])) != 1:
+        source = _single_input(layer) if _is_wbmm(layer) else None
+        if source is None or id(layer) in outputs:
             continue
+        plan = _FoldPlan(end=layer)
         users = readers.get(id(layer), [])
-        if len(users) == 1 and isinstance(users[0], keras.layers.BatchNormalization) \
-                and len(users[0]._inbound_nodes) == 1 and users[0].axis in (-1, [-1], 3, [3]) \
-                and id(layer) not in {id(o) for o in model.outputs}:
-            follows[id(layer)] = users[0]
-    return follows
+        height, width = source.shape[1], source.shape[2]
+        single_window = height is not None and width is not None \
+            and height <= layer.window[0] and width <= layer.window[1]
+        if single_window and len(users) == 1 and isinstance(users[0], keras.layers.Add) \
+                and len(users[0]._inbound_nodes) == 1:
+            add = users[0]
+            terms = add._inbound_nodes[0].input_tensors
+            position = [i for i, t in enumerate(terms) if _producer(t) is layer]
+            branches = [_branch(t, source, layer, readers) for i, t in enumerate(terms) if i not in position]
+            if len(position) == 1 and branches and all(b is not None for b in branches):
+                plan.branches, plan.branch_add, plan.wbmm_position, plan.end = branches, add, position[0], add
+                users = readers.get(id(add), [])
+        # A BN may be the model's output; what it reads (now folded away) may not.
+        if len(users) == 1 and _is_channel_batchnorm(users[0]) and id(plan.end) not in outputs:
+            plan.batchnorm, plan.end = users[0], users[0]
+        if plan.end is not layer:
+            plans[id(layer)] = plan
+    return plans
+
+
+def _bn_params(bn, channels: int) -> core.BatchNormParams:
+    gamma = bn.gamma.numpy() if bn.scale else np.ones(channels)
+    beta = bn.beta.numpy() if bn.center else np.zeros(channels)
+    return core.BatchNormParams(gamma, beta, bn.moving_mean.numpy(), bn.moving_variance.numpy(), float(bn.epsilon))
 
 
 def _input_shape(layer) -> tuple:
@@ -170,47 +253,59 @@ def _input_shape(layer) -> tuple:
 
 def wbmm_params(model, fold_batchnorm: bool = True, fold_shortcut: bool = True
                 ) -> tuple[list[WbmmParams], dict[int, Any], dict[int, Any]]:
-    """Deploy parameters of every WBMM layer (shortcut and, when possible, BatchNorm folded).
+    """Deploy parameters of every WBMM layer, with the shortcut and (``fold_batchnorm``) parallel
+    depthwise branches and a following BatchNorm folded in where ``_fold_plans`` allows.
 
     ``fold_shortcut=False`` (int8) keeps the identity out of the table: ``shortcut_scale``
     then carries it (ones, or the folded BatchNorm's per-channel scale).
 
-    Returns (params in model order, id(WBMM) -> params, id(folded BN) -> BN layer).
+    Returns (params in model order, id(WBMM) -> params, id(replaced layer) -> its stand-in kind:
+    "pass" for a folded BN, ("take", i) for a branch Add that now only forwards input i).
     """
-    followers = _batchnorm_followers(model) if fold_batchnorm else {}
-    params, by_layer, folded_bn = [], {}, {}
+    plans = _fold_plans(model, fold_batchnorm)
+    params, by_layer, replaced = [], {}, {}
     for layer in _all_layers(model):
         if not _is_wbmm(layer):
             continue
-        raw = np.asarray(layer.table.numpy() if hasattr(layer.table, "numpy") else layer.table, np.float64)
-        bias = None if not layer.use_bias else np.asarray(layer.bias.numpy(), np.float64)
+        table = np.asarray(layer.table.numpy(), np.float64).copy()
+        channels = table.shape[0]
+        bias = np.asarray(layer.bias.numpy(), np.float64) if layer.use_bias else np.zeros(channels)
+        has_bias = bool(layer.use_bias)
         folded, shortcut_scale = [], None
-        bn = followers.get(id(layer))
-        if bn is not None:
-            gamma = bn.gamma.numpy() if bn.scale else np.ones(raw.shape[0])
-            beta = bn.beta.numpy() if bn.center else np.zeros(raw.shape[0])
-            bn_params = core.BatchNormParams(gamma, beta, bn.moving_mean.numpy(), bn.moving_variance.numpy(),
-                                             float(bn.epsilon))
-            shortcut_in_table = layer.use_shortcut and fold_shortcut
-            table, bias = core.fold_batchnorm(raw, layer.window, bn_params, shortcut=shortcut_in_table, bias=bias)
-            if layer.use_shortcut and not fold_shortcut:
-                shortcut_scale = bn_params.scale_shift()[0]
-            folded += (["shortcut"] if shortcut_in_table else []) + [f"batchnorm {bn.name!r}"]
-            folded_bn[id(bn)] = bn
-        else:
-            table = raw.copy()
-            if layer.use_shortcut and fold_shortcut:
-                table[:, core.center_offset(layer.window)] += 1.0
-                folded.append("shortcut")
-            elif layer.use_shortcut:
-                shortcut_scale = np.ones(raw.shape[0])
+        if layer.use_shortcut and fold_shortcut:
+            table[:, core.center_offset(layer.window)] += 1.0
+            folded.append("shortcut")
+        elif layer.use_shortcut:
+            shortcut_scale = np.ones(channels)
+        plan = plans.get(id(layer), _FoldPlan(end=layer))
+        for dw, bn in plan.branches:
+            kernel = np.asarray(dw.kernel.numpy(), np.float64)[..., 0]          # (kh, kw, C)
+            shift = np.asarray(dw.bias.numpy(), np.float64) if dw.use_bias else np.zeros(channels)
+            if bn is not None:
+                scale, bn_shift = _bn_params(bn, channels).scale_shift()
+                kernel, shift = kernel * scale, shift * scale + bn_shift
+                replaced[id(bn)] = "pass"
+            table = core.fold_branch(table, layer.window, kernel)
+            bias, has_bias = bias + shift, True
+            folded.append(f"branch {dw.name!r}" + (f" + {bn.name!r}" if bn is not None else ""))
+        if plan.branch_add is not None:
+            replaced[id(plan.branch_add)] = ("take", plan.wbmm_position)
+        if plan.batchnorm is not None:
+            bn_params = _bn_params(plan.batchnorm, channels)
+            table, bias = core.fold_batchnorm(table, layer.window, bn_params, shortcut=False, bias=bias)
+            scale = bn_params.scale_shift()[0]
+            shortcut_scale = None if shortcut_scale is None else shortcut_scale * scale
+            has_bias = True
+            folded.append(f"batchnorm {plan.batchnorm.name!r}")
+            replaced[id(plan.batchnorm)] = "pass"
         p = WbmmParams(index=len(params), name=layer.name, window=tuple(layer.window),
-                       table=table.astype(np.float32), bias=None if bias is None else np.asarray(bias, np.float32),
+                       table=table.astype(np.float32), bias=bias.astype(np.float32) if has_bias else None,
                        input_shape=_input_shape(layer), folded=folded,
-                       shortcut_scale=None if shortcut_scale is None else np.asarray(shortcut_scale, np.float32))
+                       shortcut_scale=None if shortcut_scale is None else np.asarray(shortcut_scale, np.float32),
+                       end_layer=plan.end.name)
         params.append(p)
         by_layer[id(layer)] = p
-    return params, by_layer, folded_bn
+    return params, by_layer, replaced
 
 
 # ----------------------------------------------------------------------------- deploy model
@@ -229,25 +324,52 @@ def _pass_through(name: str):
     return FoldedAway(name=name)
 
 
+def _take_input(name: str, position: int):
+    """Stands where a branch Add was: the branches are in the WBMM table now, so it forwards the
+    WBMM term (the branch convs are left without readers and the converter drops them)."""
+    import keras
+
+    class BranchesFoldedAway(keras.layers.Layer):
+        def call(self, inputs, *args, **kwargs):
+            return inputs[position]
+
+        def compute_output_shape(self, input_shape):
+            return input_shape[position]
+
+    return BranchesFoldedAway(name=name)
+
+
 @contextlib.contextmanager
-def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], folded_bn: dict[int, Any]):
+def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], replaced: dict[int, Any]):
     """The model to hand to the TFLite converter, with WBMM layers lowered."""
     import keras
 
     top_level = {id(layer) for layer in model.layers}
     nested = [p for key, p in by_layer.items() if key not in top_level]
     if not nested:
+        copies = []
+
         def clone(layer):
             if id(layer) in by_layer:
                 return lowering.deploy_layer(by_layer[id(layer)])
-            if id(layer) in folded_bn:
-                return _pass_through(layer.name)
-            return layer                     # shared, with its weights
+            if id(layer) in replaced:
+                kind = replaced[id(layer)]
+                return _pass_through(layer.name) if kind == "pass" else _take_input(layer.name, kind[1])
+            # A copy, not the layer itself: calling the original on the clone's tensors would add
+            # nodes to the user's model (and a second conversion would see different graphs).
+            try:
+                copy = layer.__class__.from_config(layer.get_config())
+            except (TypeError, ValueError, NotImplementedError):
+                return layer                 # not re-creatable from its config: shared instead
+            copies.append((copy, layer))
+            return copy
         try:
             cloned = keras.models.clone_model(model, clone_function=clone)
         except ValueError:
             cloned = None                    # a subclassed model: patch below
         if cloned is not None:
+            for copy, original in copies:
+                copy.set_weights(original.get_weights())
             yield cloned
             return
     # WBMM layers inside custom block layers: swap their call for the conversion only.
@@ -258,7 +380,7 @@ def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], folded_bn: d
                 deploy = lowering.deploy_layer(by_layer[id(layer)])
                 object.__setattr__(layer, "call", deploy.call)
                 patched.append(layer)
-            elif id(layer) in folded_bn:
+            elif replaced.get(id(layer)) == "pass":
                 object.__setattr__(layer, "call", lambda x, *args, **kwargs: x)
                 patched.append(layer)
         yield model
@@ -375,10 +497,13 @@ def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers:
         stored = core.wbmm_forward(x.astype(np.float64), table, (options.window_h, options.window_w),
                                    shortcut=options.shortcut, bias=bias)
         layer = keras_layers[p.name]
-        reference = np.asarray(layer(x), np.float64)
-        if "batchnorm" in " ".join(p.folded):
-            bn = keras_layers[p.folded[-1].split("'")[1]]
-            reference = np.asarray(bn(reference.astype(np.float32), training=False), np.float64)
+        if p.end_layer in (None, p.name):
+            reference = np.asarray(layer(x), np.float64)
+        else:                       # what the op replaces: the WBMM through its folded branches and BN
+            import keras
+
+            span = keras.Model(layer.input, keras_layers[p.end_layer].output)
+            reference = np.asarray(span(x, training=False), np.float64)
         result = compare([reference], [stored], tolerance_for(precision), what=f"custom op of layer {p.name!r}")
         results.append({"layer": p.name, "window": list(window), **result.to_dict()})
         if not result.passed:
@@ -438,8 +563,8 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
     started = time.perf_counter()
     notes: list[str] = []
     warned: list[str] = []
-    params, by_layer, folded_bn = wbmm_params(model, fold_batchnorm=fold_batchnorm,
-                                              fold_shortcut=precision != "int8")
+    params, by_layer, replaced = wbmm_params(model, fold_batchnorm=fold_batchnorm,
+                                             fold_shortcut=precision != "int8")
     for p in params:
         reason = strategy.check(p, precision)
         if reason:
@@ -455,7 +580,7 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
             warnings.warn(str(w.message), stacklevel=2)
         notes = [n for n in notes if n not in warned]
 
-    with _deploy_model(model, strategy, by_layer, folded_bn) as deploy:
+    with _deploy_model(model, strategy, by_layer, replaced) as deploy:
         data = _convert(deploy, precision, representative)
 
     if params and strategy.edits_flatbuffer:

@@ -292,3 +292,47 @@ def test_custom_runs_on_the_wbmm_delegate(two_layer_model):
     assert result.report.verification.passed and result.report.verification.max_rel <= RTOL_FP32
     half = convert_keras(two_layer_model, lowering="custom", precision="float16", delegate=delegate).report
     assert half.verification.max_rel <= 1e-2
+
+
+def _branchy(size: int):
+    """WBMM(7)(x) + BN(dw3(x)) + dw5(x) -> BN, as in WBMM-P's stage 4, on a size x size x 8 map."""
+    import keras
+
+    from wbmm_mobile.layers import WBMM
+
+    inp = keras.Input((size, size, 8), batch_size=1)
+    w = WBMM(7, name="w")(inp)
+    b3 = keras.layers.BatchNormalization(name="b3_bn")(
+        keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="b3")(inp))
+    b5 = keras.layers.DepthwiseConv2D(5, padding="same", use_bias=True, name="b5")(inp)
+    y = keras.layers.BatchNormalization(name="op_bn")(keras.layers.Add(name="branches")([w, b3, b5]))
+    model = keras.Model(inp, y)
+    rng = np.random.default_rng(5)
+    for weight in model.weights:
+        low, high = (0.5, 2.0) if "variance" in weight.path or "gamma" in weight.path else (-0.3, 0.3)
+        weight.assign(rng.uniform(low, high, weight.shape).astype(np.float32))
+    return model
+
+
+def test_parallel_branches_fold_into_the_table_on_a_single_window():
+    model = _branchy(7)
+    nodes_before = [len(layer._inbound_nodes) for layer in model.layers]
+    result = convert_keras(model, lowering="bmm")
+    assert result.report.layers[0].folded == ["shortcut", "branch 'b3' + 'b3_bn'", "branch 'b5'",
+                                              "batchnorm 'op_bn'"]
+    ops = tflite_io.op_names(_tree(result.tflite))
+    assert "DEPTHWISE_CONV_2D" not in ops and ops.count("BATCH_MATMUL") == 1 and "MUL" not in ops
+    assert result.report.verification.max_rel <= RTOL_FP32
+    # Converting did not touch the user's model: a second conversion sees the same graph.
+    assert [len(layer._inbound_nodes) for layer in model.layers] == nodes_before
+    again = convert_keras(model, lowering="gather").report
+    assert again.layers[0].folded == result.report.layers[0].folded and again.verification.max_rel <= RTOL_FP32
+
+
+def test_branches_are_not_folded_across_window_borders():
+    model = _branchy(14)                     # four windows: the branches see across window borders
+    result = convert_keras(model, lowering="bmm")
+    assert result.report.layers[0].folded == ["shortcut"]
+    ops = tflite_io.op_names(_tree(result.tflite))
+    assert ops.count("DEPTHWISE_CONV_2D") == 2
+    assert result.report.verification.max_rel <= RTOL_FP32

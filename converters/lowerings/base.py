@@ -42,6 +42,7 @@ class WbmmParams:
     # scale and costs the small off-diagonal weights most of their 8 bits. Then the lowering
     # adds ``x * shortcut_scale`` (the BN scale s, or ones) after the matmul instead.
     shortcut_scale: np.ndarray | None = None
+    end_layer: str | None = None      # the Keras layer whose output the deployed op produces
 
     @property
     def marker(self) -> str:

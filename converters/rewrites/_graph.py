@@ -88,7 +88,8 @@ class GraphEditor:
             return self.constant(name, np.asarray(value, dtype=np.float32))
         half = self.constant(name + "/fp16", np.asarray(value, dtype=np.float16))
         out = self.tensor(name, half.shape)
-        self.op(Builtin.DEQUANTIZE, [half], [out])
+        # TFLite's op versioning: DEQUANTIZE of float16 is version 3, of int8 version 2.
+        self.op(Builtin.DEQUANTIZE, [half], [out], version=3)
         return out
 
     def int32(self, name: str, values: Sequence[int]) -> Tensor:
@@ -240,7 +241,7 @@ class GraphEditor:
 
     def dequantize(self, x: Tensor, name: str) -> Tensor:
         out = self.tensor(name, x.shape)
-        self.op(Builtin.DEQUANTIZE, [x], [out])
+        self.op(Builtin.DEQUANTIZE, [x], [out], version=2)
         return out
 
     def quantize(self, x: Tensor, out: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ namespace {
 // About 20-50 microseconds of polling before a worker goes to sleep.
 constexpr int kSpinIterations = 20000;
 
+
 uint32_t EpochOf(uint64_t cursor) { return uint32_t(cursor >> 32); }
 }  // namespace
 
@@ -36,7 +37,10 @@ void ThreadPool::DrainChunks(uint32_t epoch, int thread_index) {
       continue;
     const int64_t begin = chunk * job_chunk_;
     job_fn_(job_context_, begin, std::min(job_n_, begin + job_chunk_), thread_index);
-    chunks_done_.fetch_add(1, std::memory_order_acq_rel);
+    if (chunks_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == job_chunks_ && thread_index != 0) {
+      std::lock_guard<std::mutex> lock(done_mutex_);  // pairs with the caller's wait below
+      done_.notify_one();
+    }
     cursor = cursor_.load(std::memory_order_acquire);
   }
 }
@@ -63,7 +67,15 @@ void ThreadPool::Run(int64_t n, RangeFn fn, void* context) {
   }
   wake_.notify_all();
   DrainChunks(epoch, 0);
-  while (chunks_done_.load(std::memory_order_acquire) != job_chunks_) std::this_thread::yield();
+  // Chunks claimed by workers are still running: poll briefly (they usually
+  // finish within microseconds), then sleep instead of burning a core that a
+  // descheduled worker may need.
+  for (int spin = 0; spin < 64 && chunks_done_.load(std::memory_order_acquire) != job_chunks_; ++spin)
+    std::this_thread::yield();
+  if (chunks_done_.load(std::memory_order_acquire) != job_chunks_) {
+    std::unique_lock<std::mutex> lock(done_mutex_);
+    done_.wait(lock, [&] { return chunks_done_.load(std::memory_order_acquire) == job_chunks_; });
+  }
   running_ = false;
 }
 

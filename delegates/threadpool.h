@@ -55,6 +55,8 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_;
+  std::mutex done_mutex_;
+  std::condition_variable done_;  // the caller sleeps here once it has spun for a while
   std::atomic<bool> stopping_{false};
   bool running_ = false;  // guards against nested use
   // (epoch << 32) | next chunk index. A worker claims a chunk with a CAS that

@@ -1,18 +1,20 @@
 """Keras model with WBMM layers -> verified .tflite bytes and a conversion report.
 
-Steps: find the WBMM layers (and an eval-mode BatchNormalization right after one, which is
-folded into its table and bias, WBMM.md's reparameterisation); ask the chosen lowering
-(``converters.lowerings``) whether it can deploy each one (a refusal names the layer and the
-reason); clone the model with each WBMM layer replaced by the lowering's deploy-time layer
-(``keras.models.clone_model``; WBMM layers inside custom block layers get their ``call``
-swapped for the conversion instead, since clone_model cannot reach into them); convert with
+Steps: find the WBMM layers and what can be folded into each (WBMM.md's reparameterisation:
+the identity shortcut, parallel depthwise branches with their BNs when the map is one window,
+an eval-mode BatchNormalization after it); ask the chosen lowering (``converters.lowerings``)
+whether it can deploy each one (a refusal names the layer and the reason); clone the model
+with each WBMM layer replaced by the lowering's deploy-time layer (``keras.models.clone_model``;
+WBMM layers inside custom block layers get their ``call`` swapped for the conversion instead,
+since clone_model cannot reach into them); convert with
 ``tf.lite.TFLiteConverter.from_keras_model`` (never ``from_concrete_functions``: it loses Keras 3
 weights) at float32, float16 (weights) or int8 (full integer, int8 input/output); let the
-lowering edit the flatbuffer; then run it with ai-edge-litert against the original Keras
-model on seeded random inputs and fail past the tolerance (``converters.verify``).
+lowering edit the flatbuffer; refuse any tensor of rank > 4; then run the file with ai-edge-litert
+against the original Keras model and fail past the tolerance (``converters.verify``).
 
-Not for .tflite inputs or plain large depthwise convs (``converters.rewrite``, issue 3) and not
-for writing files (``convert_file`` does, after verification).
+``convert_file`` is the file-level entry point (what the CLI calls): it also routes ``.tflite``
+inputs and Keras models without WBMM layers through the exact rewriter of large depthwise convs
+(``converters.rewrite``), and writes the outputs only after verification passed.
 """
 
 from __future__ import annotations

@@ -15,6 +15,12 @@ was verified against Keras by the converter. Writes ``benchmarks/results/layer_s
 
     .venv/bin/python benchmarks/layer_sweep.py            # everything, 50 runs
     .venv/bin/python benchmarks/layer_sweep.py --runs 10 --shapes 56x56x96
+    .venv/bin/python benchmarks/layer_sweep.py --rank-check   # only: rank-6 vs our rank-4 partition
+
+``--rank-check`` answers "what does the converter do with the textbook partition?": the same
+WBMM written with rank-6 reshape/transpose (B, nh, wh, nw, ww, C) keeps rank-6 tensors in the
+.tflite (NNAPI refuses TRANSPOSE above rank 4); it is timed against the ``bmm`` lowering's
+rank-4 sequence, interleaved, and written to ``layer_sweep_rank.json``.
 """
 
 from __future__ import annotations
@@ -104,6 +110,46 @@ def time_interleaved(variants, delegate, runs: int, warmup: int, progress) -> No
         v.update(summarize(v["runs_ms"]))
 
 
+def rank_check(shape, window: int, runs: int, warmup: int) -> dict:
+    """Rank-6 partition (converted as written) against the bmm lowering's rank-4 one."""
+    import keras
+    import tensorflow as tf
+
+    from converters.keras_convert import model_facts
+    from wbmm_mobile import core
+    from wbmm_mobile.zoo import single_layer_model
+
+    height, width, channels = shape
+    model = single_layer_model("wbmm", shape, window, seed=window)
+    matrices = core.dense_matrices(model.layers[1].table.numpy(), window, shortcut=True).astype(np.float32)
+
+    class Rank6Partition(keras.layers.Layer):
+        def call(self, x):
+            t = tf.reshape(x, (1, height // window, window, width // window, window, channels))
+            t = tf.reshape(tf.transpose(t, (5, 0, 1, 3, 2, 4)), (channels, -1, window * window))
+            t = tf.linalg.matmul(t, tf.constant(matrices))
+            t = tf.reshape(t, (channels, 1, height // window, width // window, window, window))
+            return tf.reshape(tf.transpose(t, (1, 2, 4, 3, 5, 0)), (1, height, width, channels))
+
+    inp = keras.Input(shape, batch_size=1)
+    rank6 = keras.Model(inp, Rank6Partition()(inp))
+    files = {"rank6": tf.lite.TFLiteConverter.from_keras_model(rank6).convert(),
+             "rank4 (bmm lowering)": convert_keras(model, lowering="bmm").tflite}
+    x = random_inputs(files["rank6"], 0)[0]
+    deviation = float(np.abs(np.asarray(rank6(x)) - np.asarray(model(x))).max())
+    variants = []
+    for name, data in files.items():
+        counts, max_rank, _ = model_facts(data)
+        for runtime in ("xnnpack", "builtin"):
+            variants.append(dict(label=f"{name} {runtime}", runtime=runtime, data=data, ops=dict(counts),
+                                 max_tensor_rank=max_rank))
+    time_interleaved(variants, None, runs, warmup, lambda: None)
+    for v in variants:
+        v.pop("data")
+    return {"shape": "x".join(map(str, shape)), "window": window, "max_abs_between_the_two": deviation,
+            "rows": variants}
+
+
 def plot(rows, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -134,7 +180,18 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed invokes first (default: 5)")
     parser.add_argument("--shapes", nargs="*", default=None, help="subset, e.g. 56x56x96 (default: all three)")
     parser.add_argument("--out", default=str(RESULTS), help="folder for layer_sweep.json/.png")
+    parser.add_argument("--rank-check", action="store_true",
+                        help="only compare a rank-6 partition with the bmm lowering's rank-4 one (56x56x96, w=7)")
     args = parser.parse_args(argv)
+    if args.rank_check:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = rank_check((56, 56, 96), 7, args.runs, args.warmup)
+        for v in result["rows"]:
+            print(f"{v['label']:<30} max rank {v['max_tensor_rank']}  ops {v['ops']}  median {v['median_ms']:.3f} ms")
+        print(f"max |rank6 - rank4 model| = {result['max_abs_between_the_two']:.2g}")
+        write_json(result, Path(args.out) / "layer_sweep_rank.json")
+        return 0
     shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes]
 
     from rich.console import Console

@@ -3,7 +3,7 @@
 (a) Fused WBMM (custom op ``WBMM`` from the converter's ``custom`` lowering, run by
     libwbmm_delegate.so) against the ``bmm`` lowering (reshape/transpose/BATCH_MATMUL
     with a constant dense M) on XNNPACK, w in {7, 14} on 1x56x56x96, 1x28x28x192,
-    1x14x14x384; plus the fused kernel with 2 threads on 56x56x96.
+    1x14x14x384; plus the fused kernel with 1 against 2 threads on 56x56x96 (a second pass).
 (b) Exact 'same' depthwise K in {7, 13, 31} on 1x56x56x96: the stock DEPTHWISE_CONV_2D on
     XNNPACK, on the builtin kernels, and claimed by the delegate (``claim_depthwise:1``).
 (c) numpy sgemm, one thread (OpenBLAS), in the same process: the machine's reference FMA rate.
@@ -185,15 +185,22 @@ def wbmm_cases(runs: int, warmup: int, progress, task) -> list[Case]:
                 "bmm_xnnpack": _interpreter(bmm, kernels="xnnpack"),
                 "fused_delegate_1t": _interpreter(fused, kernels="builtin", delegate=delegates.load(num_threads=1)),
             }
-            if shape == (56, 56, 96):
-                interpreters["fused_delegate_2t"] = _interpreter(fused, kernels="builtin",
-                                                                 delegate=delegates.load(num_threads=2))
             progress.update(task, description=f"WBMM w={window} {height}x{width}x{channels}: timing")
             x = np.random.default_rng(1).standard_normal((1, *shape)).astype(np.float32)
             variants, outputs = time_side_by_side(interpreters, x, runs, warmup, fmas)
+            capacity = 0.0
+            if shape == (56, 56, 96):
+                # A second pass, 1 against 2 threads: timed apart from the bmm pass so the
+                # 2-thread pool's polling worker does not sit beside the 1-thread variants.
+                threaded = {"fused_delegate_1t_again": interpreters["fused_delegate_1t"],
+                            "fused_delegate_2t": _interpreter(fused, kernels="builtin",
+                                                              delegate=delegates.load(num_threads=2))}
+                more, more_outputs = time_side_by_side(threaded, x, runs, warmup, fmas)
+                variants += more
+                outputs["fused_delegate_2t"] = more_outputs["fused_delegate_2t"]
+                capacity = parallel_capacity()
             case = Case(f"wbmm_w{window}_{height}x{width}x{channels}", fmas, variants,
-                        *sgemm_rate(),
-                        parallel_capacity=parallel_capacity() if "fused_delegate_2t" in interpreters else 0.0,
+                        *sgemm_rate(), parallel_capacity=capacity,
                         max_rel_error=max(_max_rel(outputs["bmm_xnnpack"], o) for o in outputs.values()))
             cases.append(case)
             del interpreters, outputs
@@ -251,8 +258,9 @@ def summarize(cases: list[Case]) -> dict:
     if main:
         targets["wbmm_w7_56x56x96_vs_bmm"] = ratios["wbmm_w7_56x56x96_fused_vs_bmm"]
         targets["wbmm_w7_56x56x96_fraction_of_sgemm"] = ratios["wbmm_w7_56x56x96_fused_fraction_of_sgemm"]
-        targets["wbmm_56x56x96_2_threads_vs_1"] = main.median("fused_delegate_1t") / main.median("fused_delegate_2t")
-        ratios["wbmm_56x56x96_2_threads_vs_1_best"] = main.best("fused_delegate_1t") / main.best("fused_delegate_2t")
+        targets["wbmm_56x56x96_2_threads_vs_1"] = \
+            main.median("fused_delegate_1t_again") / main.median("fused_delegate_2t")
+        ratios["wbmm_56x56x96_2_threads_vs_1_best"] = main.best("fused_delegate_1t_again") / main.best("fused_delegate_2t")
         ratios["machine_2_thread_capacity"] = main.parallel_capacity
     w14 = [ratios[f"{c.name}_fused_vs_bmm"] for c in cases if c.name.startswith("wbmm_w14")]
     if w14:

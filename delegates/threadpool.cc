@@ -2,12 +2,12 @@
 #include "threadpool.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace wbmm {
 
 namespace {
-// About 20-50 microseconds of polling before a worker goes to sleep.
-constexpr int kSpinIterations = 20000;
+constexpr std::chrono::microseconds kSpinTime(30);
 
 
 uint32_t EpochOf(uint64_t cursor) { return uint32_t(cursor >> 32); }
@@ -83,8 +83,12 @@ void ThreadPool::WorkerLoop(int thread_index) {
   uint32_t seen = 0;
   for (;;) {
     uint32_t now = EpochOf(cursor_.load(std::memory_order_acquire));
-    for (int spin = 0; now == seen && spin < kSpinIterations && !stopping_.load(std::memory_order_relaxed); ++spin) {
-      if ((spin & 255) == 255) std::this_thread::yield();
+    // Poll for the next job for a bounded time (consecutive layers of one
+    // invoke arrive within microseconds), then sleep: a worker spinning
+    // longer only steals the core from whatever runs between invokes.
+    const auto give_up = std::chrono::steady_clock::now() + kSpinTime;
+    for (int spin = 1; now == seen && !stopping_.load(std::memory_order_relaxed); ++spin) {
+      if ((spin & 63) == 0 && std::chrono::steady_clock::now() > give_up) break;
       now = EpochOf(cursor_.load(std::memory_order_acquire));
     }
     if (now == seen) {

@@ -4,7 +4,7 @@
 // Why not std::async or OpenMP: Invoke must not allocate, and the library must
 // not pull a runtime (libgomp) into benchmark_model on Android. ParallelFor
 // takes the work by reference and type-erases it through a function pointer,
-// so no std::function and no heap. Workers spin briefly before sleeping
+// so no std::function and no heap. Workers poll for ~30 us before sleeping
 // because a WBMM layer takes well under a millisecond and a condition-variable
 // wake-up alone costs tens of microseconds.
 //

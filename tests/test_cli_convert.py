@@ -193,3 +193,30 @@ def test_demo_converts_verifies_and_times_both_models(tmp_path, capsys):
         assert (tmp_path / m["path"].split("/")[-1]).is_file()
     assert "13x13" in (tmp_path / "demo.md").read_text()
     assert "speed of its 13x13 twin" in capsys.readouterr().out
+
+
+def test_convert_int8_with_representative_data(tmp_path, capsys):
+    import keras
+
+    from wbmm_mobile.layers import WBMM
+
+    inp = keras.Input((8, 8, 4), batch_size=1)
+    layer = WBMM(4, use_bias=True, name="w")
+    model = keras.Model(inp, layer(inp))
+    rng = np.random.default_rng(7)
+    for weight in model.weights:
+        weight.assign(rng.uniform(-0.3, 0.3, weight.shape).astype(np.float32))
+    model.save(tmp_path / "one.keras")
+    np.save(tmp_path / "calib.npy", rng.uniform(-1, 1, (16, 8, 8, 4)).astype(np.float32))
+    assert main(["convert", str(tmp_path / "one.keras"), "-o", str(tmp_path / "o"), "--precision", "int8",
+                 "--representative-data", str(tmp_path / "calib.npy")]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["precision"] == "int8" and not report["warnings"]
+    out = report["verification"]["outputs"][0]
+    assert out["passed"] and out["max_abs"] <= float(out["tolerance"].rsplit("= ", 1)[1])
+    capsys.readouterr()
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 5, 5, 4), np.float32))
+    assert main(["convert", str(tmp_path / "one.keras"), "-o", str(tmp_path / "o2"), "--precision", "int8",
+                 "--representative-data", str(tmp_path / "wrong.npy")]) == 2
+    assert "does not fit the model input" in capsys.readouterr().err
+    assert not (tmp_path / "o2" / "one.tflite").exists()

@@ -336,3 +336,22 @@ def test_branches_are_not_folded_across_window_borders():
     ops = tflite_io.op_names(_tree(result.tflite))
     assert ops.count("DEPTHWISE_CONV_2D") == 2
     assert result.report.verification.max_rel <= RTOL_FP32
+
+
+def test_custom_splits_a_fused_activation_off_the_wbmm_op():
+    import keras
+
+    from wbmm_mobile.layers import WBMM
+
+    inp = keras.Input((8, 8, 4), batch_size=1)
+    layer = WBMM(4, use_bias=True, name="w")
+    model = keras.Model(inp, keras.layers.ReLU(name="relu")(layer(inp)))
+    rng = np.random.default_rng(6)
+    for weight in model.weights:
+        weight.assign(rng.uniform(-0.3, 0.3, weight.shape).astype(np.float32))
+    result = convert_keras(model, lowering="custom")
+    ops = tflite_io.op_names(_tree(result.tflite))
+    assert ops == [WBMM_OP, "RELU"]             # the converter fused RELU into the placeholder
+    assert result.report.verification is not None or result.report.layers[0].numpy_check is not None
+    if result.report.verification is not None:   # run on the delegate: the RELU is really applied
+        assert result.report.verification.max_rel <= RTOL_FP32

@@ -79,7 +79,7 @@ def conversion_summary(report) -> list[str]:
     lines = [f"file: {human_bytes(report.tflite_bytes)} (compact tables {human_bytes(report.compact_table_bytes)}), "
              f"max tensor rank {report.max_tensor_rank}, {sum(report.op_counts.values())} ops"]
     interesting = {k: v for k, v in report.op_counts.items()
-                   if k in ("BATCH_MATMUL", "GATHER", "TRANSPOSE", "WBMM", "WBMM_DEPTHWISE", "DEPTHWISE_CONV_2D")}
+                   if k in ("BATCH_MATMUL", "GATHER", "SUB", "TRANSPOSE", "WBMM", "WBMM_DEPTHWISE", "DEPTHWISE_CONV_2D")}
     if interesting:
         lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(interesting.items())))
     if report.verification is not None:
@@ -93,6 +93,8 @@ def conversion_summary(report) -> list[str]:
     if report.needs_delegate:
         lines.append("this model needs the wbmm delegate (`delegates.load()`, or "
                      "benchmark_model --external_delegate_path=libwbmm_delegate.so)")
+    for note in report.notes:
+        lines.append(f"note: {note}")
     for warning in report.warnings:
         lines.append(f"warning: {warning}")
     for note in getattr(report, "rewrite_notes", []) or []:

@@ -46,7 +46,7 @@ def _relative_index(model, subgraph, params: WbmmParams, index: np.ndarray, tran
                                   tensor_type)
             return tensor, [], f"constant {np.dtype(dtype).name} index"
     tensor, ops = _index_in_graph(model, subgraph, params, transposed)
-    return tensor, ops, "index computed per call (a constant one would pass the size budget)"
+    return tensor, ops, "index computed per call: a constant one would exceed the size budget"
 
 
 def _index_in_graph(model, subgraph, params: WbmmParams, transposed: bool):

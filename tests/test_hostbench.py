@@ -39,8 +39,11 @@ def test_time_model_reports_every_run(tiny_model, kernels):
 
 
 def test_min_secs_extends_the_run(tiny_model):
+    import time
+
+    started = time.perf_counter()
     stats = time_model(tiny_model, runs=2, warmup=0, min_secs=0.05, progress=False)
-    assert stats.runs > 2 and sum(stats.runs_ms) >= 0.05 * 1e3 * 0.5
+    assert stats.runs > 2 and time.perf_counter() - started >= 0.05     # honoured min_secs, not a speed claim
 
 
 def test_summarize_percentiles():

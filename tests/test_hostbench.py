@@ -60,3 +60,14 @@ def test_compare_models_and_bad_inputs(tiny_model, tmp_path):
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(CorruptModelError):
         time_model(bad, runs=1, progress=False)
+
+
+def test_compare_models_interleaves_rounds(tiny_model):
+    calls = []
+    result = compare_models([tiny_model, tiny_model], runs=5, warmup=2, kernels="builtin",
+                            progress=lambda done, total: calls.append((done, total)))
+    assert [s.runs for s in result.stats] == [5, 5] and [s.warmup for s in result.stats] == [2, 2]
+    assert calls[-1] == (2 * (1 + 2 + 5), 2 * (1 + 2 + 5))
+    assert all(s.init_ms > 0 and s.first_ms > 0 for s in result.stats)
+    sequential = compare_models([tiny_model, tiny_model], runs=3, warmup=0, progress=False, interleave=False)
+    assert [s.runs for s in sequential.stats] == [3, 3]

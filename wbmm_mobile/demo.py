@@ -10,8 +10,9 @@ field of a 7x7 window) wherever WBMM is. Not trained: it measures latency and ch
 conversion, not accuracy.
 
 Both are converted with the ``bmm`` lowering at float32 and verified against Keras, then
-timed with ai-edge-litert (XNNPACK, 1 thread by default) in one process. Not for phones
-(``wbmm-mobile profile``) and not a benchmark of record (``benchmarks/``).
+timed with ai-edge-litert (XNNPACK, 1 thread by default) in one process, interleaved invoke
+by invoke. Not for phones (``wbmm-mobile profile``) and not a benchmark of record
+(``benchmarks/``).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def _write_markdown(demo: DemoResult, path: Path, kernels: str, threads: int, ru
             "Small WBMM-P-like network (224x224x3, widths 32/64/128/256, blocks D | W,D | W,D | W+,W+, random "
             "seeded weights) against its twin with 13x13 depthwise convs where the WBMM layers are. Both "
             "converted with the `bmm` lowering at float32 and verified against Keras; timed here with "
-            f"ai-edge-litert ({kernels}, {threads} thread(s)), median of {runs} invokes after {warmup} warm-up.", "",
+            f"ai-edge-litert ({kernels}, {threads} thread(s)), median of {runs} invokes after {warmup} warm-up, the two models interleaved invoke by invoke.", "",
             markdown_table(["model", "params", ".tflite", "WBMM layers", "median ms", "p5 ms", "p95 ms"], rows),
             f"WBMM model vs 13x13 twin: **{demo.speedup:.2f}x** (ratio of medians).", "",
             "Verification: " + "; ".join(f"{m.kind}: {m.verification}" for m in demo.models), ""]

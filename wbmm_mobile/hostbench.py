@@ -4,8 +4,8 @@
 optional external delegate such as the project's C++ one), feeds it seeded random
 inputs, times interpreter creation, the first invoke, a warm-up, then at least
 ``runs`` timed invokes, and returns every per-run figure in a :class:`LatencyStats`.
-``compare_models`` times several models the same way and reports speedups against
-the first. Not a phone benchmark: ``android_harness`` runs ``benchmark_model`` on
+``compare_models`` times several models side by side (interleaved invoke by invoke)
+and reports speedups against the first. Not a phone benchmark: ``android_harness`` runs ``benchmark_model`` on
 devices; this is the host-side yardstick and the base of its Linux runner.
 """
 
@@ -167,14 +167,67 @@ class BenchComparison:
 
 def compare_models(models: Sequence[ModelLike], *, threads: int = 1, runs: int = 50, warmup: int = 5,
                    kernels: str = "xnnpack", delegate: Any = None, min_secs: float = 0.0,
-                   progress: bool | Callable[[int, int], None] = True, seed: int = 0) -> BenchComparison:
-    """``time_model`` on each model in turn (one process, same settings); speedup_i = median_0 / median_i."""
+                   progress: bool | Callable[[int, int], None] = True, seed: int = 0,
+                   interleave: bool = True) -> BenchComparison:
+    """Time several models under one configuration; speedup_i = median_0 / median_i.
+
+    With ``interleave`` (the default) every model is loaded and warmed up first, then the timed
+    invokes go round-robin, one invoke of each model per round, so load changes on a shared
+    machine hit all models alike (what a side-by-side ratio needs). ``min_secs`` then bounds the
+    whole timed phase. Without it, ``time_model`` runs on each model in turn.
+    """
     if not models:
         raise ValueError("no model to benchmark")
     # Read every file first so a missing or corrupt one fails before minutes of timing.
-    for model in models:
-        read_model_bytes(model)
-    stats = [time_model(m, threads=threads, runs=runs, warmup=warmup, kernels=kernels, delegate=delegate,
-                        min_secs=min_secs, progress=progress, seed=seed) for m in models]
+    blobs = [read_model_bytes(model) for model in models]
+    labels = ["<bytes>" if isinstance(m, (bytes, bytearray, memoryview)) else str(m) for m in models]
+    if not interleave or len(models) == 1:
+        stats = [time_model(m, threads=threads, runs=runs, warmup=warmup, kernels=kernels, delegate=delegate,
+                            min_secs=min_secs, progress=progress, seed=seed) for m in models]
+    else:
+        stats = _time_interleaved(blobs, labels, threads=threads, runs=runs, warmup=warmup, kernels=kernels,
+                                  delegate=delegate, min_secs=min_secs, progress=progress, seed=seed)
     base = stats[0].median_ms
     return BenchComparison(stats, [base / s.median_ms if s.median_ms > 0 else float("inf") for s in stats])
+
+
+def _time_interleaved(blobs: list[bytes], labels: list[str], *, threads: int, runs: int, warmup: int, kernels: str,
+                      delegate: Any, min_secs: float, progress, seed: int) -> list[LatencyStats]:
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs}, {warmup}")
+    loaded = []
+    bar = _Progress(progress, f"{len(blobs)} models interleaved ({kernels}, {threads}t)",
+                    len(blobs) * (1 + warmup + runs))
+    try:
+        for data in blobs:
+            start = time.perf_counter()
+            interpreter = load_interpreter(data, threads=threads, kernels=kernels, delegate=delegate)
+            init_ms = (time.perf_counter() - start) * 1e3
+            for detail, value in zip(interpreter.get_input_details(), random_inputs(interpreter, seed)):
+                interpreter.set_tensor(detail["index"], np.asarray(value, dtype=detail["dtype"]))
+            start = time.perf_counter()
+            interpreter.invoke()
+            first_ms = (time.perf_counter() - start) * 1e3
+            bar.advance()
+            warm = []
+            for _ in range(warmup):
+                start = time.perf_counter()
+                interpreter.invoke()
+                warm.append((time.perf_counter() - start) * 1e3)
+                bar.advance()
+            loaded.append((interpreter, init_ms, first_ms, warm, []))
+        began = time.perf_counter()
+        while len(loaded[0][4]) < runs or time.perf_counter() - began < min_secs:
+            for interpreter, _, _, _, timed in loaded:
+                start = time.perf_counter()
+                interpreter.invoke()
+                timed.append((time.perf_counter() - start) * 1e3)
+                bar.advance()
+    finally:
+        bar.close()
+    return [LatencyStats(model=label, model_bytes=len(data), model_sha256=hashlib.sha256(data).hexdigest(),
+                         kernels=kernels, threads=threads, delegate=_describe_delegate(delegate), runs_ms=timed,
+                         init_ms=init_ms, first_ms=first_ms,
+                         warmup_mean_ms=float(np.mean(warm)) if warm else float("nan"), warmup=warmup,
+                         **summarize(timed))
+            for label, data, (_, init_ms, first_ms, warm, timed) in zip(labels, blobs, loaded)]

@@ -172,15 +172,22 @@ def wbmm_cases(runs: int, warmup: int, progress, task) -> list[Case]:
     from converters.keras_convert import convert_keras
     from wbmm_mobile.zoo import single_layer_model
 
+    # Convert everything first: TensorFlow's threads stay busy for a while after a
+    # conversion and would sit beside whatever is timed next.
+    converted = {}
+    for shape in WBMM_SHAPES:
+        for window in WINDOWS:
+            progress.update(task, description=f"WBMM w={window} {'x'.join(map(str, shape))}: converting")
+            model = single_layer_model("wbmm", shape, window)
+            converted[shape, window] = (convert_keras(model, lowering="bmm", verify=False).tflite,
+                                        convert_keras(model, lowering="custom", verify=False).tflite)
+    time.sleep(1.0)
     cases = []
     for shape in WBMM_SHAPES:
         for window in WINDOWS:
             height, width, channels = shape
             fmas = height * width * channels * window * window
-            model = single_layer_model("wbmm", shape, window)
-            progress.update(task, description=f"WBMM w={window} {height}x{width}x{channels}: converting")
-            bmm = convert_keras(model, lowering="bmm", verify=False).tflite
-            fused = convert_keras(model, lowering="custom", verify=False).tflite
+            bmm, fused = converted.pop((shape, window))
             interpreters = {
                 "bmm_xnnpack": _interpreter(bmm, kernels="xnnpack"),
                 "fused_delegate_1t": _interpreter(fused, kernels="builtin", delegate=delegates.load(num_threads=1)),
@@ -213,13 +220,17 @@ def depthwise_cases(runs: int, warmup: int, progress, task) -> list[Case]:
 
     from wbmm_mobile.zoo import single_layer_model
 
+    converted = {}
+    for kernel in DEPTHWISE_KERNELS:
+        progress.update(task, description=f"depthwise {kernel}x{kernel}: converting")
+        model = single_layer_model("depthwise", DEPTHWISE_SHAPE, kernel)
+        converted[kernel] = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    time.sleep(1.0)
     cases = []
     height, width, channels = DEPTHWISE_SHAPE
     for kernel in DEPTHWISE_KERNELS:
         fmas = height * width * channels * kernel * kernel
-        progress.update(task, description=f"depthwise {kernel}x{kernel}: converting")
-        model = single_layer_model("depthwise", DEPTHWISE_SHAPE, kernel)
-        tflite = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        tflite = converted.pop(kernel)
         interpreters = {
             "xnnpack": _interpreter(tflite, kernels="xnnpack"),
             "builtin": _interpreter(tflite, kernels="builtin"),

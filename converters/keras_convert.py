@@ -705,7 +705,12 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
         model = load_keras_model(model_path)
         result = convert_keras(model, precision=precision, lowering=lowering, representative_data=data_array,
                                seed=seed, fold_batchnorm=fold_batchnorm, name=model_path.stem)
-        if not result.report.layers and _large_depthwise_count(result.tflite, min_kernel):
+        large = _large_depthwise_count(result.tflite, min_kernel)
+        if result.report.layers and large:
+            result.report.rewrite_notes.append(
+                f"{large} depthwise conv(s) with kernel >= {min_kernel} left as they are (this model has WBMM "
+                "layers, which convert lowers; run `wbmm-mobile rewrite` on the output to rewrite them too)")
+        if not result.report.layers and large:
             rewritten = _rewrite(result.tflite, str(model_path), lowering, seed, min_kernel)
             counts, max_rank, _ = model_facts(rewritten.model)
             result.report.rewrite = rewritten.report.to_dict()

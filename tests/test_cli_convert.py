@@ -220,3 +220,18 @@ def test_convert_int8_with_representative_data(tmp_path, capsys):
                  "--representative-data", str(tmp_path / "wrong.npy")]) == 2
     assert "does not fit the model input" in capsys.readouterr().err
     assert not (tmp_path / "o2" / "one.tflite").exists()
+
+
+def test_large_depthwise_next_to_wbmm_is_reported_not_silently_kept(tmp_path, capsys):
+    import keras
+
+    from wbmm_mobile.layers import WBMM
+
+    inp = keras.Input((8, 8, 4), batch_size=1)
+    x = WBMM(4, name="w")(inp)
+    model = keras.Model(inp, keras.layers.DepthwiseConv2D(7, padding="same", name="dw7")(x))
+    model.save(tmp_path / "mixed.keras")
+    assert main(["convert", str(tmp_path / "mixed.keras"), "-o", str(tmp_path / "o")]) == 0
+    assert "1 depthwise conv(s) with kernel >= 7 left as they are" in capsys.readouterr().out
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["rewrite"] is None and report["rewrite_notes"]

@@ -69,7 +69,8 @@ const OptionSpec kOptionTable[] = {
      ">= min_kernel",
      &SetClaimDepthwise},
     {"min_kernel", "7", "smallest kernel height or width claimed by claim_depthwise", &SetMinKernel},
-    {"verbose", "0", "1: print each claimed or refused node (with the reason) to stderr", &SetVerbose},
+    {"verbose", "0",
+     "1: print each claimed or refused WBMM/depthwise node with the reason to stderr; 2: every node", &SetVerbose},
     {"isa", "auto", "kernel instruction set: auto, portable, avx2, avx512 or neon", &SetIsa},
 };
 

@@ -47,11 +47,10 @@ void ThreadPool::DrainChunks(uint32_t epoch, int thread_index) {
 
 void ThreadPool::Run(int64_t n, RangeFn fn, void* context) {
   if (n <= 0) return;
-  if (num_threads_ == 1 || n == 1 || running_) {
+  if (num_threads_ == 1 || n == 1 || running_.exchange(true, std::memory_order_acquire)) {
     fn(context, 0, n, 0);
     return;
   }
-  running_ = true;
   job_fn_ = fn;
   job_context_ = context;
   job_n_ = n;
@@ -76,7 +75,7 @@ void ThreadPool::Run(int64_t n, RangeFn fn, void* context) {
     std::unique_lock<std::mutex> lock(done_mutex_);
     done_.wait(lock, [&] { return chunks_done_.load(std::memory_order_acquire) == job_chunks_; });
   }
-  running_ = false;
+  running_.store(false, std::memory_order_release);
 }
 
 void ThreadPool::WorkerLoop(int thread_index) {

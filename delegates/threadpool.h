@@ -8,8 +8,9 @@
 // because a WBMM layer takes well under a millisecond and a condition-variable
 // wake-up alone costs tens of microseconds.
 //
-// Not for: nested parallelism (a ParallelFor inside a ParallelFor runs inline),
-// or calls from several threads at once.
+// Not for: nested parallelism, or several callers at once: while one
+// ParallelFor runs, another (nested, or from a second interpreter sharing the
+// delegate) runs inline on its own thread as thread_index 0.
 
 #ifndef WBMM_DELEGATES_THREADPOOL_H_
 #define WBMM_DELEGATES_THREADPOOL_H_
@@ -58,7 +59,7 @@ class ThreadPool {
   std::mutex done_mutex_;
   std::condition_variable done_;  // the caller sleeps here once it has spun for a while
   std::atomic<bool> stopping_{false};
-  bool running_ = false;  // guards against nested use
+  std::atomic<bool> running_{false};  // a second caller (nested, or another interpreter) runs inline
   // (epoch << 32) | next chunk index. A worker claims a chunk with a CAS that
   // also checks the epoch, so a worker waking late for a finished job never
   // touches the next job's fields, and the caller waits only for chunks that

@@ -132,3 +132,29 @@ def test_resizing_the_input_re_prepares_the_delegate_kernel():
         y = _invoke(interpreter, x)
         assert y.shape == shape
         np.testing.assert_allclose(y, core.wbmm_forward(x.astype(np.float64), table, window), rtol=1e-5, atol=1e-4)
+
+
+def test_one_delegate_shared_by_two_interpreters_invoked_from_two_threads(wbmm_case):
+    import threading
+
+    model, x, expected = wbmm_case
+    delegate = delegates.load(num_threads=2)
+    interpreters = [Interpreter(model_content=model, experimental_delegates=[delegate],
+                                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+                    for _ in range(2)]
+    for interpreter in interpreters:
+        _invoke(interpreter, x)
+    errors = []
+
+    def hammer(interpreter):
+        for _ in range(30):
+            interpreter.invoke()
+            y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+            errors.append(float(np.abs(y - expected).max()))
+
+    threads = [threading.Thread(target=hammer, args=(it,)) for it in interpreters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 60 and max(errors) <= 1e-4

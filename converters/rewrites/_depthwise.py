@@ -24,7 +24,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from converters import tflite_io
-from converters.rewrites._graph import Activation, Builtin, GraphEditor, Tensor
+from converters.rewrites._graph import Activation, GraphEditor, Tensor
 
 SUPPORTED_ACTIVATIONS = {Activation.NONE: "none", Activation.RELU: "relu", Activation.RELU6: "relu6"}
 

@@ -401,9 +401,17 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* base) {
     ConvPlan conv;
     const std::string why = MatchNode(graph, delegate->options, node_index, node, reg, &conv);
     if (!why.empty()) {
-      if (reg->builtin_code != kTfLiteBuiltinDequantize)
+      const bool ours = reg->builtin_code == kTfLiteBuiltinCustom && reg->custom_name != nullptr &&
+                        (!std::strcmp(reg->custom_name, kWbmmOpName) || !std::strcmp(reg->custom_name, kWbmmDepthwiseOpName));
+      if (ours) {
+        // Nothing else can run our custom ops: the model will fail to prepare, and
+        // this line is what tells the user why.
+        context->ReportError(context, "wbmm delegate: cannot run node %d (%s): %s", node_index, reg->custom_name,
+                             why.c_str());
+      } else if (reg->builtin_code != kTfLiteBuiltinDequantize) {
         Log(*delegate, why == "not a depthwise op" ? 2 : 1, "node %d %s: left to TFLite: %s", node_index,
             Describe(reg).c_str(), why.c_str());
+      }
       continue;
     }
     Log(*delegate, 1, "node %d %s: claimed (%dx%d kernel%s, isa %s, %d threads)", node_index, conv.op_label,

@@ -158,3 +158,18 @@ def test_one_delegate_shared_by_two_interpreters_invoked_from_two_threads(wbmm_c
     for t in threads:
         t.join()
     assert len(errors) == 60 and max(errors) <= 1e-4
+
+
+def test_a_wbmm_op_the_delegate_cannot_run_fails_with_the_reason():
+    import struct
+
+    from converters.custom_ops import MAGIC
+    from delegate_models import custom_op_model
+
+    kernel = np.zeros((5, 5, 4), np.float32)
+    newer_format = struct.pack("<6i", MAGIC, 99, 3, 3, 1, 0)  # a format version this build does not read
+    model = custom_op_model("WBMM", (1, 6, 6, 4), kernel, newer_format)
+    with pytest.raises((RuntimeError, ValueError), match="format version 99"):
+        _invoke(Interpreter(model_content=model, experimental_delegates=[delegates.load()],
+                            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
+                np.zeros((1, 6, 6, 4), np.float32))

@@ -6,6 +6,9 @@
 // lane width, maps not divisible by the window, kernels wider than the map,
 // float16 weights, activations, batch > 1 and 1-4 threads.
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <new>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -277,6 +280,50 @@ WBMM_TEST(ThreadPoolCoversRangeOnce) {
       bool ok = bad_thread[0] == 0;
       for (int h : hits) ok &= h == 3;
       CHECK_MSG(ok, "threads %d n %lld", threads, (long long)n);
+    }
+  }
+}
+
+// Invoke must not allocate: count operator new calls while the kernels run.
+namespace {
+std::atomic<long> g_allocations{0};
+std::atomic<bool> g_counting{false};
+}  // namespace
+
+void* operator new(size_t size) {
+  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1);
+  if (void* p = std::malloc(size ? size : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+
+WBMM_TEST(KernelsDoNotAllocateWhileRunning) {
+  for (const wbmm::KernelSet* set : AllKernelSets()) {
+    for (bool windowed : {true, false}) {
+      DepthwiseProblem p;
+      p.batch = 1;
+      p.in_h = p.in_w = p.out_h = p.out_w = 20;
+      p.channels = 13;  // a channel tail: the scratch paths run too
+      if (windowed) {
+        p.window_h = p.window_w = 5;
+        p.kernel_h = p.kernel_w = 9;
+      } else {
+        p.kernel_h = p.kernel_w = 7;
+        p.pad_top = p.pad_left = 3;
+      }
+      std::vector<float> x(20 * 20 * 13, 1.0f), k(size_t(p.kernel_h) * p.kernel_w * 13, 0.5f);
+      std::vector<float> w(wbmm::PackedWeightFloats(p, set->lanes)), b(wbmm::PackedBiasFloats(p, set->lanes));
+      wbmm::PackDepthwiseWeights(p, set->lanes, k.data(), wbmm::WeightType::kFloat32, nullptr, false, w.data(), b.data());
+      std::vector<float> y(x.size()), scratch(wbmm::ScratchFloats(p, set->lanes, 3));
+      wbmm::ThreadPool pool(3);
+      set->run(p, x.data(), w.data(), b.data(), y.data(), scratch.data(), &pool);  // warm: threads started
+      g_allocations = 0;
+      g_counting = true;
+      for (int i = 0; i < 5; ++i) set->run(p, x.data(), w.data(), b.data(), y.data(), scratch.data(), &pool);
+      g_counting = false;
+      CHECK_MSG(g_allocations.load() == 0, "%s %s: %ld allocations", set->isa, windowed ? "windowed" : "plain",
+                g_allocations.load());
     }
   }
 }

@@ -20,6 +20,7 @@ Not for: file format details (``converters/tflite_io.py``) or Keras conversion.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -32,7 +33,7 @@ from converters import tflite_io
 from converters.rewrites import (_depthwise, depthwise_builtin_kernel, depthwise_custom, depthwise_halo,
                                 depthwise_split, depthwise_windowed)
 from converters.rewrites._graph import GraphEditor, prune_unused
-from wbmm_mobile.errors import UnsupportedModelError, VerificationError
+from wbmm_mobile.errors import CorruptModelError, UnsupportedModelError, VerificationError, WbmmError
 
 MODES = ("exact", "windowed")
 
@@ -57,6 +58,8 @@ PASSES: tuple[Pass, ...] = (
     Pass("split", "exact", depthwise_split),
     Pass("builtin_kernel", "exact", depthwise_builtin_kernel),
 )
+
+_MALFORMED = (ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError, struct.error)
 
 EXACT_RELATIVE = 1e-4
 INT8_STEPS = 1.0
@@ -149,10 +152,17 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
     custom_layers: list = []
     with _ProgressBar(options.progress, report.ops_before.get("DEPTHWISE_CONV_2D", 0)
                       + report.ops_before.get("CONV_2D", 0) + (1 if options.verify else 0)) as bar:
-        for g in range(len(model.subgraphs)):
-            _rewrite_subgraph(model, g, options, report, custom_layers, bar.advance)
-        # Nothing rewritten: hand back the input bytes untouched rather than a re-serialisation.
-        out = tflite_io.model_to_bytes(model) if report.rewritten_count else bytes(data)
+        try:
+            for g in range(len(model.subgraphs)):
+                _rewrite_subgraph(model, g, options, report, custom_layers, bar.advance)
+            # Nothing rewritten: hand back the input bytes untouched rather than a re-serialisation.
+            out = tflite_io.model_to_bytes(model) if report.rewritten_count else bytes(data)
+        except WbmmError:
+            raise
+        except _MALFORMED as exc:
+            # A file that parses but whose ops do not fit together (wrong option tables, shapes
+            # that disagree with their data, out-of-range values) is corrupt, not a crash.
+            raise CorruptModelError(f"{name}: malformed model ({type(exc).__name__}: {exc})"[:300]) from exc
         report.bytes_after = len(out)
         report.ops_after = _op_counts(tflite_io.load_model_bytes(out, "the rewritten model"))
         if options.verify:

@@ -215,6 +215,12 @@ def constant_value(model: schema.ModelT, subgraph: int, tensor_index: int) -> np
     if buffer.data is None or len(buffer.data) == 0:
         return None
     dtype = numpy_dtype(tensor.type)
-    values = np.frombuffer(np.asarray(buffer.data, dtype=np.uint8).tobytes(), dtype=dtype)
+    raw = np.asarray(buffer.data, dtype=np.uint8).tobytes()
     shape = [int(s) for s in (tensor.shape if tensor.shape is not None else [])]
+    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if any(s < 0 for s in shape) or len(raw) != expected:
+        name = tensor.name.decode(errors="replace") if isinstance(tensor.name, bytes) else tensor.name
+        raise CorruptModelError(f"constant tensor {name!r} of shape {shape} holds {len(raw)} bytes, "
+                                f"expected {expected}")
+    values = np.frombuffer(raw, dtype=dtype)
     return values.reshape(shape) if shape else values.reshape(())

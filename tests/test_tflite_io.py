@@ -167,3 +167,18 @@ def test_buffers_stored_after_the_flatbuffer_are_read():
     assert again.buffers[index].offset == 0
     with pytest.raises(CorruptModelError, match="past the end"):
         tflite_io.load_model_bytes(data[:-8], name="cut.tflite")
+
+
+@given(st.sampled_from(sorted(MODELS)[:3]),
+       st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 255)), min_size=1, max_size=8))
+def test_fuzzed_models_that_load_rewrite_or_fail_cleanly(kind, flips):
+    from converters.rewrite import RewriteOptions, rewrite_model
+    from wbmm_mobile.errors import WbmmError
+
+    data = bytearray(MODELS[kind]())
+    for position, value in flips:
+        data[position % len(data)] = value
+    try:
+        rewrite_model(bytes(data), RewriteOptions(strategy="split", verify=False), name="fuzzed.tflite")
+    except WbmmError as exc:
+        assert str(exc)

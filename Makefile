@@ -43,6 +43,19 @@ $(DELEGATE): $(wildcard delegates/*.cc delegates/*.h delegates/CMakeLists.txt de
 
 delegate: $(DELEGATE)
 
+# The delegate for Android phones (arm64-v8a, API 26+), with the NDK's CMake toolchain.
+# The aarch64 build below links glibc and does not load on Android: use this one on phones.
+ANDROID_NDK_HOME ?=
+BUILD_ANDROID := build/android-arm64
+delegate-arm64:
+	@test -n "$(ANDROID_NDK_HOME)" -a -f "$(ANDROID_NDK_HOME)/build/cmake/android.toolchain.cmake" || \
+	  { echo "make delegate-arm64 needs ANDROID_NDK_HOME=<Android NDK r23 or newer>"; exit 2; }
+	cmake -S delegates -B $(BUILD_ANDROID) -DCMAKE_BUILD_TYPE=Release -DWBMM_BUILD_TESTS=OFF \
+	  -DCMAKE_TOOLCHAIN_FILE=$(ANDROID_NDK_HOME)/build/cmake/android.toolchain.cmake \
+	  -DANDROID_ABI=arm64-v8a -DANDROID_PLATFORM=android-26 >/dev/null
+	cmake --build $(BUILD_ANDROID) -j $(JOBS) --target wbmm_delegate
+	@echo "built $(BUILD_ANDROID)/libwbmm_delegate.so"
+
 # The arm64 (NEON) kernels and their C++ unit tests, cross-compiled with Debian's
 # aarch64-linux-gnu-g++ and run under qemu-user: how CI proves the phone code path.
 BUILD_ARM64 := build/delegates-arm64

@@ -4,10 +4,10 @@
 // windowed_depthwise.h for the maths and depthwise_setup.cc for packing and
 // dispatch.
 //
-// Channels are the SIMD lanes (NHWC keeps them contiguous). A tile is one
-// window (windowed mode) or one output row (plain mode) of one channel block;
-// tiles are split over threads. A windowed tile is a band of windows (one
-// window row) of one channel block; plain tiles run channel block slowest
+// Channels are the SIMD lanes (NHWC keeps them contiguous). Tiles are split
+// over threads: a windowed tile is a band of windows (one window row) of one
+// channel block, so the block's packed kernel stays in L1 across the band; a
+// plain tile is one output row of one channel block, channel block slowest
 // (consecutive output rows share kh-1 input rows of the padded buffer).
 //
 // Windowed mode, "input-stationary": up to kAccumulators outputs (one or two
@@ -15,7 +15,8 @@
 // window is loaded once and adds x * k[dr][xi - xo + ww - 1] to every output
 // of the block. Inside a window every such tap exists (|xi - xo| <= ww - 1),
 // so the loop has no bounds checks: one FMA with a memory operand per
-// (input, output) pair, d FMAs per output pixel, the dense-M count.
+// (input, output) pair, d FMAs per output pixel, the dense-M count. On ISAs
+// with 32 registers a full window uses the tap-stationary variant below.
 //
 // Plain mode, "tap-stationary": the input is first copied into a zero-padded,
 // lane-padded buffer (shared scratch), so every output column reads

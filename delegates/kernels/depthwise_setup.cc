@@ -38,7 +38,7 @@ const char* ValidateProblem(const DepthwiseProblem& p) {
   if (p.out_h < 1 || p.out_w < 1) return "output map is empty (kernel larger than the input with VALID padding)";
   if (p.pad_top < 0 || p.pad_left < 0 || p.pad_top >= p.kernel_h || p.pad_left >= p.kernel_w)
     return "padding must be in [0, kernel)";
-  // The padded copy must hold every column an output reads: pad_left + in_w <= out_w + kw - 1.
+  // Output column xo reads input columns xo - pad_left + [0, kw): the last output must not need more.
   if (p.pad_left + p.in_w > p.out_w + p.kernel_w - 1) return "output is narrower than the input allows";
   return "";
 }
@@ -52,14 +52,16 @@ size_t PackedWeightFloats(const DepthwiseProblem& p, int lanes) {
 size_t PackedBiasFloats(const DepthwiseProblem& p, int lanes) { return Blocks(p, lanes) * lanes; }
 
 size_t SharedScratchFloats(const DepthwiseProblem& p, int lanes) {
-  if (p.windowed()) return 0;
-  return size_t(p.batch) * p.in_h * (p.out_w + p.kernel_w - 1) * Blocks(p, lanes) * lanes;
+  (void)p;
+  (void)lanes;
+  return 0;  // every copy is per thread
 }
 
 size_t ThreadScratchFloats(const DepthwiseProblem& p, int lanes) {
-  if (p.channels % lanes == 0) return 0;  // no channel tail, no copies
-  if (p.windowed()) return 2 * size_t(p.window_h) * p.window_w * lanes;
-  return size_t(p.out_w) * lanes;
+  if (p.windowed()) return p.channels % lanes == 0 ? 0 : 2 * size_t(p.window_h) * p.window_w * lanes;
+  // A zero-padded strip of kh rows (borders, or the whole row of a channel-tail
+  // block) and the lane-padded output row of a channel-tail block.
+  return (size_t(p.kernel_h) * (p.out_w + p.kernel_w - 1) + p.out_w) * lanes;
 }
 
 size_t ScratchFloats(const DepthwiseProblem& p, int lanes, int num_threads) {

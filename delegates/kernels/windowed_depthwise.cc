@@ -8,7 +8,7 @@
 // over threads: a windowed tile is a band of windows (one window row) of one
 // channel block, so the block's packed kernel stays in L1 across the band; a
 // plain tile is one output row of one channel block, channel block slowest
-// (consecutive output rows share kh-1 input rows of the padded buffer).
+// (consecutive output rows share kh-1 input rows).
 //
 // Windowed mode, "input-stationary": up to kAccumulators outputs (one or two
 // rows of a window, NX columns) live in registers; each input pixel of the
@@ -18,10 +18,11 @@
 // (input, output) pair, d FMAs per output pixel, the dense-M count. On ISAs
 // with 32 registers a full window uses the tap-stationary variant below.
 //
-// Plain mode, "tap-stationary": the input is first copied into a zero-padded,
-// lane-padded buffer (shared scratch), so every output column reads
-// in[xo + j] for all taps j without checks; rows outside the map are skipped.
-// The copy costs 1/(kh*kw) of the FMAs.
+// Plain mode, "tap-stationary": output column xo, tap j reads input column
+// xo - pad_left + j. Columns whose taps all lie inside the map read the NHWC
+// input directly; the pad_left / kw-1-pad_left border columns read a small
+// zero-padded strip (per-thread scratch), so no loop checks bounds; rows
+// outside the map are skipped.
 
 #include <algorithm>
 #include <array>
@@ -212,8 +213,9 @@ struct ColumnSplit {
 
 ColumnSplit SplitColumns(int width, int max_columns) {
   ColumnSplit split;
-  split.pieces = std::min(ColumnSplit::kMaxPieces, (width + max_columns - 1) / max_columns);
-  for (int piece = 0; piece <= split.pieces; ++piece) split.start[piece] = int((int64_t(width) * piece) / split.pieces);
+  split.pieces = std::min(ColumnSplit::kMaxPieces, (std::max(width, 0) + max_columns - 1) / max_columns);
+  for (int piece = 0; piece <= split.pieces; ++piece)
+    split.start[piece] = split.pieces ? int((int64_t(width) * piece) / split.pieces) : 0;
   return split;
 }
 
@@ -244,13 +246,13 @@ struct Context {
   const float* weights;
   const float* bias;
   float* output;
-  float* padded;         // plain mode: [block][B][in_h][out_w + kw - 1][L]
   float* thread_scratch;
   size_t thread_stride;
   int blocks;
-  int padded_width;
   ColumnSplit full_one_row, full_two_rows;  // windowed: a full window's width
-  ColumnSplit output_row;                   // plain: out_w
+  // Plain: output columns [interior_begin, interior_end) have every tap inside the map.
+  int interior_begin = 0, interior_end = 0;
+  ColumnSplit interior, left_border, right_border, whole_row;
 };
 
 // One window of one channel block.
@@ -281,7 +283,7 @@ void WindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_inde
     out_ps = L;
   }
 
-  BlockArgs a;
+  BlockArgs a{};
   a.in = in;
   a.in_row_stride = in_row_stride;
   a.in_pixel_stride = in_ps;
@@ -326,30 +328,30 @@ void WindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_inde
       ScatterTail(out + ptrdiff_t(r) * vw * L, vw, cl, tail_destination + r * ptrdiff_t(p.out_w) * C, C);
 }
 
-// Plain mode, step 1: one input row into the zero-padded buffer, laid out by
-// channel block ([block][b][y][x][lanes]) so a tile streams contiguous rows
-// and uses whole cache lines.
-void PadRow(const Context& c, int64_t row) {
+// Plain mode: a lane-padded copy of input rows [iy0, iy0 + rows) and input
+// columns [x_begin, x_begin + width) of one channel block, zero outside the
+// map (the conv's padding) and in the padding lanes.
+void FillStrip(const Context& c, int b, int iy0, int rows, int x_begin, int width, int c0, int cl, float* dst) {
   const DepthwiseProblem& p = c.p;
-  const float* src = c.input + row * p.in_w * ptrdiff_t(p.channels);
-  const ptrdiff_t row_floats = ptrdiff_t(c.padded_width) * L;
-  const ptrdiff_t block_floats = ptrdiff_t(p.batch) * p.in_h * row_floats;
-  for (int cb = 0; cb < c.blocks; ++cb) {
-    float* dst = c.padded + cb * block_floats + row * row_floats;
-    const int c0 = cb * L, cl = std::min(L, p.channels - c0);
-    std::memset(dst, 0, sizeof(float) * p.pad_left * L);
-    float* body = dst + p.pad_left * L;
-    if (cl == L) {
-      for (int x = 0; x < p.in_w; ++x) Vec::Store(body + x * L, Vec::Load(src + ptrdiff_t(x) * p.channels + c0));
-    } else {
-      GatherTail(src + c0, p.channels, p.in_w, cl, body);
+  const int x_lo = std::max(0, -x_begin), x_hi = std::min(width, p.in_w - x_begin);  // strip columns inside the map
+  for (int r = 0; r < rows; ++r, dst += ptrdiff_t(width) * L) {
+    const float* src = c.input + ((ptrdiff_t(b) * p.in_h + iy0 + r) * p.in_w) * p.channels + c0;
+    if (x_lo > 0) std::memset(dst, 0, sizeof(float) * std::min(x_lo, width) * L);
+    if (x_hi > x_lo) {
+      if (cl == L) {
+        for (int x = x_lo; x < x_hi; ++x) Vec::Store(dst + x * L, Vec::Load(src + ptrdiff_t(x + x_begin) * p.channels));
+      } else {
+        GatherTail(src + ptrdiff_t(x_lo + x_begin) * p.channels, p.channels, x_hi - x_lo, cl, dst + x_lo * L);
+      }
     }
-    const int right = c.padded_width - p.pad_left - p.in_w;
-    if (right > 0) std::memset(body + p.in_w * L, 0, sizeof(float) * right * L);
+    const int right = std::max(x_hi, x_lo);
+    if (right < width) std::memset(dst + right * L, 0, sizeof(float) * (width - right) * L);
   }
 }
 
-// Plain mode, step 2: one output row of one channel block.
+// Plain mode: one output row of one channel block. Output columns whose taps
+// all fall inside the map read the NHWC input directly; the border columns
+// (and every column of a channel-tail block) read a small zero-padded strip.
 void RowTile(const Context& c, int64_t tile, int thread_index) {
   const DepthwiseProblem& p = c.p;
   const int oy = int(tile % p.out_h);
@@ -363,55 +365,78 @@ void RowTile(const Context& c, int64_t tile, int thread_index) {
   // Kernel rows whose input row oy - pad_top + i lies inside the map.
   const int i_lo = std::max(0, p.pad_top - oy);
   const int i_hi = std::min(p.kernel_h, p.in_h + p.pad_top - oy);
+  const int rows = std::max(0, i_hi - i_lo);
   const int iy0 = oy - p.pad_top + i_lo;
 
+  float* strip = c.thread_scratch + c.thread_stride * thread_index;
   float* out = c.output + ((ptrdiff_t(b) * p.out_h + oy) * p.out_w) * C + c0;
   ptrdiff_t out_ps = C;
   float* tail_destination = nullptr;
-  if (cl < L) {
+  if (cl < L) {  // results go to a lane-padded row first
     tail_destination = out;
-    out = c.thread_scratch + c.thread_stride * thread_index;
+    out = strip + ptrdiff_t(p.kernel_h) * (p.out_w + K - 1) * L;
     out_ps = L;
   }
-  BlockArgs a;
-  a.in = c.padded + ((ptrdiff_t(cb) * p.batch + b) * p.in_h + iy0) * c.padded_width * L;
-  a.in_row_stride = ptrdiff_t(c.padded_width) * L;
-  a.in_pixel_stride = L;
+  BlockArgs a{};
   a.k = c.weights + (ptrdiff_t(cb) * p.kernel_h + i_lo) * K * L;
   a.k_row_stride = ptrdiff_t(K) * L;
-  a.rows = std::max(0, i_hi - i_lo);
+  a.rows = rows;
   a.K = K;
   a.bias = c.bias + c0;
   a.out_row_stride = 0;
   a.out_pixel_stride = out_ps;
   a.lo = p.out_min;
   a.hi = p.out_max;
-  const float* in_row0 = a.in;
-  const size_t piece_bytes = size_t(a.rows) * (Vec::kMaxColumns + K - 1) * L * sizeof(float);
-  if (piece_bytes <= kRowOuterBytes || a.rows <= 1) {
-    ForColumnPieces(kPadded, c.output_row, a, [&](BlockArgs& b_args, int xo0) {
-      b_args.in = in_row0 + xo0 * L;
-      b_args.out = out + xo0 * out_ps;
-    });
-  } else {
-    const int rows = a.rows;
-    const float lo = a.lo, hi = a.hi;
-    for (int row = 0; row < rows; ++row) {
-      BlockArgs r_args = a;
-      r_args.rows = 1;
-      r_args.k = a.k + row * a.k_row_stride;
-      const float* in_row = in_row0 + row * a.in_row_stride;
-      const bool last = row == rows - 1;  // clamp once, on the finished sums
-      r_args.lo = last ? lo : -INFINITY;
-      r_args.hi = last ? hi : INFINITY;
-      ForColumnPieces(row == 0 ? kPadded : kPaddedAccumulate, c.output_row, r_args,
-                      [&](BlockArgs& b_args, int xo0) {
-                        b_args.in = in_row + xo0 * L;
-                        b_args.out = out + xo0 * out_ps;
-                      });
+  const bool row_outer = rows > 1 && size_t(rows) * (Vec::kMaxColumns + K - 1) * L * sizeof(float) > kRowOuterBytes;
+
+  // Output columns [first, first + split's width) reading `in` (the input
+  // pixel of output column `first`'s tap 0) with the given strides.
+  auto run_region = [&](const ColumnSplit& split, int first, const float* in, ptrdiff_t ps, ptrdiff_t row_stride) {
+    if (split.pieces == 0) return;
+    BlockArgs r = a;
+    r.in_pixel_stride = ps;
+    r.in_row_stride = row_stride;
+    float* region_out = out + first * out_ps;
+    if (!row_outer) {
+      ForColumnPieces(kPadded, split, r, [&](BlockArgs& piece, int xo0) {
+        piece.in = in + xo0 * ps;
+        piece.out = region_out + xo0 * out_ps;
+      });
+      return;
     }
+    // Large kernels: kernel rows outermost, partial sums in the output row,
+    // one input row hot in L1 at a time; clamp once, on the finished sums.
+    for (int row = 0; row < rows; ++row) {
+      BlockArgs rr = r;
+      rr.rows = 1;
+      rr.k = a.k + row * a.k_row_stride;
+      rr.lo = row == rows - 1 ? a.lo : -INFINITY;
+      rr.hi = row == rows - 1 ? a.hi : INFINITY;
+      const float* in_row = in + row * row_stride;
+      ForColumnPieces(row == 0 ? kPadded : kPaddedAccumulate, split, rr, [&](BlockArgs& piece, int xo0) {
+        piece.in = in_row + xo0 * ps;
+        piece.out = region_out + xo0 * out_ps;
+      });
+    }
+  };
+  auto strip_region = [&](const ColumnSplit& split, int first, int count) {
+    if (count <= 0) return;
+    const int width = count + K - 1;
+    if (rows > 0) FillStrip(c, b, iy0, rows, first - p.pad_left, width, c0, cl, strip);
+    run_region(split, first, strip, L, ptrdiff_t(width) * L);
+  };
+
+  if (cl < L) {
+    strip_region(c.whole_row, 0, p.out_w);
+    ScatterTail(out, p.out_w, cl, tail_destination, C);
+    return;
   }
-  if (tail_destination != nullptr) ScatterTail(out, p.out_w, cl, tail_destination, C);
+  strip_region(c.left_border, 0, c.interior_begin);
+  if (c.interior_end > c.interior_begin) {
+    const float* in = c.input + ((ptrdiff_t(b) * p.in_h + iy0) * p.in_w + (c.interior_begin - p.pad_left)) * C + c0;
+    run_region(c.interior, c.interior_begin, in, C, ptrdiff_t(p.in_w) * C);
+  }
+  strip_region(c.right_border, c.interior_end, p.out_w - c.interior_end);
 }
 
 template <class Fn>
@@ -423,16 +448,10 @@ void Parallel(ThreadPool* pool, int64_t n, Fn& fn) {
 void Run(const DepthwiseProblem& p, const float* input, const float* packed_weights, const float* packed_bias,
          float* output, float* scratch, ThreadPool* pool) {
   const int blocks = (p.channels + L - 1) / L;
-  const size_t shared = SharedScratchFloats(p, L);
-  Context c{p, input, packed_weights, packed_bias, output, scratch, scratch + shared, ThreadScratchFloats(p, L),
-            blocks, p.out_w + p.kernel_w - 1, {}, {}, {}};
+  Context c{p, input, packed_weights, packed_bias, output, scratch, ThreadScratchFloats(p, L), blocks, {}, {}, 0, 0, {}, {}, {}, {}};
   if (p.windowed()) {
     c.full_one_row = SplitColumns(p.window_w, Vec::kMaxColumns);
     c.full_two_rows = SplitColumns(p.window_w, kMaxTwoRowColumns);
-  } else {
-    c.output_row = SplitColumns(p.out_w, Vec::kMaxColumns);
-  }
-  if (p.windowed()) {
     const int64_t nwy = (p.in_h + p.window_h - 1) / p.window_h;
     const int64_t nwx = (p.in_w + p.window_w - 1) / p.window_w;
     // A tile is one band of windows (one window row) of one channel block:
@@ -449,10 +468,14 @@ void Run(const DepthwiseProblem& p, const float* input, const float* packed_weig
     Parallel(pool, int64_t(blocks) * p.batch * nwy, work);
     return;
   }
-  auto pad = [&](int64_t begin, int64_t end, int) {
-    for (int64_t row = begin; row < end; ++row) PadRow(c, row);
-  };
-  Parallel(pool, int64_t(p.batch) * p.in_h, pad);
+  // Output column xo reads input columns xo - pad_left + [0, kw): inside the map
+  // for xo in [pad_left, in_w - kw + pad_left].
+  c.interior_begin = std::min(p.pad_left, p.out_w);
+  c.interior_end = std::max(c.interior_begin, std::min(p.out_w, p.in_w - p.kernel_w + p.pad_left + 1));
+  c.interior = SplitColumns(c.interior_end - c.interior_begin, Vec::kMaxColumns);
+  c.left_border = SplitColumns(c.interior_begin, Vec::kMaxColumns);
+  c.right_border = SplitColumns(p.out_w - c.interior_end, Vec::kMaxColumns);
+  c.whole_row = SplitColumns(p.out_w, Vec::kMaxColumns);
   auto work = [&](int64_t begin, int64_t end, int thread_index) {
     for (int64_t t = begin; t < end; ++t) RowTile(c, t, thread_index);
   };

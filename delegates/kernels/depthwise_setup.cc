@@ -59,9 +59,9 @@ size_t SharedScratchFloats(const DepthwiseProblem& p, int lanes) {
 
 size_t ThreadScratchFloats(const DepthwiseProblem& p, int lanes) {
   if (p.windowed()) return p.channels % lanes == 0 ? 0 : 2 * size_t(p.window_h) * p.window_w * lanes;
-  // A zero-padded strip of kh rows (borders, or the whole row of a channel-tail
-  // block) and the lane-padded output row of a channel-tail block.
-  return (size_t(p.kernel_h) * (p.out_w + p.kernel_w - 1) + p.out_w) * lanes;
+  // The zero-padded strip of a band's input rows, and the lane-padded output
+  // row of a channel-tail block.
+  return (size_t(kPlainBandRows + p.kernel_h - 1) * (p.out_w + p.kernel_w - 1) + p.out_w) * lanes;
 }
 
 size_t ScratchFloats(const DepthwiseProblem& p, int lanes, int num_threads) {

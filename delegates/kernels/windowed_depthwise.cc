@@ -7,8 +7,7 @@
 // Channels are the SIMD lanes (NHWC keeps them contiguous). Tiles are split
 // over threads: a windowed tile is a band of windows (one window row) of one
 // channel block, so the block's packed kernel stays in L1 across the band; a
-// plain tile is one output row of one channel block, channel block slowest
-// (consecutive output rows share kh-1 input rows).
+// plain tile is a band of kPlainBandRows output rows of one channel block.
 //
 // Windowed mode, "input-stationary": up to kAccumulators outputs (one or two
 // rows of a window, NX columns) live in registers; each input pixel of the
@@ -19,10 +18,9 @@
 // with 32 registers a full window uses the tap-stationary variant below.
 //
 // Plain mode, "tap-stationary": output column xo, tap j reads input column
-// xo - pad_left + j. Columns whose taps all lie inside the map read the NHWC
-// input directly; the pad_left / kw-1-pad_left border columns read a small
-// zero-padded strip (per-thread scratch), so no loop checks bounds; rows
-// outside the map are skipped.
+// xo - pad_left + j from a per-thread strip (a band's input rows, zero-padded
+// left/right, lanes contiguous), so no loop checks bounds; rows outside the
+// map are skipped.
 
 #include <algorithm>
 #include <array>
@@ -250,9 +248,7 @@ struct Context {
   size_t thread_stride;
   int blocks;
   ColumnSplit full_one_row, full_two_rows;  // windowed: a full window's width
-  // Plain: output columns [interior_begin, interior_end) have every tap inside the map.
-  int interior_begin = 0, interior_end = 0;
-  ColumnSplit interior, left_border, right_border, whole_row;
+  ColumnSplit whole_row;                    // plain: out_w
 };
 
 // One window of one channel block.
@@ -349,94 +345,80 @@ void FillStrip(const Context& c, int b, int iy0, int rows, int x_begin, int widt
   }
 }
 
-// Plain mode: one output row of one channel block. Output columns whose taps
-// all fall inside the map read the NHWC input directly; the border columns
-// (and every column of a channel-tail block) read a small zero-padded strip.
-void RowTile(const Context& c, int64_t tile, int thread_index) {
+// Plain mode: a band of output rows [oy0, oy1) of one channel block. The input
+// rows the band reads are first copied, zero-padded left/right and laid out
+// with the block's lanes contiguous, into a per-thread strip: the tap loop
+// then reads consecutive 32/64-byte vectors (reading NHWC directly strides by
+// C floats, every load on the same L1 bank: measured 1.4x slower), and each
+// input row is copied once per band instead of once per output row.
+void BandTile(const Context& c, int64_t tile, int thread_index) {
   const DepthwiseProblem& p = c.p;
-  const int oy = int(tile % p.out_h);
-  int64_t rest = tile / p.out_h;
+  const int bands = (p.out_h + kPlainBandRows - 1) / kPlainBandRows;
+  const int band = int(tile % bands);
+  int64_t rest = tile / bands;
   const int b = int(rest % p.batch);
   const int cb = int(rest / p.batch);
   const int c0 = cb * L, cl = std::min(L, p.channels - c0);
   const ptrdiff_t C = p.channels;
   const int K = p.kernel_w;
+  const int oy0 = band * kPlainBandRows, oy1 = std::min(p.out_h, oy0 + kPlainBandRows);
+  const int strip_width = p.out_w + K - 1;  // strip column s holds input column s - pad_left
 
-  // Kernel rows whose input row oy - pad_top + i lies inside the map.
-  const int i_lo = std::max(0, p.pad_top - oy);
-  const int i_hi = std::min(p.kernel_h, p.in_h + p.pad_top - oy);
-  const int rows = std::max(0, i_hi - i_lo);
-  const int iy0 = oy - p.pad_top + i_lo;
-
+  // Input rows the band reads, clipped to the map (rows outside are skipped, not stored).
+  const int iy_first = std::max(0, oy0 - p.pad_top);
+  const int iy_last = std::min(p.in_h - 1, oy1 - 1 - p.pad_top + p.kernel_h - 1);
   float* strip = c.thread_scratch + c.thread_stride * thread_index;
-  float* out = c.output + ((ptrdiff_t(b) * p.out_h + oy) * p.out_w) * C + c0;
-  ptrdiff_t out_ps = C;
-  float* tail_destination = nullptr;
-  if (cl < L) {  // results go to a lane-padded row first
-    tail_destination = out;
-    out = strip + ptrdiff_t(p.kernel_h) * (p.out_w + K - 1) * L;
-    out_ps = L;
-  }
+  if (iy_last >= iy_first) FillStrip(c, b, iy_first, iy_last - iy_first + 1, -p.pad_left, strip_width, c0, cl, strip);
+  float* tail_row = strip + ptrdiff_t(kPlainBandRows + p.kernel_h - 1) * strip_width * L;
+
   BlockArgs a{};
-  a.k = c.weights + (ptrdiff_t(cb) * p.kernel_h + i_lo) * K * L;
   a.k_row_stride = ptrdiff_t(K) * L;
-  a.rows = rows;
   a.K = K;
   a.bias = c.bias + c0;
-  a.out_row_stride = 0;
-  a.out_pixel_stride = out_ps;
-  a.lo = p.out_min;
-  a.hi = p.out_max;
-  const bool row_outer = rows > 1 && size_t(rows) * (Vec::kMaxColumns + K - 1) * L * sizeof(float) > kRowOuterBytes;
-
-  // Output columns [first, first + split's width) reading `in` (the input
-  // pixel of output column `first`'s tap 0) with the given strides.
-  auto run_region = [&](const ColumnSplit& split, int first, const float* in, ptrdiff_t ps, ptrdiff_t row_stride) {
-    if (split.pieces == 0) return;
-    BlockArgs r = a;
-    r.in_pixel_stride = ps;
-    r.in_row_stride = row_stride;
-    float* region_out = out + first * out_ps;
+  a.in_pixel_stride = L;
+  a.in_row_stride = ptrdiff_t(strip_width) * L;
+  for (int oy = oy0; oy < oy1; ++oy) {
+    // Kernel rows whose input row oy - pad_top + i lies inside the map.
+    const int i_lo = std::max(0, p.pad_top - oy);
+    const int i_hi = std::min(p.kernel_h, p.in_h + p.pad_top - oy);
+    const int rows = std::max(0, i_hi - i_lo);
+    const float* in = strip + ptrdiff_t(oy - p.pad_top + i_lo - iy_first) * strip_width * L;
+    float* out = c.output + ((ptrdiff_t(b) * p.out_h + oy) * p.out_w) * C + c0;
+    ptrdiff_t out_ps = C;
+    if (cl < L) {
+      out = tail_row;
+      out_ps = L;
+    }
+    a.k = c.weights + (ptrdiff_t(cb) * p.kernel_h + i_lo) * K * L;
+    a.rows = rows;
+    a.out_row_stride = 0;
+    a.out_pixel_stride = out_ps;
+    a.lo = p.out_min;
+    a.hi = p.out_max;
+    const bool row_outer = rows > 1 && size_t(rows) * (Vec::kMaxColumns + K - 1) * L * sizeof(float) > kRowOuterBytes;
     if (!row_outer) {
-      ForColumnPieces(kPadded, split, r, [&](BlockArgs& piece, int xo0) {
-        piece.in = in + xo0 * ps;
-        piece.out = region_out + xo0 * out_ps;
+      ForColumnPieces(kPadded, c.whole_row, a, [&](BlockArgs& piece, int xo0) {
+        piece.in = in + xo0 * L;
+        piece.out = out + xo0 * out_ps;
       });
-      return;
+    } else {
+      // Large kernels: kernel rows outermost, partial sums in the output row,
+      // one input row hot in L1 at a time; clamp once, on the finished sums.
+      for (int row = 0; row < rows; ++row) {
+        BlockArgs r = a;
+        r.rows = 1;
+        r.k = a.k + row * a.k_row_stride;
+        r.lo = row == rows - 1 ? a.lo : -INFINITY;
+        r.hi = row == rows - 1 ? a.hi : INFINITY;
+        const float* in_row = in + row * a.in_row_stride;
+        ForColumnPieces(row == 0 ? kPadded : kPaddedAccumulate, c.whole_row, r, [&](BlockArgs& piece, int xo0) {
+          piece.in = in_row + xo0 * L;
+          piece.out = out + xo0 * out_ps;
+        });
+      }
     }
-    // Large kernels: kernel rows outermost, partial sums in the output row,
-    // one input row hot in L1 at a time; clamp once, on the finished sums.
-    for (int row = 0; row < rows; ++row) {
-      BlockArgs rr = r;
-      rr.rows = 1;
-      rr.k = a.k + row * a.k_row_stride;
-      rr.lo = row == rows - 1 ? a.lo : -INFINITY;
-      rr.hi = row == rows - 1 ? a.hi : INFINITY;
-      const float* in_row = in + row * row_stride;
-      ForColumnPieces(row == 0 ? kPadded : kPaddedAccumulate, split, rr, [&](BlockArgs& piece, int xo0) {
-        piece.in = in_row + xo0 * ps;
-        piece.out = region_out + xo0 * out_ps;
-      });
-    }
-  };
-  auto strip_region = [&](const ColumnSplit& split, int first, int count) {
-    if (count <= 0) return;
-    const int width = count + K - 1;
-    if (rows > 0) FillStrip(c, b, iy0, rows, first - p.pad_left, width, c0, cl, strip);
-    run_region(split, first, strip, L, ptrdiff_t(width) * L);
-  };
-
-  if (cl < L) {
-    strip_region(c.whole_row, 0, p.out_w);
-    ScatterTail(out, p.out_w, cl, tail_destination, C);
-    return;
+    if (cl < L) ScatterTail(tail_row, p.out_w, cl, c.output + ((ptrdiff_t(b) * p.out_h + oy) * p.out_w) * C + c0, C);
   }
-  strip_region(c.left_border, 0, c.interior_begin);
-  if (c.interior_end > c.interior_begin) {
-    const float* in = c.input + ((ptrdiff_t(b) * p.in_h + iy0) * p.in_w + (c.interior_begin - p.pad_left)) * C + c0;
-    run_region(c.interior, c.interior_begin, in, C, ptrdiff_t(p.in_w) * C);
-  }
-  strip_region(c.right_border, c.interior_end, p.out_w - c.interior_end);
 }
 
 template <class Fn>
@@ -448,7 +430,7 @@ void Parallel(ThreadPool* pool, int64_t n, Fn& fn) {
 void Run(const DepthwiseProblem& p, const float* input, const float* packed_weights, const float* packed_bias,
          float* output, float* scratch, ThreadPool* pool) {
   const int blocks = (p.channels + L - 1) / L;
-  Context c{p, input, packed_weights, packed_bias, output, scratch, ThreadScratchFloats(p, L), blocks, {}, {}, 0, 0, {}, {}, {}, {}};
+  Context c{p, input, packed_weights, packed_bias, output, scratch, ThreadScratchFloats(p, L), blocks, {}, {}, {}};
   if (p.windowed()) {
     c.full_one_row = SplitColumns(p.window_w, Vec::kMaxColumns);
     c.full_two_rows = SplitColumns(p.window_w, kMaxTwoRowColumns);
@@ -468,18 +450,12 @@ void Run(const DepthwiseProblem& p, const float* input, const float* packed_weig
     Parallel(pool, int64_t(blocks) * p.batch * nwy, work);
     return;
   }
-  // Output column xo reads input columns xo - pad_left + [0, kw): inside the map
-  // for xo in [pad_left, in_w - kw + pad_left].
-  c.interior_begin = std::min(p.pad_left, p.out_w);
-  c.interior_end = std::max(c.interior_begin, std::min(p.out_w, p.in_w - p.kernel_w + p.pad_left + 1));
-  c.interior = SplitColumns(c.interior_end - c.interior_begin, Vec::kMaxColumns);
-  c.left_border = SplitColumns(c.interior_begin, Vec::kMaxColumns);
-  c.right_border = SplitColumns(p.out_w - c.interior_end, Vec::kMaxColumns);
   c.whole_row = SplitColumns(p.out_w, Vec::kMaxColumns);
+  const int64_t bands = (p.out_h + kPlainBandRows - 1) / kPlainBandRows;
   auto work = [&](int64_t begin, int64_t end, int thread_index) {
-    for (int64_t t = begin; t < end; ++t) RowTile(c, t, thread_index);
+    for (int64_t t = begin; t < end; ++t) BandTile(c, t, thread_index);
   };
-  Parallel(pool, int64_t(blocks) * p.batch * p.out_h, work);
+  Parallel(pool, int64_t(blocks) * p.batch * bands, work);
 }
 
 }  // namespace

@@ -29,6 +29,9 @@ namespace wbmm {
 
 class ThreadPool;
 
+// Plain mode works on bands of this many output rows (one strip copy each).
+constexpr int kPlainBandRows = 8;
+
 struct DepthwiseProblem {
   int batch = 1, in_h = 0, in_w = 0, channels = 0;
   int out_h = 0, out_w = 0;

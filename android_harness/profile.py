@@ -52,6 +52,7 @@ __all__ = [
     "runner_script",
     "profile_on_this_computer",
     "profile_phone_or_here",
+    "wbmm_custom_ops",
 ]
 
 REMOTE_DIR = "/data/local/tmp/wbmm"
@@ -192,6 +193,7 @@ class _Model:
     name: str
     sha256: str
     size: int
+    wbmm_custom_ops: tuple[str, ...] = ()   # WBMM custom ops in the file: only the wbmm config can run it
 
 
 def _now() -> str:
@@ -295,6 +297,11 @@ class _DeviceWorker:
                                  runs=self.plan.runs, warmup=self.plan.warmup, binary_sha256=binary_hash,
                                  power=self.plan.power)
                     label = f"{device.serial} {model.name} {config} {threads}t"
+                    if model.wbmm_custom_ops and not CONFIGS[config].needs_delegate:
+                        # benchmark_model would fail to resolve the custom ops: no run, no failed record.
+                        self._note(RunSummary(label, "skipped", f"its {', '.join(model.wbmm_custom_ops)} custom "
+                                                                "ops run only with the wbmm config"))
+                        continue
                     if key in done:
                         self._note(RunSummary(label, "skipped", "done before (--resume)"))
                         continue
@@ -468,8 +475,21 @@ def _load_models(paths: Sequence[str]) -> list[_Model]:
         if len(head) < 8 or head[4:8] != b"TFL3":
             from wbmm_mobile.errors import CorruptModelError
             raise CorruptModelError(f"{file}: not a .tflite model (no 'TFL3' flatbuffer identifier)")
-        models.append(_Model(str(file.resolve()), file.stem, file_sha256(file), file.stat().st_size))
+        models.append(_Model(str(file.resolve()), file.stem, file_sha256(file), file.stat().st_size,
+                             wbmm_custom_ops(file)))
     return models
+
+
+def wbmm_custom_ops(path: str | Path) -> tuple[str, ...]:
+    """The WBMM custom ops (``converters.custom_ops``) a .tflite file uses, e.g. ``("WBMM",)``."""
+    from ai_edge_litert.schema_py_generated import Model
+
+    from converters.custom_ops import CUSTOM_OP_NAMES
+
+    tree = Model.GetRootAs(Path(path).read_bytes(), 0)
+    codes = {tree.OperatorCodes(i).CustomCode() for i in range(tree.OperatorCodesLength())}
+    names = {code.decode() for code in codes if code}
+    return tuple(name for name in CUSTOM_OP_NAMES if name in names)
 
 
 def profile(plan: ProfilePlan, *, progress: bool | Callable[[str], None] = True,
@@ -524,11 +544,12 @@ def runner_script(path: str | Path, python: str | None = None) -> Path:
 
 def profile_on_this_computer(models: Sequence[str], out: str | Path, *, configs: Sequence[str] = ("xnnpack", "wbmm"),
                              threads: Sequence[int] = (1,), runs: int = 50, warmup: int = 5,
-                             progress: bool | Callable[[str], None] = True) -> ProfileReport:
+                             progress: bool | Callable[[str], None] = True, **plan_options) -> ProfileReport:
     """``profile`` on a loopback device started for the purpose (fixture phone, this machine's CPU,
     ``wbmm-mobile-benchmark`` as the binary): what ``make demo`` runs when no phone is connected.
     Records carry ``device.loopback = True`` and ``compare`` labels them as this computer's numbers.
-    No resume: each call gets a fresh device on a free port, hence a new serial."""
+    No resume: each call gets a fresh device on a free port, hence a new serial. ``plan_options``
+    are further ``ProfilePlan`` fields (power, delegate_options, run_timeout_s...)."""
     import tempfile
 
     from android_harness.loopback.daemon import LoopbackDevice
@@ -538,32 +559,42 @@ def profile_on_this_computer(models: Sequence[str], out: str | Path, *, configs:
         with LoopbackDevice(Path(scratch) / "root", fixture_phone=True) as device:
             plan = ProfilePlan(models=tuple(str(m) for m in models), out=str(out), devices=(device.serial,),
                                direct=True, configs=tuple(configs), threads=tuple(threads), runs=runs,
-                               warmup=warmup, benchmark_binary=str(binary))
+                               warmup=warmup, benchmark_binary=str(binary), **plan_options)
             return profile(plan, progress=progress)
 
 
 def profile_phone_or_here(models: Sequence[str], out: str | Path, *, benchmark_binary: str | None = None,
                           adb_server: str | None = None, configs: Sequence[str] = ("xnnpack", "wbmm"),
                           threads: Sequence[int] = (1,), runs: int = 50, warmup: int = 5,
-                          progress: bool | Callable[[str], None] = True) -> tuple[str, ProfileReport]:
+                          progress: bool | Callable[[str], None] = True, devices: Sequence[str] = (),
+                          **plan_options) -> tuple[str, ProfileReport]:
     """What ``make demo`` does after converting: profile on the connected phone(s) when the ADB
     server lists one and a benchmark_model for it is at hand (given, or in the cache folder),
-    otherwise on a loopback device here. Returns (where, report); ``where`` says which, in words."""
+    otherwise on a loopback device here. Returns (where, report); ``where`` says which, in words.
+    ``devices`` (serials) restricts the phones used; one the server does not list is an error,
+    not a silent fall-back. ``plan_options`` are further ``ProfilePlan`` fields for both cases."""
     try:
         serials = _list_devices(ProfilePlan(models=(), out=str(out), adb_server=adb_server))
     except (DeviceError, OSError):
         serials = []   # no ADB server running: no phone
+    if devices:
+        absent = [s for s in devices if s not in serials]
+        if absent:
+            from wbmm_mobile.errors import DeviceNotFoundError
+            raise DeviceNotFoundError(f"device {', '.join(absent)} is not attached (the ADB server lists "
+                                      f"{', '.join(serials) or 'none'})")
+        serials = list(devices)
     if serials:
         try:
             if not benchmark_binary:
                 find_benchmark_binary("arm64-v8a")
             plan = ProfilePlan(models=tuple(str(m) for m in models), out=str(out), devices=tuple(serials),
                                adb_server=adb_server, configs=tuple(configs), threads=tuple(threads), runs=runs,
-                               warmup=warmup, benchmark_binary=benchmark_binary)
+                               warmup=warmup, benchmark_binary=benchmark_binary, **plan_options)
             return f"phone(s) {', '.join(serials)}", profile(plan, progress=progress)
         except FileNotFoundError as exc:
             where = f"this computer (loopback device): a phone is connected but {exc}"
     else:
         where = "this computer (loopback device): no phone connected"
     return where, profile_on_this_computer(models, out, configs=configs, threads=threads, runs=runs,
-                                           warmup=warmup, progress=progress)
+                                           warmup=warmup, progress=progress, **plan_options)

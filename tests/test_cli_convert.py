@@ -179,22 +179,6 @@ def test_plain_depthwise_inputs_go_through_the_rewriter(plain_depthwise, tmp_pat
     assert verify_tflite_against_tflite(plain_depthwise / "plain_dw.tflite", written, seed=3).max_rel <= 1e-4
 
 
-@pytest.mark.slow
-def test_demo_converts_verifies_and_times_both_models(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--runs", "2", "--warmup", "1"]) == 0
-    data = json.loads((tmp_path / "demo.json").read_text())
-    kinds = [m["kind"] for m in data["models"]]
-    assert kinds == ["dw13", "wbmm"]
-    assert all(m["verification"].endswith(": ok") for m in data["models"])
-    assert data["models"][1]["wbmm_layers"] == 4 and data["models"][0]["wbmm_layers"] == 0
-    assert [len(m["runs_ms"]) for m in data["benchmark"]["models"]] == [2, 2]
-    assert data["speedup_wbmm_vs_dw13"] > 0
-    for m in data["models"]:
-        assert (tmp_path / m["path"].split("/")[-1]).is_file()
-    assert "13x13" in (tmp_path / "demo.md").read_text()
-    assert "speed of its 13x13 twin" in capsys.readouterr().out
-
-
 def test_convert_int8_with_representative_data(tmp_path, capsys):
     import keras
 

@@ -146,3 +146,14 @@ def test_record_round_trip_keeps_unknown_fields(tmp_path):
     back = load_records(tmp_path)[0]
     assert back == original
     assert not math.isnan(back.latency["median_ms"])
+
+
+def test_a_wbmm_model_named_with_its_lowering_is_compared_with_its_base(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.extend([record("net", "wbmm", 8.0), record("net_wbmm_custom", "wbmm", 2.0),
+                  record("net_wbmm_bmm", "wbmm", 4.0), record("net_wbmm_other", "wbmm", 1.0)])
+    rows = rows_by(compare(tmp_path, plots=False, report=False))
+    assert rows[("net_wbmm_custom", "wbmm")].model_speedup == pytest.approx(4.0, rel=1e-12)
+    assert rows[("net_wbmm_bmm", "wbmm")].model_speedup == pytest.approx(2.0, rel=1e-12)
+    # Only lowering names count as a tag: another suffix is another model.
+    assert rows[("net_wbmm_other", "wbmm")].model_speedup is None

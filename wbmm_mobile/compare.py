@@ -5,7 +5,8 @@ latest successful record per (device, model, config, threads), and builds one ro
 median, p5, p95, std of the benchmark's own statistics, the speedup against the
 reference config on the same device, model and threads (``xnnpack``, else ``cpu``;
 for the ``wbmm`` row this is the speedup with WBMM), the speedup against the base
-model when a model named ``<base>_wbmm`` sits next to ``<base>``, and energy per
+model when a model named ``<base>_wbmm`` (or ``<base>_wbmm_<lowering>``) sits next
+to ``<base>``, and energy per
 inference in mJ. Runs whose thermal status rose or reached "moderate" are flagged;
 failed runs are listed with their error. Plots (matplotlib, Agg backend, no display):
 latency per config for each device, and latency against kernel or window size when
@@ -30,7 +31,9 @@ REFERENCE_CONFIGS = ("xnnpack", "cpu")
 CONFIG_ORDER = ("cpu", "xnnpack", "nnapi", "gpu", "wbmm")
 _SWEEP_NAME = re.compile(r"^(?P<stem>.*?)[_\-.]?(?P<kind>kernel|window|win|k|w)[_\-]?(?P<size>\d+)(?P<tail>.*)$",
                          re.IGNORECASE)
-_WBMM_SUFFIX = re.compile(r"^(?P<base>.+?)[_\-.]wbmm$", re.IGNORECASE)
+# "<base>_wbmm", or "<base>_wbmm_<lowering>" when one WBMM model is converted with several
+# lowerings (converters.lowerings: bmm, gather, custom): each is compared with <base>.
+_WBMM_SUFFIX = re.compile(r"^(?P<base>.+?)[_\-.]wbmm(?:[_\-.](?:bmm|gather|custom))?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 .PHONY: demo test setup system-deps delegate delegate-arm64 delegate-arm64-test clean help
 
 help:
-	@echo "make demo   set up .venv, build the delegate, convert and benchmark the built-in example"
+	@echo "make demo   set up .venv, build the delegate, convert, profile (phone or loopback ADB) and compare the built-in example"
 	@echo "make test   set up everything the tests need, then run the whole test suite"
 
 $(STAMP): pyproject.toml
@@ -66,7 +66,7 @@ delegate-arm64-test:
 	qemu-aarch64 -L /usr/aarch64-linux-gnu $(BUILD_ARM64)/wbmm_kernel_tests
 
 demo: $(STAMP) delegate
-	$(VENV)/bin/wbmm-mobile demo --out results/demo
+	$(VENV)/bin/wbmm-mobile demo --out results/demo $(DEMO_ARGS)
 
 test: $(STAMP) system-deps delegate
 	$(PY) -m pytest -q

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,7 +210,7 @@ def run_demo(out_dir: str | Path = "results/demo", *, input_size: int = 224, run
     loopback = where.startswith("this computer")
     log(f"   profiled on {where}")
     if loopback:
-        log("   loopback numbers are THIS COMPUTER's (x86 CPU, ai-edge-litert), not a phone's")
+        log(f"   loopback numbers are THIS COMPUTER's ({platform.machine()} CPU, ai-edge-litert), not a phone's")
 
     log("3/3 comparing")
     comparison = compare(run_dir, out_dir=run_dir)

@@ -5,13 +5,14 @@ target runs the ``WBMM_DEPTHWISE`` custom op; NNAPI takes BATCH_MATMUL only from
 feature level 6 (Android 12), so ``split`` is the one safe choice there; the TFLite
 GPU delegate has rejected batched BATCH_MATMUL with a constant operand, so ``split``.
 For ``xnnpack`` and ``builtin`` the choice between ``split``, ``halo``, ``builtin_kernel``
-(XNNPACK only) and keeping the layer is a measurement: either the shipped table ``strategy_measurements.json`` (made by
-``benchmarks/large_kernels.py --write-strategy-table`` on the machine it names), or,
-with ``measure=True``, a timing of both rewrites of a one-layer model of the layer's
-exact shape on this machine. Anything but ``split`` must win by ``HALO_MARGIN`` to be
-picked, so noise never trades a measured ``split`` for a slower choice; and when the stock
-conv itself is faster than both on those kernels by ``KEEP_MARGIN`` (TFLite's builtin
-depthwise kernel at large K is), ``auto`` keeps the layer and says so.
+(XNNPACK only) and keeping the layer is a measurement: either the shipped table
+``strategy_measurements.json`` (made by ``benchmarks/large_kernels.py
+--write-strategy-table`` on the machine it names, nearest shape in log space), or, with
+``measure=True``, timings of the candidates on a one-layer model of the layer's exact
+shape on this machine. Anything but ``split`` must take at most ``HALO_MARGIN`` (or, to
+keep the stock conv, ``KEEP_MARGIN``) times split's time to be picked, so timing noise
+never trades a measured ``split`` for a slower choice. On builtin kernels the stock
+depthwise kernel usually wins, and ``auto`` then keeps the layer and says so.
 
 Not for: building the rewrites (``converters/rewrites/``) or the rewrite loop.
 """
@@ -29,8 +30,8 @@ import numpy as np
 TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
 STRATEGIES = ("auto", "split", "halo", "custom", "builtin_kernel")
 TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
-HALO_MARGIN = 0.9   # halo is picked only when it takes <= 90% of split's time
-KEEP_MARGIN = 0.9   # the original conv is kept only when it takes <= 90% of the best rewrite's time
+HALO_MARGIN = 0.9   # halo or builtin_kernel is picked only when it takes <= 90% of split's time
+KEEP_MARGIN = 0.9   # the stock conv is kept only when it takes <= 90% of split's time
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,6 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
                                    strategies=("split", "halo", "builtin_kernel") if kernels == "xnnpack"
                                    else ("split", "halo"))
         source = "measured now on this machine"
-        nearest = shape
     else:
         nearest, times, machine = lookup(shape, kernels, table_path)
         if times is None:

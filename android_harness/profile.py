@@ -56,8 +56,9 @@ __all__ = [
 ]
 
 REMOTE_DIR = "/data/local/tmp/wbmm"
-# The cross-compiled delegate (`make delegate-arm64-test` builds it), used for arm64 phones by default.
-ARM64_DELEGATE = Path(__file__).resolve().parent.parent / "build" / "delegates-arm64" / "libwbmm_delegate.so"
+# The Android build of the delegate (`make delegate-arm64`, NDK), used for arm64 phones by default.
+# Not build/delegates-arm64 (`make delegate-arm64-test`): that one links glibc and does not load on Android.
+ARM64_DELEGATE = Path(__file__).resolve().parent.parent / "build" / "android-arm64" / "libwbmm_delegate.so"
 # Where a user keeps benchmark_model builds per ABI; nothing is ever downloaded.
 BENCHMARK_CACHE_DIR = Path(os.environ.get("WBMM_BENCHMARK_CACHE",
                                           Path.home() / ".cache" / "wbmm-mobile" / "benchmark_model"))
@@ -352,7 +353,7 @@ class _DeviceWorker:
             self.plan = replace(self.plan, delegate_lib=str(ARM64_DELEGATE))
         if not self.plan.delegate_lib:
             raise DelegateNotBuiltError("the wbmm config needs --delegate-lib PATH (the delegate built for "
-                                        f"{info.abi}; `make delegate-arm64` builds the arm64 one)")
+                                        f"{info.abi}; `make delegate-arm64 ANDROID_NDK_HOME=...` builds the arm64 one)")
         lib = Path(self.plan.delegate_lib)
         if not lib.is_file():
             raise DelegateNotBuiltError(f"{lib}: delegate library not found")
@@ -588,10 +589,16 @@ def profile_phone_or_here(models: Sequence[str], out: str | Path, *, benchmark_b
         try:
             if not benchmark_binary:
                 find_benchmark_binary("arm64-v8a")
+            phone_configs, unbuilt = tuple(configs), ""
+            if "wbmm" in phone_configs and not plan_options.get("delegate_lib") and not ARM64_DELEGATE.is_file():
+                # Without a phone build of the delegate every run of the device would be lost; run the rest.
+                phone_configs = tuple(c for c in phone_configs if c != "wbmm")
+                unbuilt = (f" (no wbmm config: {ARM64_DELEGATE} is not built; "
+                           "`make delegate-arm64 ANDROID_NDK_HOME=...` builds it)")
             plan = ProfilePlan(models=tuple(str(m) for m in models), out=str(out), devices=tuple(serials),
-                               adb_server=adb_server, configs=tuple(configs), threads=tuple(threads), runs=runs,
+                               adb_server=adb_server, configs=phone_configs, threads=tuple(threads), runs=runs,
                                warmup=warmup, benchmark_binary=benchmark_binary, **plan_options)
-            return f"phone(s) {', '.join(serials)}", profile(plan, progress=progress)
+            return f"phone(s) {', '.join(serials)}{unbuilt}", profile(plan, progress=progress)
         except FileNotFoundError as exc:
             where = f"this computer (loopback device): a phone is connected but {exc}"
     else:

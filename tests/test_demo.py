@@ -89,3 +89,45 @@ def test_demo_refuses_an_input_too_small_for_the_network(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "too small" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.timeout(180)
+def test_a_listed_phone_with_a_benchmark_binary_is_used_instead_of_this_computer(tmp_path):
+    """The demo's phone path: a (loopback) phone behind a private adb server (Debian's adb) and a
+    benchmark binary given -> profile_phone_or_here profiles there, not on a fresh loopback device."""
+    import sys
+
+    import keras
+    import tensorflow as tf
+
+    from android_harness.loopback.daemon import LoopbackDevice
+    from android_harness.profile import ARM64_DELEGATE, profile_phone_or_here, runner_script
+    from tests._adb_helpers import adb_binaries, start_adb_server
+
+    binaries = adb_binaries()
+    if not binaries:
+        pytest.skip("no adb binary on this machine (make test installs Debian's adb)")
+    inp = keras.Input((8, 8, 4), batch_size=1)
+    model = tf.lite.TFLiteConverter.from_keras_model(
+        keras.Model(inp, keras.layers.DepthwiseConv2D(7, padding="same")(inp))).convert()
+    path = tmp_path / "dw7.tflite"
+    path.write_bytes(model)
+    server = start_adb_server(binaries[0][1], tmp_path / "adb-home")
+    phone = LoopbackDevice(tmp_path / "root", fixture_phone=True).start()
+    try:
+        server.adb("connect", phone.serial, timeout=60)
+        server.adb("-s", phone.serial, "wait-for-device", timeout=60)
+        where, report = profile_phone_or_here(
+            [str(path)], tmp_path / "results", benchmark_binary=str(runner_script(tmp_path / "bm", sys.executable)),
+            adb_server=server.address, configs=("xnnpack", "wbmm"), runs=5, warmup=1, progress=False,
+            devices=(phone.serial,))
+    finally:
+        server.stop()
+        phone.stop()
+    assert where.startswith(f"phone(s) {phone.serial}")
+    records = load_records(tmp_path / "results")
+    assert {r.key.serial for r in records} == {phone.serial} and all(r.status == "ok" for r in records)
+    # Without a phone build of the delegate the wbmm config is left out (said in `where`), not failed.
+    expected = ["xnnpack", "wbmm"] if ARM64_DELEGATE.is_file() else ["xnnpack"]
+    assert [r.config for r in records] == expected and report.complete
+    assert ARM64_DELEGATE.is_file() or "no wbmm config" in where

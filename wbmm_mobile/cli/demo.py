@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adb", default=None, metavar="HOST:PORT",
                         help="the ADB server to ask for phones (default: adb's own, 127.0.0.1:5037)")
     parser.add_argument("--delegate-lib", default=None, metavar="PATH",
-                        help="libwbmm_delegate.so built for the phone's ABI (default: build/delegates-arm64/ on "
+                        help="libwbmm_delegate.so built for the phone's ABI (default: build/android-arm64/ on "
                              "arm64 phones, build/delegates/ on the loopback device)")
     parser.add_argument("--power", action="store_true",
                         help="also measure energy per inference from the battery (default: off)")

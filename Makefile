@@ -37,7 +37,7 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(DELEGATE): $(wildcard delegates/*.cc delegates/*.h delegates/CMakeLists.txt delegates/kernels/*)
+$(DELEGATE): $(wildcard delegates/*.cc delegates/*.h delegates/CMakeLists.txt delegates/kernels/* delegates/tests/* delegates/cmake/*)
 	cmake -S delegates -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 

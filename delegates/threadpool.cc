@@ -8,7 +8,8 @@ namespace wbmm {
 
 namespace {
 constexpr std::chrono::microseconds kSpinTime(30);
-
+// Chunk index of a cursor whose job is being set up: no chunk can be claimed.
+constexpr uint64_t kClosedChunk = 0xFFFFFFFFu;
 
 uint32_t EpochOf(uint64_t cursor) { return uint32_t(cursor >> 32); }
 }  // namespace
@@ -31,13 +32,16 @@ void ThreadPool::DrainChunks(uint32_t epoch, int thread_index) {
   uint64_t cursor = cursor_.load(std::memory_order_acquire);
   for (;;) {
     if (EpochOf(cursor) != epoch) return;
-    const int64_t chunk = int64_t(cursor & 0xFFFFFFFFu);
-    if (chunk >= job_chunks_) return;
+    const uint64_t chunk_bits = cursor & 0xFFFFFFFFu;
+    if (chunk_bits == kClosedChunk) return;
+    const int64_t chunk = int64_t(chunk_bits);
+    if (chunk >= job_chunks_.load(std::memory_order_relaxed)) return;
     if (!cursor_.compare_exchange_weak(cursor, cursor + 1, std::memory_order_acq_rel, std::memory_order_acquire))
       continue;
     const int64_t begin = chunk * job_chunk_;
     job_fn_(job_context_, begin, std::min(job_n_, begin + job_chunk_), thread_index);
-    if (chunks_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == job_chunks_ && thread_index != 0) {
+    if (chunks_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == job_chunks_.load(std::memory_order_relaxed) &&
+        thread_index != 0) {
       std::lock_guard<std::mutex> lock(done_mutex_);  // pairs with the caller's wait below
       done_.notify_one();
     }
@@ -51,15 +55,24 @@ void ThreadPool::Run(int64_t n, RangeFn fn, void* context) {
     fn(context, 0, n, 0);
     return;
   }
+  // Close the previous epoch before touching the job's fields: a worker that
+  // read the old cursor (its job finished, chunk index past its end) could
+  // otherwise see the new, larger chunk count, win its CAS on the old epoch
+  // and run -- and count -- a chunk of this job twice, so that chunks_done_
+  // never equals job_chunks_ and the caller waits forever. Odd epochs mean
+  // "being set up"; workers only start on even ones.
+  const uint32_t setup_epoch = EpochOf(cursor_.load(std::memory_order_relaxed)) + 1;
+  cursor_.store((uint64_t(setup_epoch) << 32) | kClosedChunk, std::memory_order_seq_cst);
   job_fn_ = fn;
   job_context_ = context;
   job_n_ = n;
   // A few chunks per thread balance uneven tiles (edge windows, a descheduled
   // thread on a shared machine) without making the counter hot.
   job_chunk_ = std::max<int64_t>(1, n / (int64_t(num_threads_) * 4));
-  job_chunks_ = (n + job_chunk_ - 1) / job_chunk_;
+  const int64_t chunks = (n + job_chunk_ - 1) / job_chunk_;
+  job_chunks_.store(chunks, std::memory_order_relaxed);
   chunks_done_.store(0, std::memory_order_relaxed);
-  const uint32_t epoch = EpochOf(cursor_.load(std::memory_order_relaxed)) + 1;
+  const uint32_t epoch = setup_epoch + 1;
   {
     std::lock_guard<std::mutex> lock(mutex_);  // pairs with the workers' wait
     cursor_.store(uint64_t(epoch) << 32, std::memory_order_release);
@@ -69,31 +82,32 @@ void ThreadPool::Run(int64_t n, RangeFn fn, void* context) {
   // Chunks claimed by workers are still running: poll briefly (they usually
   // finish within microseconds), then sleep instead of burning a core that a
   // descheduled worker may need.
-  for (int spin = 0; spin < 64 && chunks_done_.load(std::memory_order_acquire) != job_chunks_; ++spin)
+  for (int spin = 0; spin < 64 && chunks_done_.load(std::memory_order_acquire) != chunks; ++spin)
     std::this_thread::yield();
-  if (chunks_done_.load(std::memory_order_acquire) != job_chunks_) {
+  if (chunks_done_.load(std::memory_order_acquire) != chunks) {
     std::unique_lock<std::mutex> lock(done_mutex_);
-    done_.wait(lock, [&] { return chunks_done_.load(std::memory_order_acquire) == job_chunks_; });
+    done_.wait(lock, [&] { return chunks_done_.load(std::memory_order_acquire) == chunks; });
   }
   running_.store(false, std::memory_order_release);
 }
 
 void ThreadPool::WorkerLoop(int thread_index) {
   uint32_t seen = 0;
+  auto is_new_job = [&](uint32_t epoch) { return epoch != seen && (epoch & 1u) == 0; };
   for (;;) {
     uint32_t now = EpochOf(cursor_.load(std::memory_order_acquire));
     // Poll for the next job for a bounded time (consecutive layers of one
     // invoke arrive within microseconds), then sleep: a worker spinning
     // longer only steals the core from whatever runs between invokes.
     const auto give_up = std::chrono::steady_clock::now() + kSpinTime;
-    for (int spin = 1; now == seen && !stopping_.load(std::memory_order_relaxed); ++spin) {
+    for (int spin = 1; !is_new_job(now) && !stopping_.load(std::memory_order_relaxed); ++spin) {
       if ((spin & 63) == 0 && std::chrono::steady_clock::now() > give_up) break;
       now = EpochOf(cursor_.load(std::memory_order_acquire));
     }
-    if (now == seen) {
+    if (!is_new_job(now)) {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] {
-        return stopping_.load() || EpochOf(cursor_.load(std::memory_order_acquire)) != seen;
+        return stopping_.load() || is_new_job(EpochOf(cursor_.load(std::memory_order_acquire)));
       });
       now = EpochOf(cursor_.load(std::memory_order_acquire));
     }

@@ -71,7 +71,7 @@ class ThreadPool {
   void* job_context_ = nullptr;
   int64_t job_n_ = 0;
   int64_t job_chunk_ = 1;
-  int64_t job_chunks_ = 0;
+  std::atomic<int64_t> job_chunks_{0};  // read by workers before they win a chunk
 };
 
 }  // namespace wbmm

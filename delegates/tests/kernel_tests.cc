@@ -284,6 +284,27 @@ WBMM_TEST(ThreadPoolCoversRangeOnce) {
   }
 }
 
+// Jobs of alternating sizes back to back: a worker still draining the small
+// job must never claim a chunk of the large one under the old epoch (that ran
+// a chunk twice, returned early or waited forever).
+WBMM_TEST(ThreadPoolAlternatingJobSizes) {
+  wbmm::ThreadPool pool(3);
+  std::vector<int> hits(2048, 0);
+  int incomplete_calls = 0;
+  for (int call = 0; call < 20000; ++call) {
+    const int64_t n = (call & 1) ? 2048 : 12;
+    for (int64_t i = 0; i < n; ++i) hits[i] = 0;
+    auto fn = [&](int64_t begin, int64_t end, int) {
+      for (int64_t i = begin; i < end; ++i) __atomic_add_fetch(&hits[i], 1, __ATOMIC_RELAXED);
+    };
+    pool.ParallelFor(n, fn);
+    for (int64_t i = 0; i < n; ++i) {
+      if (__atomic_load_n(&hits[i], __ATOMIC_RELAXED) != 1) { ++incomplete_calls; break; }
+    }
+  }
+  CHECK_MSG(incomplete_calls == 0, "%d calls returned with a chunk missing or run twice", incomplete_calls);
+}
+
 // Invoke must not allocate: count operator new calls while the kernels run.
 namespace {
 std::atomic<long> g_allocations{0};

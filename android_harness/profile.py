@@ -53,6 +53,7 @@ __all__ = [
     "profile_on_this_computer",
     "profile_phone_or_here",
     "wbmm_custom_ops",
+    "attached_phones",
 ]
 
 REMOTE_DIR = "/data/local/tmp/wbmm"
@@ -564,6 +565,23 @@ def profile_on_this_computer(models: Sequence[str], out: str | Path, *, configs:
             return profile(plan, progress=progress)
 
 
+def attached_phones(adb_server: str | None = None, devices: Sequence[str] = ()) -> list[str]:
+    """The phones ``profile_phone_or_here`` would use: every ready device the ADB server lists (none
+    when no server answers), or ``devices``, each of which must be listed (DeviceNotFoundError)."""
+    try:
+        serials = _list_devices(ProfilePlan(models=(), out="", adb_server=adb_server))
+    except (DeviceError, OSError):
+        serials = []   # no ADB server running: no phone
+    if devices:
+        absent = [s for s in devices if s not in serials]
+        if absent:
+            from wbmm_mobile.errors import DeviceNotFoundError
+            raise DeviceNotFoundError(f"device {', '.join(absent)} is not attached (the ADB server lists "
+                                      f"{', '.join(serials) or 'none'})")
+        serials = list(devices)
+    return serials
+
+
 def profile_phone_or_here(models: Sequence[str], out: str | Path, *, benchmark_binary: str | None = None,
                           adb_server: str | None = None, configs: Sequence[str] = ("xnnpack", "wbmm"),
                           threads: Sequence[int] = (1,), runs: int = 50, warmup: int = 5,
@@ -574,17 +592,7 @@ def profile_phone_or_here(models: Sequence[str], out: str | Path, *, benchmark_b
     otherwise on a loopback device here. Returns (where, report); ``where`` says which, in words.
     ``devices`` (serials) restricts the phones used; one the server does not list is an error,
     not a silent fall-back. ``plan_options`` are further ``ProfilePlan`` fields for both cases."""
-    try:
-        serials = _list_devices(ProfilePlan(models=(), out=str(out), adb_server=adb_server))
-    except (DeviceError, OSError):
-        serials = []   # no ADB server running: no phone
-    if devices:
-        absent = [s for s in devices if s not in serials]
-        if absent:
-            from wbmm_mobile.errors import DeviceNotFoundError
-            raise DeviceNotFoundError(f"device {', '.join(absent)} is not attached (the ADB server lists "
-                                      f"{', '.join(serials) or 'none'})")
-        serials = list(devices)
+    serials = attached_phones(adb_server, devices)
     if serials:
         try:
             if not benchmark_binary:

@@ -75,12 +75,17 @@ def test_demo_converts_profiles_each_model_and_config_and_compares(tmp_path, cap
         assert str(path) in printed or str(Path(path)) in printed
 
 
-def test_demo_refuses_a_phone_that_is_not_attached(tmp_path, capsys):
+def test_demo_refuses_a_phone_that_is_not_attached_before_converting(tmp_path, capsys):
     from android_harness.profile import profile_phone_or_here
     from wbmm_mobile.errors import DeviceNotFoundError
 
     with pytest.raises(DeviceNotFoundError, match="device R58M is not attached"):
         profile_phone_or_here(["unused.tflite"], tmp_path, adb_server=f"127.0.0.1:{free_port()}", devices=("R58M",))
+    code = main(["demo", "--out", str(tmp_path / "demo"), "--device", "R58M", "--adb", f"127.0.0.1:{free_port()}"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "wbmm-mobile: device error: device R58M is not attached (the ADB server lists none)"]
+    assert not (tmp_path / "demo").exists()
 
 
 def test_demo_refuses_an_input_too_small_for_the_network(tmp_path, capsys):

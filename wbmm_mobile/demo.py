@@ -176,11 +176,13 @@ def run_demo(out_dir: str | Path = "results/demo", *, input_size: int = 224, run
              log: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
     """Convert, profile (phone or loopback), compare; write demo.json and demo.md next to the
     profile records. Failed or missing runs do not raise: they are in ``DemoResult.problems``."""
-    from android_harness.profile import profile_phone_or_here
+    from android_harness.profile import attached_phones, profile_phone_or_here
     from wbmm_mobile.compare import compare, format_table
 
     if input_size < 32:
         raise ValueError(f"--input-size must be at least 32 (the network downsamples 32x), got {input_size}")
+    if devices:
+        attached_phones(adb_server, devices)   # a phone asked for by name that is absent: say so before converting
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     delegate_built, delegate_where = _delegate_status()
@@ -201,6 +203,8 @@ def run_demo(out_dir: str | Path = "results/demo", *, input_size: int = 224, run
     run_dir = out / "runs" / stamp
     log(f"2/3 profiling {len(models)} models x {', '.join(configs)}, {threads} thread(s), {runs} runs after "
         f"{warmup} warm-up (models with WBMM custom ops run only under wbmm)")
+    log(f"   looking for a phone through the ADB server ({adb_server or 'adb default, 127.0.0.1:5037'}; adb starts "
+        "it if it is not running)")
     plan_options = {"delegate_options": DELEGATE_OPTIONS, "power": power}
     if delegate_lib:
         plan_options["delegate_lib"] = delegate_lib

@@ -634,16 +634,18 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
 
 
 def _large_depthwise_count(data: bytes, min_kernel: int) -> int:
+    """Depthwise convs (DEPTHWISE_CONV_2D, and CONV_2D with groups == C as Keras writes ConvNeXt's)
+    with a kernel side >= ``min_kernel``, found by the rewriter's own matcher so both agree."""
     from converters import tflite_io
+    from converters.rewrites import _depthwise
 
     tree = tflite_io.load_model_bytes(data)
     count = 0
     for g, subgraph in enumerate(tree.subgraphs):
-        for op in subgraph.operators or []:
-            if tflite_io.opcode_name(tree, op.opcodeIndex) == "DEPTHWISE_CONV_2D":
-                shape = subgraph.tensors[op.inputs[1]].shape
-                if shape is not None and len(shape) == 4 and max(int(shape[1]), int(shape[2])) >= min_kernel:
-                    count += 1
+        for op_index in range(len(subgraph.operators or [])):
+            layer = _depthwise.match(tree, g, op_index)
+            if layer is not None and max(layer.kernel_size) >= min_kernel:
+                count += 1
     return count
 
 

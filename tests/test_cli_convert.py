@@ -179,6 +179,22 @@ def test_plain_depthwise_inputs_go_through_the_rewriter(plain_depthwise, tmp_pat
     assert verify_tflite_against_tflite(plain_depthwise / "plain_dw.tflite", written, seed=3).max_rel <= 1e-4
 
 
+def test_grouped_conv_keras_model_goes_through_the_rewriter(tmp_path):
+    """Keras writes ConvNeXt's 7x7 depthwise convs as Conv2D(groups=C), which converts to a grouped
+    CONV_2D, not DEPTHWISE_CONV_2D: convert must still hand the model to the rewriter."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((16, 16, 8), batch_size=1)
+    model = keras.Model(inp, keras.layers.Conv2D(8, 7, padding="same", groups=8, name="grouped7")(inp))
+    model.save(tmp_path / "grouped.keras")
+    assert main(["convert", str(tmp_path / "grouped.keras"), "-o", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["rewrite"]["rewritten_count"] == 1
+    assert report["rewrite"]["layers"][0]["kernel"] == "7x7"
+    assert "CONV_2D" not in report["op_counts"]
+
+
 def test_convert_int8_with_representative_data(tmp_path, capsys):
     import keras
 

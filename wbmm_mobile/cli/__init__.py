@@ -21,7 +21,7 @@ from wbmm_mobile import __version__
 COMMANDS: list[tuple[str, str, str]] = [
     ("convert", "wbmm_mobile.cli.convert", "convert a Keras model with WBMM layers to a verified .tflite"),
     ("bench", "wbmm_mobile.cli.bench", "benchmark .tflite models on this machine (median, p5, p95, speedups)"),
-    ("demo", "wbmm_mobile.cli.demo", "build, convert and benchmark the small WBMM-P-like demo and its 13x13 twin"),
+    ("demo", "wbmm_mobile.cli.demo", "the main job on a built-in example: convert, profile over ADB (phone or loopback), compare"),
     ("rewrite", "wbmm_mobile.cli.rewrite", "rewrite large depthwise convolutions of a .tflite (exact or windowed)"),
     ("profile", "wbmm_mobile.cli.profile", "profile .tflite models on Android devices per delegate config"),
     ("compare", "wbmm_mobile.cli.compare", "tables, plots and a markdown report from profile results"),

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("the main job on a built-in example: convert a WBMM-P-like network and its 13x13 depthwise twin, "
-        "profile them over ADB (a phone, else a loopback device here), compare with and without WBMM")
+HELP = "the main job on a built-in example: convert, profile over ADB (phone or loopback), compare"
 
 
 def _input_size(text: str) -> int:

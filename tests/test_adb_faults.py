@@ -19,7 +19,7 @@ from android_harness.adbshell_transport import AdbShellTransport
 from android_harness.adbutils_transport import AdbServerTransport
 from android_harness.loopback import LoopbackDevice
 from android_harness.loopback.wire import A_CNXN, A_OPEN, HEADER, Packet, checksum, encode_packet
-from tests._adb_helpers import DEBIAN_ADB, adb_binaries, start_adb_server
+from tests._adb_helpers import adb_binaries, start_adb_server
 from wbmm_mobile.errors import DeviceGoneError, DeviceUnauthorizedError
 
 pytestmark = pytest.mark.timeout(180)
@@ -29,20 +29,6 @@ pytestmark = pytest.mark.timeout(180)
 def loopback(tmp_path):
     with LoopbackDevice(tmp_path / "root") as device:
         yield device
-
-
-@pytest.fixture(scope="module")
-def adb_server(tmp_path_factory):
-    if not os.path.exists(DEBIAN_ADB):
-        pytest.skip("Debian's adb is not installed (make system-deps)")
-    server = start_adb_server(DEBIAN_ADB, tmp_path_factory.mktemp("adb-home"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def key_path(tmp_path_factory):
-    return tmp_path_factory.mktemp("keys") / "adbkey"
 
 
 def make_transport(kind: str, loopback: LoopbackDevice, request, key_path, **kwargs):

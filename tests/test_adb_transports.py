@@ -19,7 +19,6 @@ from android_harness.adbutils_transport import AdbServerTransport
 from android_harness.device import Device, file_sha256
 from android_harness.loopback import LoopbackDevice
 from android_harness.transport import ShellResult
-from tests._adb_helpers import DEBIAN_ADB, start_adb_server
 from wbmm_mobile.errors import DeviceCommandError, DeviceError, DeviceNoSpaceError, DeviceTimeoutError
 
 pytestmark = pytest.mark.timeout(240)
@@ -30,20 +29,6 @@ HOSTILE = "we ird'name\";touch PWNED;$(touch PWNED2)`touch PWNED3`$HOME,mode.bin
 def loopback(tmp_path_factory):
     with LoopbackDevice(tmp_path_factory.mktemp("loopback-root"), fixture_phone=True) as device:
         yield device
-
-
-@pytest.fixture(scope="module")
-def adb_server(tmp_path_factory):
-    if not os.path.exists(DEBIAN_ADB):
-        pytest.skip("Debian's adb is not installed (make system-deps)")
-    server = start_adb_server(DEBIAN_ADB, tmp_path_factory.mktemp("adb-home"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def key_path(tmp_path_factory):
-    return tmp_path_factory.mktemp("keys") / "adbkey"
 
 
 @pytest.fixture(scope="module", params=["adb-server", "adb-shell"])

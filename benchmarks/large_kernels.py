@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from converters import strategy, tflite_io  # noqa: E402
 from converters.rewrite import RewriteOptions, rewrite_model  # noqa: E402
 from converters.verify import load_interpreter, random_inputs  # noqa: E402
+from wbmm_mobile.hostbench import time_round_robin  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -68,9 +69,8 @@ def time_interleaved(variants: dict[str, tuple[bytes, str, int]], runs: int, lab
                      warmup: int = 5) -> dict[str, float]:
     """Median ms per variant ({name: (model, kernels, threads)}), invoked in turn round after round.
 
-    Interleaving (rather than ``hostbench.time_model`` on one model, then the next) keeps a
-    load change on this shared 2-core machine from landing on one variant only; the order
-    rotates every round so no variant always runs right after the same neighbour.
+    Interleaving (``hostbench.time_round_robin``, rather than ``time_model`` on one model, then
+    the next) keeps a load change on this shared 2-core machine from landing on one variant only.
     """
     from rich.progress import Progress
 
@@ -82,17 +82,9 @@ def time_interleaved(variants: dict[str, tuple[bytes, str, int]], runs: int, lab
         for _ in range(warmup):
             interpreter.invoke()
         interpreters[name] = interpreter
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
     with Progress(transient=True) as progress:
-        task = progress.add_task(label, total=runs)
-        for round_index in range(runs):
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                start = time.perf_counter()
-                interpreters[name].invoke()
-                samples[name].append((time.perf_counter() - start) * 1e3)
-            progress.advance(task)
+        task = progress.add_task(label, total=runs * len(interpreters))
+        samples = time_round_robin(interpreters, runs, advance=lambda: progress.advance(task))
     return {name: float(np.median(values)) for name, values in samples.items()}
 
 

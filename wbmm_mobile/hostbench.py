@@ -111,48 +111,41 @@ def time_model(model: ModelLike, *, threads: int = 1, runs: int = 50, warmup: in
     invokes (``warmup_mean_ms``), then timed invokes until both ``runs`` invokes and
     ``min_secs`` seconds are done. Inputs are set once (seeded random unless given).
     """
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
     data = read_model_bytes(model)
     label = name or ("<bytes>" if isinstance(model, (bytes, bytearray, memoryview)) else str(model))
+    return _time_side_by_side([data], [label], threads=threads, runs=runs, warmup=warmup, kernels=kernels,
+                              delegate=delegate, min_secs=min_secs, progress=progress, seed=seed, inputs=inputs,
+                              description=f"{Path(label).name} ({kernels}, {threads}t)")[0]
 
+
+def invoke_ms(interpreter) -> float:
+    """One invoke, in milliseconds of wall time."""
     start = time.perf_counter()
-    interpreter = load_interpreter(data, threads=threads, kernels=kernels, delegate=delegate)
-    init_ms = (time.perf_counter() - start) * 1e3
+    interpreter.invoke()
+    return (time.perf_counter() - start) * 1e3
 
-    values = list(inputs) if inputs is not None else random_inputs(interpreter, seed)
-    for detail, value in zip(interpreter.get_input_details(), values):
-        interpreter.set_tensor(detail["index"], np.asarray(value, dtype=detail["dtype"]))
 
-    bar = _Progress(progress, f"{Path(label).name} ({kernels}, {threads}t)", 1 + warmup + runs)
-    try:
-        start = time.perf_counter()
-        interpreter.invoke()
-        first_ms = (time.perf_counter() - start) * 1e3
-        bar.advance()
-        warm = []
-        for _ in range(warmup):
-            start = time.perf_counter()
-            interpreter.invoke()
-            warm.append((time.perf_counter() - start) * 1e3)
-            bar.advance()
-        timed: list[float] = []
-        began = time.perf_counter()
-        while len(timed) < runs or time.perf_counter() - began < min_secs:
-            start = time.perf_counter()
-            interpreter.invoke()
-            timed.append((time.perf_counter() - start) * 1e3)
-            bar.advance()
-    finally:
-        bar.close()
+def time_round_robin(interpreters: dict[str, Any], runs: int, min_secs: float = 0.0,
+                     advance: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """Per-invoke milliseconds of already warmed-up interpreters, timed round-robin.
 
-    return LatencyStats(model=label, model_bytes=len(data), model_sha256=hashlib.sha256(data).hexdigest(),
-                        kernels=kernels, threads=threads, delegate=_describe_delegate(delegate), runs_ms=timed,
-                        init_ms=init_ms, first_ms=first_ms,
-                        warmup_mean_ms=float(np.mean(warm)) if warm else float("nan"), warmup=warmup,
-                        **summarize(timed))
+    Each round invokes every interpreter once, starting one further along each round, so a
+    change of load on a shared machine hits all of them alike and none always runs right
+    after the same neighbour: the side-by-side measurement every ratio here is taken from.
+    Rounds go on until ``runs`` rounds and ``min_secs`` seconds are both done.
+    """
+    names = list(interpreters)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    began = time.perf_counter()
+    round_index = 0
+    while round_index < runs or time.perf_counter() - began < min_secs:
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(invoke_ms(interpreters[name]))
+            if advance is not None:
+                advance()
+        round_index += 1
+    return samples
 
 
 @dataclass
@@ -172,9 +165,9 @@ def compare_models(models: Sequence[ModelLike], *, threads: int = 1, runs: int =
     """Time several models under one configuration; speedup_i = median_0 / median_i.
 
     With ``interleave`` (the default) every model is loaded and warmed up first, then the timed
-    invokes go round-robin, one invoke of each model per round, so load changes on a shared
-    machine hit all models alike (what a side-by-side ratio needs). ``min_secs`` then bounds the
-    whole timed phase. Without it, ``time_model`` runs on each model in turn.
+    invokes go round-robin (:func:`time_round_robin`), so load changes on a shared machine hit
+    all models alike (what a side-by-side ratio needs). ``min_secs`` then bounds the whole timed
+    phase. Without it, ``time_model`` runs on each model in turn.
     """
     if not models:
         raise ValueError("no model to benchmark")
@@ -185,49 +178,43 @@ def compare_models(models: Sequence[ModelLike], *, threads: int = 1, runs: int =
         stats = [time_model(m, threads=threads, runs=runs, warmup=warmup, kernels=kernels, delegate=delegate,
                             min_secs=min_secs, progress=progress, seed=seed) for m in models]
     else:
-        stats = _time_interleaved(blobs, labels, threads=threads, runs=runs, warmup=warmup, kernels=kernels,
-                                  delegate=delegate, min_secs=min_secs, progress=progress, seed=seed)
+        stats = _time_side_by_side(blobs, labels, threads=threads, runs=runs, warmup=warmup, kernels=kernels,
+                                   delegate=delegate, min_secs=min_secs, progress=progress, seed=seed)
     base = stats[0].median_ms
     return BenchComparison(stats, [base / s.median_ms if s.median_ms > 0 else float("inf") for s in stats])
 
 
-def _time_interleaved(blobs: list[bytes], labels: list[str], *, threads: int, runs: int, warmup: int, kernels: str,
-                      delegate: Any, min_secs: float, progress, seed: int) -> list[LatencyStats]:
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs}, {warmup}")
-    loaded = []
-    bar = _Progress(progress, f"{len(blobs)} models interleaved ({kernels}, {threads}t)",
+def _time_side_by_side(blobs: list[bytes], labels: list[str], *, threads: int, runs: int, warmup: int,
+                       kernels: str, delegate: Any, min_secs: float, progress, seed: int,
+                       inputs: Sequence[np.ndarray] | None = None, description: str | None = None) -> list[LatencyStats]:
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    interpreters, init_ms, first_ms, warm = {}, {}, {}, {}
+    bar = _Progress(progress, description or f"{len(blobs)} models interleaved ({kernels}, {threads}t)",
                     len(blobs) * (1 + warmup + runs))
     try:
-        for data in blobs:
+        for index, data in enumerate(blobs):
             start = time.perf_counter()
             interpreter = load_interpreter(data, threads=threads, kernels=kernels, delegate=delegate)
-            init_ms = (time.perf_counter() - start) * 1e3
-            for detail, value in zip(interpreter.get_input_details(), random_inputs(interpreter, seed)):
+            init_ms[index] = (time.perf_counter() - start) * 1e3
+            values = list(inputs) if inputs is not None else random_inputs(interpreter, seed)
+            for detail, value in zip(interpreter.get_input_details(), values):
                 interpreter.set_tensor(detail["index"], np.asarray(value, dtype=detail["dtype"]))
-            start = time.perf_counter()
-            interpreter.invoke()
-            first_ms = (time.perf_counter() - start) * 1e3
+            first_ms[index] = invoke_ms(interpreter)
             bar.advance()
-            warm = []
+            warm[index] = []
             for _ in range(warmup):
-                start = time.perf_counter()
-                interpreter.invoke()
-                warm.append((time.perf_counter() - start) * 1e3)
+                warm[index].append(invoke_ms(interpreter))
                 bar.advance()
-            loaded.append((interpreter, init_ms, first_ms, warm, []))
-        began = time.perf_counter()
-        while len(loaded[0][4]) < runs or time.perf_counter() - began < min_secs:
-            for interpreter, _, _, _, timed in loaded:
-                start = time.perf_counter()
-                interpreter.invoke()
-                timed.append((time.perf_counter() - start) * 1e3)
-                bar.advance()
+            interpreters[index] = interpreter
+        timed = time_round_robin(interpreters, runs, min_secs=min_secs, advance=bar.advance)
     finally:
         bar.close()
     return [LatencyStats(model=label, model_bytes=len(data), model_sha256=hashlib.sha256(data).hexdigest(),
-                         kernels=kernels, threads=threads, delegate=_describe_delegate(delegate), runs_ms=timed,
-                         init_ms=init_ms, first_ms=first_ms,
-                         warmup_mean_ms=float(np.mean(warm)) if warm else float("nan"), warmup=warmup,
-                         **summarize(timed))
-            for label, data, (_, init_ms, first_ms, warm, timed) in zip(labels, blobs, loaded)]
+                         kernels=kernels, threads=threads, delegate=_describe_delegate(delegate),
+                         runs_ms=timed[index], init_ms=init_ms[index], first_ms=first_ms[index],
+                         warmup_mean_ms=float(np.mean(warm[index])) if warm[index] else float("nan"),
+                         warmup=warmup, **summarize(timed[index]))
+            for index, (label, data) in enumerate(zip(labels, blobs))]

@@ -1,7 +1,7 @@
 """The WBMM lowerings, in one explicit ordered list (the order ``--help`` and reports use).
 
 Adding a lowering: write ``converters/lowerings/<name>.py`` with a ``LOWERING`` object (a
-``base.Lowering``: ``check``, ``deploy_layer``, optional ``finalize``), then add it to
+``base.Lowering``: ``check``, ``emit``, optional ``finalize``), then add it to
 ``LOWERINGS`` below. Nothing else needs to change: the converter, the CLI choices and the
 benchmark read this list.
 """

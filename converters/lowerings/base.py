@@ -3,7 +3,7 @@ interface, the deploy-time Keras layers the converter traces, and small helpers 
 lowered layer's ops again in the converted flatbuffer.
 
 A lowering is match -> check -> rewrite: ``check`` returns a reason when it refuses a
-layer; ``deploy_layer`` is the Keras layer put in the WBMM layer's place before the
+layer; ``emit`` builds the ops traced in the WBMM layer's place (``deploy_layer``) before the
 TFLite converter runs; ``finalize`` edits the converted ``ModelT`` in place where the
 converter alone cannot produce the wanted ops (``gather``: it would constant-fold the
 gather; ``custom``: it knows no WBMM op). Not for choosing a lowering (the user does,
@@ -94,11 +94,37 @@ class Lowering:
         return None
 
     def deploy_layer(self, params: WbmmParams):
+        """The Keras layer traced in the WBMM layer's place: ``emit`` under the layer's marker."""
+        return deployed_layer(params, self.emit)
+
+    def emit(self, x, params: WbmmParams):
+        """The TensorFlow ops computing the deployed layer on ``x`` (traced at conversion only)."""
         raise NotImplementedError
 
     def finalize(self, model, layers: list[WbmmParams]) -> list[str]:
         """Edit the converted ``ModelT`` in place; return notes for the report."""
         return []
+
+
+def deployed_layer(params: WbmmParams, emit):
+    """A Keras layer named like the WBMM layer it replaces, running ``emit(x, params)`` inside the
+    marker name scope, so that finalize() can find its ops again in the converted file."""
+    import keras
+    import tensorflow as tf
+
+    class DeployedWbmm(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(name=params.name, **kwargs)
+            self.params = params
+
+        def call(self, x):
+            with tf.name_scope(params.marker):
+                return emit(x, params)
+
+        def compute_output_shape(self, input_shape):
+            return tuple(input_shape)
+
+    return DeployedWbmm()
 
 
 # ----------------------------------------------------------------------------- flatbuffer helpers

@@ -44,36 +44,16 @@ def window_matmul(x, matrices, window: tuple[int, int], bias=None, shortcut_scal
     return t
 
 
-def _deploy_layer_class():
-    import keras
-    import tensorflow as tf
-
-    class WbmmDenseMatmul(keras.layers.Layer):
-        """Deploy-time WBMM with the dense M baked in as a constant (conversion only)."""
-
-        def __init__(self, params: WbmmParams, **kwargs):
-            super().__init__(name=params.name, **kwargs)
-            self.params = params
-
-        def call(self, x):
-            p = self.params
-            with tf.name_scope(p.marker):
-                bias = None if p.bias is None else tf.constant(p.bias.astype(np.float32))
-                scale = None if p.shortcut_scale is None else p.shortcut_scale.astype(np.float32)
-                return window_matmul(x, tf.constant(p.dense_matrices()), p.window, bias, scale)
-
-        def compute_output_shape(self, input_shape):
-            return tuple(input_shape)
-
-    return WbmmDenseMatmul
-
-
 class BmmLowering(Lowering):
     name = "bmm"
     summary = "reshape/transpose + BATCH_MATMUL with a constant dense M (C, d, d)"
 
-    def deploy_layer(self, params: WbmmParams):
-        return _deploy_layer_class()(params)
+    def emit(self, x, p: WbmmParams):
+        import tensorflow as tf
+
+        bias = None if p.bias is None else tf.constant(p.bias.astype(np.float32))
+        scale = None if p.shortcut_scale is None else p.shortcut_scale.astype(np.float32)
+        return window_matmul(x, tf.constant(p.dense_matrices()), p.window, bias, scale)
 
 
 LOWERING = BmmLowering()

@@ -23,32 +23,6 @@ from converters.lowerings.base import (Lowering, WbmmParams, add_constant, add_t
 from wbmm_mobile.errors import ConversionError
 
 
-def _deploy_layer_class():
-    import keras
-    import tensorflow as tf
-
-    class WbmmPlaceholder(keras.layers.Layer):
-        """A 'same' depthwise conv with the deploy table as kernel: only a marker for finalize()."""
-
-        def __init__(self, params: WbmmParams, **kwargs):
-            super().__init__(name=params.name, **kwargs)
-            self.params = params
-
-        def call(self, x):
-            p = self.params
-            with tf.name_scope(p.marker):
-                kernel = tf.constant(p.kernel()[..., None])           # (kh, kw, C, 1)
-                y = tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding="SAME")
-                if p.bias is not None:
-                    y = y + tf.constant(p.bias.astype(np.float32))
-                return y
-
-        def compute_output_shape(self, input_shape):
-            return tuple(input_shape)
-
-    return WbmmPlaceholder
-
-
 class CustomLowering(Lowering):
     name = "custom"
     summary = "one CUSTOM 'WBMM' op per layer (compact table in kernel layout); needs the C++ delegate"
@@ -60,8 +34,16 @@ class CustomLowering(Lowering):
             return "the WBMM custom op reads float32/float16 tables; int8 needs --lowering bmm or gather"
         return super().check(params, precision)
 
-    def deploy_layer(self, params: WbmmParams):
-        return _deploy_layer_class()(params)
+    def emit(self, x, p: WbmmParams):
+        """A 'same' depthwise conv with the deploy table as kernel: only a marker that
+        finalize() replaces by the WBMM custom op."""
+        import tensorflow as tf
+
+        kernel = tf.constant(p.kernel()[..., None])           # (kh, kw, C, 1)
+        y = tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding="SAME")
+        if p.bias is not None:
+            y = y + tf.constant(p.bias.astype(np.float32))
+        return y
 
     def finalize(self, model, layers: list[WbmmParams]) -> list[str]:
         from ai_edge_litert import schema_py_generated as schema

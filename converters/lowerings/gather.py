@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.lowerings.base import (Lowering, WbmmParams, add_constant, add_tensor_like, consumers, has_marker,
+from converters.lowerings.base import (WbmmParams, add_constant, add_tensor_like, consumers, has_marker,
                                        opcode_index, producers)
 from converters.lowerings.bmm import BmmLowering
 from wbmm_mobile import core

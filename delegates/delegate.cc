@@ -233,14 +233,14 @@ void Log(const Delegate& d, int level, const char* format, ...) {
 struct ConvOp {
   ConvPlan plan;
   DepthwiseProblem problem;
-  std::vector<float> weights, bias;
+  AlignedFloats weights, bias;
 };
 
 struct Partition {
   Delegate* delegate = nullptr;
   std::vector<ConvOp> ops;                // execution order
-  std::map<int, std::vector<float>> own;  // tensors internal to the partition
-  std::vector<float> scratch;  // max over ops of ScratchFloats: ops run one after another
+  std::map<int, AlignedFloats> own;  // tensors internal to the partition
+  AlignedFloats scratch;             // max over ops of ScratchFloats: ops run one after another
 };
 
 float* TensorData(TfLiteContext* context, Partition* p, int index) {

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <new>
 #include <vector>
 
@@ -41,8 +42,14 @@ struct CacheLineAllocator {
   CacheLineAllocator() = default;
   template <class U>
   CacheLineAllocator(const CacheLineAllocator<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(kBufferAlignment))); }
-  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(kBufferAlignment)); }
+  // posix_memalign rather than aligned operator new: Android's libc before
+  // API 28 has no aligned_alloc, and this must build for API 26.
+  T* allocate(size_t n) {
+    void* p = nullptr;
+    if (posix_memalign(&p, kBufferAlignment, n * sizeof(T) > 0 ? n * sizeof(T) : 1) != 0) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
   template <class U>
   bool operator==(const CacheLineAllocator<U>&) const { return true; }
   template <class U>

@@ -58,7 +58,9 @@ size_t SharedScratchFloats(const DepthwiseProblem& p, int lanes) {
 }
 
 size_t ThreadScratchFloats(const DepthwiseProblem& p, int lanes) {
-  if (p.windowed()) return p.channels % lanes == 0 ? 0 : 2 * size_t(p.window_h) * p.window_w * lanes;
+  // Windowed: a channel tail's window in and out (2 windows), or the packed
+  // input of a group of 4 windows (MultiWindowTile).
+  if (p.windowed()) return 4 * size_t(p.window_h) * p.window_w * lanes;
   // The zero-padded strip of a band's input rows, and the lane-padded output
   // row of a channel-tail block.
   return (size_t(kPlainBandRows + p.kernel_h - 1) * (p.out_w + p.kernel_w - 1) + p.out_w) * lanes;

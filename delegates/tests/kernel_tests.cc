@@ -129,6 +129,21 @@ std::vector<const wbmm::KernelSet*> AllKernelSets() {
 // Tolerance: float32 accumulation of n products of magnitude <= 1.
 double Tolerance(int taps) { return 2e-6 * taps + 1e-5; }
 
+struct Operands {
+  std::vector<float> x, k, bias;
+};
+
+// Input, kernel and (half the time) bias for p, uniform in [-1, 1].
+Operands RandomOperands(Rng& rng, const DepthwiseProblem& p) {
+  Operands o{std::vector<float>(size_t(p.batch) * p.in_h * p.in_w * p.channels),
+             std::vector<float>(size_t(p.kernel_h) * p.kernel_w * p.channels),
+             std::vector<float>(rng.Int(0, 1) ? p.channels : 0)};
+  for (float& v : o.x) v = rng.Uniform();
+  for (float& v : o.k) v = rng.Uniform();
+  for (float& v : o.bias) v = rng.Uniform();
+  return o;
+}
+
 }  // namespace
 
 WBMM_TEST(WindowedMatchesDenseMForm) {
@@ -150,11 +165,7 @@ WBMM_TEST(WindowedMatchesDenseMForm) {
       const bool half = rng.Int(0, 3) == 0;
       const int threads = rng.Int(1, 4);
       CHECK(*wbmm::ValidateProblem(p) == '\0');
-      std::vector<float> x(size_t(p.batch) * p.in_h * p.in_w * p.channels), k(size_t(p.kernel_h) * p.kernel_w * p.channels);
-      std::vector<float> bias(rng.Int(0, 1) ? p.channels : 0);
-      for (float& v : x) v = rng.Uniform();
-      for (float& v : k) v = rng.Uniform();
-      for (float& v : bias) v = rng.Uniform();
+      auto [x, k, bias] = RandomOperands(rng, p);
       std::vector<uint16_t> k16(k.size());
       if (half) {
         for (size_t i = 0; i < k.size(); ++i) {
@@ -202,11 +213,7 @@ WBMM_TEST(PlainDepthwiseMatchesDirectLoops) {
       if (act == 2) p.out_max = 0.5f;
       const int threads = rng.Int(1, 3);
       CHECK(*wbmm::ValidateProblem(p) == '\0');
-      std::vector<float> x(size_t(p.batch) * p.in_h * p.in_w * p.channels), k(size_t(p.kernel_h) * p.kernel_w * p.channels);
-      std::vector<float> bias(rng.Int(0, 1) ? p.channels : 0);
-      for (float& v : x) v = rng.Uniform();
-      for (float& v : k) v = rng.Uniform();
-      for (float& v : bias) v = rng.Uniform();
+      auto [x, k, bias] = RandomOperands(rng, p);
       const auto want = ReferenceDepthwise(p, x, k, bias);
       const auto got = RunKernel(*set, p, x, k.data(), wbmm::WeightType::kFloat32, bias, false, threads);
       const double err = MaxError(got, want);

@@ -2,7 +2,8 @@
 
 (a) Per layer, 1xHxWxC in {56x56x96, 28x28x192, 14x14x384}, 'same' KxK with K in {7, 13, 31}:
     the stock DEPTHWISE_CONV_2D on XNNPACK and on the builtin kernels, and the ``split``,
-    ``halo``, ``builtin_kernel`` and ``auto`` rewrites (builtin TFLite ops only) on XNNPACK.
+    ``dilated`` (K=7 only), ``halo``, ``builtin_kernel`` and ``auto`` rewrites (builtin TFLite
+    ops only) on XNNPACK.
 (b) keras.applications.ConvNeXtTiny (weights=None, 224x224, fp32; layer scales set to 1 so the
     verification sees the depthwise convs): the stock .tflite against its exact ``auto``
     rewrite, XNNPACK with 1 and 2 threads.
@@ -10,7 +11,7 @@
 The variants of one row are timed in one process, interleaved invoke by invoke (median of
 ``--runs`` invokes each after 5 warm-up invokes). Results go to ``benchmarks/results/large_kernels.json``;
 ratios and the issue's targets are printed. ``--write-strategy-table`` also stores the
-split/halo/builtin_kernel medians of (a), for XNNPACK and builtin kernels, as the table ``auto`` ships
+split/dilated/halo/builtin_kernel medians of (a), for XNNPACK and builtin kernels, as the table ``auto`` ships
 (``converters/strategy_measurements.json``). Run by hand:
 
     .venv/bin/python benchmarks/large_kernels.py            # both parts, 50 runs
@@ -25,6 +26,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -104,7 +106,7 @@ def bench_layers(runs: int, with_builtin_rewrites: bool) -> list[dict]:
             name = f"{height}x{width}x{channels} K={k}"
             models = {}
             picks = {}
-            for strategy_name in ("split", "halo", "builtin_kernel", "auto"):
+            for strategy_name in ("split", "dilated", "halo", "builtin_kernel", "auto"):
                 result = rewrite_model(stock, RewriteOptions(strategy=strategy_name, target="xnnpack", verify=True))
                 layer = result.report.layers[0]
                 if layer.rewritten:
@@ -123,7 +125,7 @@ def bench_layers(runs: int, with_builtin_rewrites: bool) -> list[dict]:
                 if not (n == "auto" and auto_is_split):
                     variants[f"{n}_xnnpack"] = (model, "xnnpack", 1)
             if with_builtin_rewrites:
-                for n in ("split", "halo"):
+                for n in ("split", "dilated", "halo"):
                     if n in models:
                         variants[f"{n}_builtin"] = (models[n], "builtin", 1)
             row["median_ms"] = time_interleaved(variants, runs, name)
@@ -150,7 +152,7 @@ def write_strategy_table(rows: list[dict], path: Path) -> None:
     for row in rows:
         _, height, width, channels = row["shape"]
         for kernels in ("xnnpack", "builtin"):
-            names = ("split", "halo", "builtin_kernel") if kernels == "xnnpack" else ("split", "halo")
+            names = ("split", "dilated", "halo", "builtin_kernel") if kernels == "xnnpack" else ("split", "dilated", "halo")
             ms = {n: row["median_ms"][f"{n}_{kernels}"] for n in names if f"{n}_{kernels}" in row["median_ms"]}
             ms["depthwise"] = row["median_ms"][f"depthwise_{kernels}"]
             if "split" in ms:
@@ -183,18 +185,26 @@ def bench_convnext(runs: int) -> dict:
     result = rewrite_model(stock, RewriteOptions(strategy="auto", target="xnnpack"))
     rewrite_s = time.perf_counter() - start
     report = result.report
+    # The graph pass alone (no conv rewritten): what folding the run-time shapes buys by itself.
+    folded = rewrite_model(stock, RewriteOptions(min_kernel=1 << 30)).model
     out = {"layer_scales_set_to_1": scaled, "convert_s": convert_s, "rewrite_and_verify_s": rewrite_s, "rewritten_layers": report.rewritten_count,
+           "static_shapes": asdict(report.static_shapes) if report.static_shapes else None,
            "depthwise_layers": len(report.layers), "strategies": sorted({l.strategy for l in report.layers if l.rewritten}),
            "verification": report.verification, "builtin_ops_only": _builtin_only(result.model),
            "bytes": {"stock": len(stock), "rewritten": len(result.model)}, "median_ms": {}, "speedup": {}}
-    bound = _without_large_depthwise(stock)
+    bound = _without_large_depthwise(folded)
     for threads in (1, 2):
         variants = {"stock": (stock, "xnnpack", threads), "rewritten": (result.model, "xnnpack", threads)}
         if threads == 1:
+            variants["shapes_folded_only"] = (folded, "xnnpack", threads)
             variants["no_large_depthwise"] = (bound, "xnnpack", threads)
         ms = time_interleaved(variants, runs, f"ConvNeXtTiny xnnpack {threads}t")
         base, new = ms["stock"], ms["rewritten"]
         if threads == 1:
+            out["median_ms"]["shapes_folded_only_xnnpack_1t"] = ms["shapes_folded_only"]
+            out["speedup"]["shapes_folded_only_1t"] = base / ms["shapes_folded_only"]
+            print(f"ConvNeXtTiny with only its run-time shapes folded (no conv rewritten): "
+                  f"{ms['shapes_folded_only']:.1f} ms, {base / ms['shapes_folded_only']:.2f}x", flush=True)
             out["median_ms"]["no_large_depthwise_xnnpack_1t"] = ms["no_large_depthwise"]
             out["speedup"]["bound_if_large_depthwise_were_free_1t"] = base / ms["no_large_depthwise"]
             print(f"ConvNeXtTiny with every 7x7 depthwise conv replaced by a RELU (not the same function; "
@@ -210,7 +220,8 @@ def bench_convnext(runs: int) -> dict:
 
 def _without_large_depthwise(data: bytes) -> bytes:
     """The model with each large depthwise conv replaced by a RELU of its input: not the same
-    function, only the timing bound that no rewrite of those convs can beat."""
+    function, only the timing bound that no rewrite of those convs can beat (given the
+    shape-folded model, the rest of the network as the rewrite leaves it)."""
     from converters.rewrites import _depthwise
     from converters.rewrites._graph import Builtin, GraphEditor, prune_unused
 
@@ -259,11 +270,11 @@ def markdown(results: dict) -> str:
     lines = []
     layers = results.get("layers")
     if layers:
-        columns = ["depthwise_xnnpack", "depthwise_builtin", "split_xnnpack", "halo_xnnpack",
+        columns = ["depthwise_xnnpack", "depthwise_builtin", "split_xnnpack", "dilated_xnnpack", "halo_xnnpack",
                    "builtin_kernel_xnnpack", "auto_xnnpack"]
-        lines += ["| layer | XNNPACK dw | builtin dw | split | halo | builtin_kernel | auto (pick) | "
+        lines += ["| layer | XNNPACK dw | builtin dw | split | dilated | halo | builtin_kernel | auto (pick) | "
                   "XNNPACK dw / auto | auto / split |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for row in layers:
             ms = row["median_ms"]
             cells = [f"{ms[c]:.2f}" if c in ms else "-" for c in columns]

@@ -30,8 +30,8 @@ import numpy as np
 
 from converters import strategy as strategy_mod
 from converters import tflite_io
-from converters.rewrites import (_depthwise, depthwise_builtin_kernel, depthwise_custom, depthwise_halo,
-                                depthwise_split, depthwise_windowed)
+from converters.rewrites import (_depthwise, depthwise_builtin_kernel, depthwise_custom, depthwise_dilated,
+                                depthwise_halo, depthwise_split, depthwise_windowed, static_shapes)
 from converters.rewrites._graph import GraphEditor, prune_unused
 from wbmm_mobile.errors import CorruptModelError, UnsupportedModelError, VerificationError, WbmmError
 
@@ -51,11 +51,15 @@ class Pass:
 # converters/rewrites/ (NAME, check, rewrite), one line here, its name in
 # converters.strategy.STRATEGIES (the CLI's --strategy choices come from there), and,
 # for `auto` to consider it, a column in benchmarks/large_kernels.py's strategy table.
+# Before them, once per model, the graph pass `rewrites/static_shapes.py` (RewriteOptions.
+# static_shapes) turns RESHAPE targets computed at run time into constants, so the layers
+# and everything around them have static shapes XNNPACK can take in one partition.
 PASSES: tuple[Pass, ...] = (
     Pass("windowed", "windowed", depthwise_windowed),
     Pass("custom", "exact", depthwise_custom),
     Pass("halo", "exact", depthwise_halo),
     Pass("split", "exact", depthwise_split),
+    Pass("dilated", "exact", depthwise_dilated),
     Pass("builtin_kernel", "exact", depthwise_builtin_kernel),
 )
 
@@ -77,6 +81,7 @@ class RewriteOptions:
     seed: int = 0
     delegate: Any = None           # a loaded delegate or a path; None tries delegates.load() for custom ops
     progress: bool = False
+    static_shapes: bool = True     # run the static_shapes graph pass first
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -119,10 +124,15 @@ class RewriteReport:
     bytes_after: int = 0
     ops_before: dict[str, int] = field(default_factory=dict)
     ops_after: dict[str, int] = field(default_factory=dict)
+    static_shapes: static_shapes.StaticShapesReport | None = None
 
     @property
     def rewritten_count(self) -> int:
         return sum(layer.rewritten for layer in self.layers)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.rewritten_count or (self.static_shapes and self.static_shapes.folded))
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -153,10 +163,14 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
     with _ProgressBar(options.progress, report.ops_before.get("DEPTHWISE_CONV_2D", 0)
                       + report.ops_before.get("CONV_2D", 0) + (1 if options.verify else 0)) as bar:
         try:
+            if options.static_shapes:
+                bar.describe("folding run-time shapes")
+                report.static_shapes = static_shapes.rewrite(model, bytes(data))
+                bar.describe("rewriting layers")
             for g in range(len(model.subgraphs)):
                 _rewrite_subgraph(model, g, options, report, custom_layers, bar.advance)
-            # Nothing rewritten: hand back the input bytes untouched rather than a re-serialisation.
-            out = tflite_io.model_to_bytes(model) if report.rewritten_count else bytes(data)
+            # Nothing changed: hand back the input bytes untouched rather than a re-serialisation.
+            out = tflite_io.model_to_bytes(model) if report.changed else bytes(data)
         except WbmmError:
             raise
         except _MALFORMED as exc:
@@ -385,7 +399,7 @@ def _verify(original: bytes, rewritten: bytes, model, options: RewriteOptions, r
     from converters import verify
 
     has_custom = any(layer.strategy == "custom" for layer in report.layers if layer.rewritten)
-    if not report.rewritten_count:
+    if not report.changed:
         report.verification_note = "nothing was rewritten; nothing to verify"
         return
     make_delegate, where = None, ""

@@ -1,10 +1,10 @@
-"""The ``auto`` strategy: which exact rewrite (split, halo, custom, builtin_kernel) each layer gets.
+"""The ``auto`` strategy: which exact rewrite (split, dilated, halo, custom, builtin_kernel) each layer gets.
 
 Rules that come from what a runtime accepts are fixed (WBMM.md): the ``delegate``
 target runs the ``WBMM_DEPTHWISE`` custom op; NNAPI takes BATCH_MATMUL only from
 feature level 6 (Android 12), so ``split`` is the one safe choice there; the TFLite
 GPU delegate has rejected batched BATCH_MATMUL with a constant operand, so ``split``.
-For ``xnnpack`` and ``builtin`` the choice between ``split``, ``halo``, ``builtin_kernel``
+For ``xnnpack`` and ``builtin`` the choice between ``split``, ``dilated``, ``halo``, ``builtin_kernel``
 (XNNPACK only) and keeping the layer is a measurement: either the shipped table
 ``strategy_measurements.json`` (made by ``benchmarks/large_kernels.py
 --write-strategy-table`` on the machine it names, nearest shape in log space), or, with
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
-STRATEGIES = ("auto", "split", "halo", "custom", "builtin_kernel")
+STRATEGIES = ("auto", "split", "dilated", "halo", "custom", "builtin_kernel")
 TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
-HALO_MARGIN = 0.9   # halo or builtin_kernel is picked only when it takes <= 90% of split's time
+HALO_MARGIN = 0.9   # dilated, halo or builtin_kernel is picked only when it takes <= 90% of split's time
 KEEP_MARGIN = 0.9   # the stock conv is kept only when it takes <= 90% of split's time
 
 
@@ -69,8 +69,8 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
     kernels = target
     if measure:
         times = measure_strategies(shape, kernels,
-                                   strategies=("split", "halo", "builtin_kernel") if kernels == "xnnpack"
-                                   else ("split", "halo"))
+                                   strategies=("split", "dilated", "halo", "builtin_kernel") if kernels == "xnnpack"
+                                   else ("split", "dilated", "halo"))
         source = "measured now on this machine"
     else:
         nearest, times, machine = lookup(shape, kernels, table_path)
@@ -89,7 +89,7 @@ def _pick_from_times(times: dict[str, float], kernels: str, source: str) -> Pick
         return Pick(("split", "halo"), f"{kernels}: split (not measured; {timings}; {source})")
     # "depthwise" is the stock conv on these kernels: keeping the layer is a choice too
     # (TFLite's builtin kernel at large K beats every rewrite run on builtin kernels).
-    margins = {"halo": HALO_MARGIN, "builtin_kernel": HALO_MARGIN, "depthwise": KEEP_MARGIN}
+    margins = {"dilated": HALO_MARGIN, "halo": HALO_MARGIN, "builtin_kernel": HALO_MARGIN, "depthwise": KEEP_MARGIN}
     winners = [(times[name], name) for name in margins if name in times and times[name] <= margins[name] * split_ms]
     if kernels != "xnnpack":
         winners = [w for w in winners if w[1] != "builtin_kernel"]   # the same kernel as keeping it

@@ -208,6 +208,11 @@ def numpy_dtype(tensor_type: int):
     return _NUMPY_TYPES[tensor_type]
 
 
+def tensor_name(tensor: schema.TensorT) -> str:
+    """A tensor's name as text (the object API gives bytes)."""
+    return tensor.name.decode(errors="replace") if isinstance(tensor.name, bytes) else str(tensor.name)
+
+
 def constant_value(model: schema.ModelT, subgraph: int, tensor_index: int) -> np.ndarray | None:
     """The constant data of a tensor as a shaped numpy array, or None if it has no data."""
     tensor = model.subgraphs[subgraph].tensors[tensor_index]
@@ -219,8 +224,7 @@ def constant_value(model: schema.ModelT, subgraph: int, tensor_index: int) -> np
     shape = [int(s) for s in (tensor.shape if tensor.shape is not None else [])]
     expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     if any(s < 0 for s in shape) or len(raw) != expected:
-        name = tensor.name.decode(errors="replace") if isinstance(tensor.name, bytes) else tensor.name
-        raise CorruptModelError(f"constant tensor {name!r} of shape {shape} holds {len(raw)} bytes, "
+        raise CorruptModelError(f"constant tensor {tensor_name(tensor)!r} of shape {shape} holds {len(raw)} bytes, "
                                 f"expected {expected}")
     values = np.frombuffer(raw, dtype=dtype)
     return values.reshape(shape) if shape else values.reshape(())

@@ -118,7 +118,7 @@ def match(model: schema.ModelT, g: int, op_index: int) -> DepthwiseLayer | None:
     out_index = int(op.outputs[0])
     out_t = graph.tensors[out_index]
     signature = [int(s) for s in x_t.shapeSignature] if x_t.shapeSignature is not None else list(x_shape)
-    name = (out_t.name.decode(errors="replace") if isinstance(out_t.name, bytes) else str(out_t.name))
+    name = tflite_io.tensor_name(out_t)
     kernel_size = (w_shape[1], w_shape[2]) if len(w_shape) == 4 else (0, 0)
     channel_axis = 0 if grouped else 3
 

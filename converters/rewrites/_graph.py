@@ -211,22 +211,24 @@ class GraphEditor:
         return out
 
     def depthwise(self, x: Tensor, kernel: Tensor, bias: Tensor | None, padding: int, name: str,
-                  activation: int = Activation.NONE, out: Tensor | None = None) -> Tensor:
+                  activation: int = Activation.NONE, out: Tensor | None = None,
+                  dilation: tuple[int, int] = (1, 1)) -> Tensor:
         kh, kw = kernel.shape[1:3]
         b, h, w, c = x.shape
         if padding == schema.Padding.VALID:
-            shape = (b, h - kh + 1, w - kw + 1, c)
+            shape = (b, h - (kh - 1) * dilation[0], w - (kw - 1) * dilation[1], c)
         else:
             shape = (b, h, w, c)
         out = out or self.tensor(name, shape)
         options = schema.DepthwiseConv2DOptionsT()
         options.padding = padding
         options.strideH = options.strideW = 1
-        options.dilationHFactor = options.dilationWFactor = 1
+        options.dilationHFactor, options.dilationWFactor = dilation
         options.depthMultiplier = 1
         options.fusedActivationFunction = activation
         self.op(Builtin.DEPTHWISE_CONV_2D, [x, kernel, bias if bias is not None else -1], [out],
-                Options.DepthwiseConv2DOptions, options, version=2 if bias is None else 1)
+                # TFLite's op versions: 2 adds dilation and the optional bias.
+                Options.DepthwiseConv2DOptions, options, version=2 if bias is None or dilation != (1, 1) else 1)
         return out
 
     def activation(self, x: Tensor, activation: int, name: str, out: Tensor | None = None) -> Tensor:
@@ -267,7 +269,7 @@ def prune_unused(model: schema.ModelT, subgraph: int = 0) -> None:
         consumed = {int(i) for op in graph.operators for i in op.inputs if i >= 0} | outputs
         kept = []
         for op in graph.operators:
-            name = _builtin_of(model, op)
+            name = builtin_of(model, op)
             if name == Builtin.DEQUANTIZE and not any(int(o) in consumed for o in op.outputs):
                 changed = True
                 continue
@@ -310,6 +312,6 @@ def prune_unused(model: schema.ModelT, subgraph: int = 0) -> None:
             buffer.data = None
 
 
-def _builtin_of(model: schema.ModelT, op: schema.OperatorT) -> int:
+def builtin_of(model: schema.ModelT, op: schema.OperatorT) -> int:
     code = model.operatorCodes[op.opcodeIndex]
     return max(int(code.builtinCode or 0), int(code.deprecatedBuiltinCode or 0))

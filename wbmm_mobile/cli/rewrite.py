@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the runtime the model is for; decides what `auto` picks and which kernels verify it "
                              "(default: xnnpack)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
-                        help="exact rewrite per layer: split (sum of <=5x5 depthwise convs), halo (tiled batched "
+                        help="exact rewrite per layer: split (sum of <=5x5 depthwise convs), dilated (sum of "
+                             "centred dilated depthwise convs of <=25 taps reading the input itself; 7x7 and 9x9), "
+                             "halo (tiled batched "
                              "matmul), custom (WBMM_DEPTHWISE op for the wbmm delegate), builtin_kernel (keep the "
                              "conv but route it to TFLite's own kernel under XNNPACK), or auto: picked per layer "
                              "for --target from measurements, possibly keeping a layer (default: auto). In windowed mode `custom` emits the "
@@ -49,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra verification inputs: an .npz with one array per model input (by input name, "
                              "or in order); seeded random inputs are always used too")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs (default: 0)")
+    parser.add_argument("--keep-dynamic-shapes", action="store_true",
+                        help="leave RESHAPE targets that the model computes at run time as they are (by default "
+                             "they become constants, -1 for the batch, so XNNPACK can take the whole graph)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip running the rewritten model against the original (not recommended)")
     parser.add_argument("--report", metavar="report.json", default=None,
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     options = RewriteOptions(mode=args.mode, strategy=args.strategy, target=args.target, min_kernel=args.min_kernel,
                              measure=args.measure, verify=not args.no_verify, inputs=args.inputs, seed=args.seed,
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty(), static_shapes=not args.keep_dynamic_shapes)
     # The library draws its own progress bar (on a terminal), so no spinner here.
     result = rewrite_file(args.input, args.output, options, report_path=args.report)
     print_report(result.report, console)
@@ -89,6 +94,12 @@ def print_report(report, console) -> None:
                       layer.reason)
     console.print(table)
     console.print(f"{report.rewritten_count} of {len(report.layers)} depthwise convs rewritten")
+    folding = report.static_shapes
+    if folding is not None and (folding.folded or folding.left):
+        console.print(f"run-time shapes: {folding.folded} RESHAPE targets made constant, {folding.ops_removed} shape "
+                      f"ops removed" + (f"; left: {'; '.join(folding.left)}" if folding.left else ""))
+    elif folding is not None and folding.reason:
+        console.print(f"run-time shapes: not folded ({folding.reason})")
     if report.verification_note:
         console.print(f"verification: {report.verification_note}")
     for warning in report.warnings:

@@ -102,11 +102,16 @@ def rewrite(model: schema.ModelT, data: bytes) -> StaticShapesReport:
     try:
         first = _Run(probe, seed=0, batch=1)
         second = _Run(probe, seed=1, batch=1)
-        doubled = _Run(probe, seed=0, batch=2) if batch_is_free else None
     except (RuntimeError, ValueError) as exc:
-        detail = " ".join(str(exc).split())[:160]
-        report.reason = f"the model does not run on TFLite's own kernels to find the shapes ({detail})"
+        report.reason = f"the model does not run on TFLite's own kernels to find the shapes ({_one_line(exc)})"
         return report
+    doubled = None
+    if batch_is_free:
+        try:
+            doubled = _Run(probe, seed=0, batch=2)
+        except (RuntimeError, ValueError) as exc:
+            # The original fails at batch 2 as well, so batch-1 constants lose nothing.
+            report.left.append(f"the model does not run at batch 2 ({_one_line(exc)}); targets fixed at batch 1")
 
     targets = {}
     for index in reshapes:
@@ -118,9 +123,13 @@ def rewrite(model: schema.ModelT, data: bytes) -> StaticShapesReport:
             continue
         target = values.astype(np.int64)
         if doubled is not None:
-            changes = np.flatnonzero(target != doubled.value(target_index).astype(np.int64))
-            if len(changes) > 1:
-                report.left.append(f"op {index}: {len(changes)} entries of its target change with the batch")
+            at_batch_2 = doubled.value(target_index)
+            if at_batch_2 is None or at_batch_2.shape != target.shape:
+                report.left.append(f"op {index}: its target has another length at batch 2")
+                continue
+            changes = np.flatnonzero(target != at_batch_2.astype(np.int64))
+            if len(changes) + int((target == -1).sum()) > 1:
+                report.left.append(f"op {index}: more than one entry of its target follows the batch")
                 continue
             target[changes] = -1
         targets[index] = target
@@ -140,6 +149,10 @@ def rewrite(model: schema.ModelT, data: bytes) -> StaticShapesReport:
         report.ops_removed = _remove_dead_shape_arithmetic(model)
         prune_unused(model, 0)
     return report
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:160]
 
 
 def _with_extra_outputs(model: schema.ModelT, tensors: list[int]) -> bytes:

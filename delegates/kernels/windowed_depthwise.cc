@@ -262,64 +262,90 @@ void ScatterTail(const float* src, int pixels, int channels, float* dst, ptrdiff
 
 // Several full windows side by side in one band, "weight-reuse": the tap of
 // (input i, output o) is the same in every window, so NWIN windows share each
-// weight vector. NO outputs (one row, consecutive columns) x NWIN windows of
-// accumulators; per input pixel: NO weight loads + NWIN input loads for
-// NO*NWIN FMAs (AVX2, 3 x 4: 7 loads per 12 FMAs instead of ~1 load per FMA).
-// W: the window width at compile time (the input loop unrolled whole, so GCC
-// also keeps the NO weights in registers from one input column to the next:
-// ~1 weight + NWIN input loads per NO*NWIN FMAs).
+// weight vector. A tile is NO outputs x NWIN windows of accumulators; per
+// input pixel: NO weight loads + NWIN input loads for NO*NWIN FMAs.
+// The NO outputs are consecutive in the window's row-major order and may span
+// two output rows: each keeps its own kernel pointer, so every tile but the
+// last two is a full NO wide. (Per window row, a 7-wide row cut 2+2+3 left
+// two thirds of the tiles at 8 accumulators, below FMA latency 4 x 2 pipes:
+// on L1-resident data a 2x4 tile runs at 40, a 3x4 tile at 50 GFMA/s, this
+// machine's FMA peak.) W: the window width at compile time (the input loop
+// unrolled whole).
 struct MultiWindowArgs {
-  const float* in;            // packed input [row][column][window][lanes] (MultiWindowTile)
+  const float* in;              // packed input [row][column][window][lanes] (MultiWindowTile)
   ptrdiff_t in_row_stride;
+  const float* k;               // tap of output (0, 0) for input (0, 0): kernel row wh-1, column ww-1
+  ptrdiff_t k_row_stride;       // K * L
+  int rows;                     // window_h
+  const ptrdiff_t* k_offset;    // per output (ro, xo) of the tile: -(ro * K + xo) * L
+  const ptrdiff_t* out_offset;  // per output of the tile: floats from `out` to it
   ptrdiff_t out_window_stride;  // output floats between the same pixel of neighbouring windows
-  const float* k;             // kernel row paired with input row 0 (for this output row)
-  ptrdiff_t k_row_stride;     // K * L
-  int rows;
-  int jbase;                  // tap of (input xi, output o) = xi + jbase - o
   const float* bias;
-  float* out;                 // output of the first window, this row, first column of the piece
-  ptrdiff_t out_pixel_stride;
+  float* out;                   // output pixel (0, 0) of the first window
   float lo, hi;
 };
 
 template <int NO, int NWIN, int W>
 void MultiWindowBlock(const MultiWindowArgs& a) {
+  // Everything the epilogue needs is read into locals first: read through `a`
+  // after the output stores, GCC reloads it once per store (a float store may
+  // alias the struct) and keeps the accumulators in a stack copy for the
+  // clamp branch (C++ harness, best of 300: w=7 56x56x96 0.428 -> 0.420 ms,
+  // w=14 1.77 -> 1.66 ms).
+  float* out[NO];
+  const float* kp[NO];
+#pragma GCC unroll 8
+  for (int o = 0; o < NO; ++o) {
+    out[o] = a.out + a.out_offset[o];
+    kp[o] = a.k + a.k_offset[o];
+  }
+  const ptrdiff_t out_ws = a.out_window_stride, k_row_stride = a.k_row_stride, in_row_stride = a.in_row_stride;
+  const int rows = a.rows;
+  const float lo_value = a.lo, hi_value = a.hi;
   Reg acc[NWIN][NO];
   const Reg b = Vec::Load(a.bias);
+#pragma GCC unroll 8
   for (int n = 0; n < NWIN; ++n)
+#pragma GCC unroll 8
     for (int o = 0; o < NO; ++o) acc[n][o] = b;
   // The packed layout [row][column][window][lanes]: constant offsets.
   constexpr ptrdiff_t ps = ptrdiff_t(NWIN) * L, ws = L;
   const float* in = a.in;
-  const float* k = a.k;
-  for (int row = 0; row < a.rows; ++row, in += a.in_row_stride, k += a.k_row_stride) {
-    const float* kp = k + ptrdiff_t(a.jbase) * L;
-    // One moving input pointer: the windows are at fixed offsets from it, so
-    // the addresses need a few index registers instead of one per (xi, window).
-    const float* xp = in;
+  for (int row = 0; row < rows; ++row, in += in_row_stride) {
 #pragma GCC unroll 16
-    for (int xi = 0; xi < W; ++xi, kp += L, xp += ps) {
+    for (int xi = 0; xi < W; ++xi) {
       Reg w[NO];
 #pragma GCC unroll 8
-      for (int o = 0; o < NO; ++o) w[o] = Vec::Load(kp - o * L);
+      for (int o = 0; o < NO; ++o) w[o] = Vec::Load(kp[o] + xi * L);
 #pragma GCC unroll 8
       for (int n = 0; n < NWIN; ++n) {
-        const Reg x = Vec::Load(xp + n * ws);
+        const Reg x = Vec::Load(in + xi * ps + n * ws);
 #pragma GCC unroll 8
         for (int o = 0; o < NO; ++o) acc[n][o] = Vec::Fma(x, w[o], acc[n][o]);
       }
     }
+#pragma GCC unroll 8
+    for (int o = 0; o < NO; ++o) kp[o] += k_row_stride;
   }
-  const bool clamp = !(a.lo == -INFINITY && a.hi == INFINITY);
-  const Reg lo = Vec::Set1(a.lo), hi = Vec::Set1(a.hi);
+  if (!(lo_value == -INFINITY && hi_value == INFINITY)) {
+    const Reg lo = Vec::Set1(lo_value), hi = Vec::Set1(hi_value);
+#pragma GCC unroll 8
+    for (int n = 0; n < NWIN; ++n)
+#pragma GCC unroll 8
+      for (int o = 0; o < NO; ++o) acc[n][o] = Vec::Min(Vec::Max(acc[n][o], lo), hi);
+  }
+#pragma GCC unroll 8
   for (int n = 0; n < NWIN; ++n)
-    for (int o = 0; o < NO; ++o)
-      Vec::Store(a.out + n * a.out_window_stride + o * a.out_pixel_stride, clamp ? Vec::Min(Vec::Max(acc[n][o], lo), hi) : acc[n][o]);
+#pragma GCC unroll 8
+    for (int o = 0; o < NO; ++o) Vec::Store(out[o] + n * out_ws, acc[n][o]);
 }
 
-// Register budget (kAccumulators + 2): NO*NWIN accumulators + NO weights + 1 input.
-// Only where the one-load-per-FMA window loop is the limit (16-register ISAs);
-// 32-register ISAs keep the tap-stationary full-window blocks.
+// Register budget (kAccumulators + 2): NO*NWIN accumulators + NO weights + 1
+// input: 4 windows x 3 outputs, 7 loads per 12 FMAs. Only where the
+// one-load-per-FMA window loop is the limit (16-register ISAs); 32-register
+// ISAs keep the tap-stationary full-window blocks. (2 windows x 5 outputs,
+// for bands of 2 or 3 windows, measured slower than WindowTile: 28x28x192
+// w=14 0.836 vs 0.746 ms best, 14x14x384 w=7 0.125 vs 0.119.)
 constexpr bool kMultiWindow = !Vec::kFullWindowBlocks;
 constexpr int kMultiWindows = 4;
 constexpr int kMultiMaxOutputs = 3;
@@ -333,12 +359,28 @@ template <size_t... I>
 constexpr auto MultiTable(std::index_sequence<I...>) {
   return std::array<std::array<MultiFn, kMultiMaxOutputs>, sizeof...(I)>{{MultiRow<int(I) + 1>()...}};
 }
-// The packed input of a group stays in L1 next to the block's kernel only up
-// to about this size (w=14: 25 KB input + 23 KB kernel does not).
-constexpr size_t kMultiMaxBytes = 16 * 1024;
+// The packed input of a group of windows, at most this size: w <= 16 at 8
+// lanes. w=14 (25 KB) fills L1 with the kernel rows its tiles read, and is
+// still faster than one window at a time (C++ harness, 56x56x96: 1.66 -> 1.52 ms
+// best, 2.41 -> 2.13 ms median).
+constexpr size_t kMultiMaxBytes = 32 * 1024;
 // kMulti[W - 1][NO - 1].
 constexpr int kMultiMaxWidth = 16;
 const auto kMulti = MultiTable(std::make_index_sequence<kMultiMaxWidth>());
+
+bool MultiWindowFits(const DepthwiseProblem& p) {
+  return kMultiWindow && p.window_w <= kMultiMaxWidth &&
+         size_t(p.window_h) * p.window_w * kMultiWindows * L * sizeof(float) <= kMultiMaxBytes;
+}
+
+// How many outputs the next tile takes when `left` remain: max_outputs, except
+// that the last two tiles share what is left evenly (49 = 15*3 + 2 + 2, not
+// 16*3 + 1: a 1-output tile has NWIN accumulators, far below the FMA latency).
+inline int NextTileOutputs(int left, int max_outputs) {
+  if (left <= max_outputs) return left;
+  if (left < 2 * max_outputs) return (left + 1) / 2;
+  return max_outputs;
+}
 
 struct Context {
   const DepthwiseProblem& p;
@@ -351,7 +393,6 @@ struct Context {
   int blocks;
   ColumnSplit full_one_row, full_two_rows;  // windowed: a full window's width
   ColumnSplit whole_row;                    // plain: out_w
-  ColumnSplit multi_columns;                // windowed, several windows at once: pieces of <= kMultiMaxOutputs
 };
 
 // One window of one channel block.
@@ -438,45 +479,58 @@ void WindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_inde
 }
 
 
-// kMultiWindows full windows starting at window column wx0 of one full channel
-// block (no tail, no edge): MultiWindowBlock over every output row and column piece.
+// kMultiWindows full windows starting at window column wx0 of one full
+// channel block (no tail, no edge): the windows' outputs in row-major tiles
+// (NextTileOutputs), each a MultiWindowBlock over the windows' whole input.
 void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int thread_index) {
   const DepthwiseProblem& p = c.p;
   const int W = p.window_w, H = p.window_h, K = p.kernel_w;
+  constexpr int nwin = kMultiWindows, most = kMultiMaxOutputs;
   const int y0 = wy * H, x0 = wx0 * W, c0 = cb * L;
   const ptrdiff_t C = p.channels;
   // The windows' input, copied dense as [row][column][window][lanes]: read in
   // place, NHWC puts every pixel vector on its own cache line at a stride that
-  // maps the 4 windows onto a few L1 sets (measured 2x slower at 28x28x192).
+  // maps the windows onto a few L1 sets (measured 2x slower at 28x28x192).
   float* packed = c.thread_scratch + c.thread_stride * thread_index;
   const float* src = c.input + ((ptrdiff_t(b) * p.in_h + y0) * p.in_w + x0) * C + c0;
   float* dst = packed;
   for (int r = 0; r < H; ++r)
     for (int x = 0; x < W; ++x)
-      for (int n = 0; n < kMultiWindows; ++n, dst += L)
+      for (int n = 0; n < nwin; ++n, dst += L)
         Vec::Store(dst, Vec::Load(src + (ptrdiff_t(r) * p.in_w + n * W + x) * C));
+  ptrdiff_t k_offset[kMultiMaxOutputs], out_offset[kMultiMaxOutputs];
   MultiWindowArgs a{};
   a.in = packed;
-  a.in_row_stride = ptrdiff_t(W) * kMultiWindows * L;
-  a.out_window_stride = ptrdiff_t(W) * C;
+  a.in_row_stride = ptrdiff_t(W) * nwin * L;
+  a.k = c.weights + (ptrdiff_t(cb) * p.kernel_h + H - 1) * K * L + ptrdiff_t(W - 1) * L;
   a.k_row_stride = ptrdiff_t(K) * L;
   a.rows = H;
+  a.k_offset = k_offset;
+  a.out_offset = out_offset;
+  a.out_window_stride = ptrdiff_t(W) * C;
   a.bias = c.bias + c0;
-  a.out_pixel_stride = C;
+  a.out = c.output + ((ptrdiff_t(b) * p.out_h + y0) * p.out_w + x0) * C + c0;
   a.lo = p.out_min;
   a.hi = p.out_max;
-  float* out = c.output + ((ptrdiff_t(b) * p.out_h + y0) * p.out_w + x0) * C + c0;
-  const float* wblock = c.weights + ptrdiff_t(cb) * p.kernel_h * K * L;
   const auto& table = kMulti[W - 1];
-  for (int ro = 0; ro < H; ++ro) {
-    a.k = wblock + ptrdiff_t(H - 1 - ro) * K * L;
-    float* out_row = out + ro * ptrdiff_t(p.out_w) * C;
-    for (int piece = 0; piece < c.multi_columns.pieces; ++piece) {
-      const int xo0 = c.multi_columns.start[piece];
-      a.jbase = W - 1 - xo0;
-      a.out = out_row + xo0 * C;
-      table[c.multi_columns.start[piece + 1] - xo0 - 1](a);
+  int ro = 0, xo = 0;  // the next tile's first output
+  for (int left = H * W; left > 0;) {
+    const int n = NextTileOutputs(left, most);
+    for (int o = 0; o < n; ++o) {
+      k_offset[o] = -(ptrdiff_t(ro) * K + xo) * L;
+      out_offset[o] = (ptrdiff_t(ro) * p.out_w + xo) * C;
+      // Ask for the tile's output lines now, for writing: they arrive while
+      // the tile's ~50 FMAs per output run instead of stalling its stores at
+      // the end. Every output vector of a group is on its own line, and in an
+      // interpreter the output tensor has usually left L2 since the last
+      // invoke (C++ harness, 8 MB touched between runs, medians: w=7
+      // 56x56x96 0.593 -> 0.483 ms, w=14 2.43 -> 2.01 ms).
+      for (int n_win = 0; n_win < nwin; ++n_win)
+        __builtin_prefetch(a.out + out_offset[o] + n_win * a.out_window_stride, 1, 3);
+      if (++xo == W) xo = 0, ++ro;
     }
+    table[n - 1](a);
+    left -= n;
   }
 }
 
@@ -586,13 +640,11 @@ void Parallel(ThreadPool* pool, int64_t n, Fn& fn) {
 void Run(const DepthwiseProblem& p, const float* input, const float* packed_weights, const float* packed_bias,
          float* output, float* scratch, ThreadPool* pool) {
   const int blocks = (p.channels + L - 1) / L;
-  Context c{p, input, packed_weights, packed_bias, output, scratch, ThreadScratchFloats(p, L), blocks, {}, {}, {}, {}};
+  Context c{p, input, packed_weights, packed_bias, output, scratch, ThreadScratchFloats(p, L), blocks, {}, {}, {}};
   if (p.windowed()) {
     c.full_one_row = SplitColumns(p.window_w, Vec::kMaxColumns);
     c.full_two_rows = SplitColumns(p.window_w, kMaxTwoRowColumns);
-    c.multi_columns = SplitColumns(p.window_w, kMultiMaxOutputs);
-    const bool multi = kMultiWindow && p.window_w <= kMultiMaxWidth &&
-                       size_t(p.window_h) * p.window_w * kMultiWindows * L * sizeof(float) <= kMultiMaxBytes;
+    const bool multi = MultiWindowFits(p);
     const int64_t nwy = (p.in_h + p.window_h - 1) / p.window_h;
     const int64_t nwx = (p.in_w + p.window_w - 1) / p.window_w;
     // A tile is one band of windows (one window row) of one channel block:

@@ -34,7 +34,8 @@ struct Rng {
   float Uniform() { return float(Next() % 2000001) / 1000000.0f - 1.0f; }
 };
 
-// y[b, oy, ox, c], WBMM by the index matrix: I[i,j] = (r_i - r_j + wh-1)(2ww-1) + (c_i - c_j + ww-1).
+// y[b, oy, ox, c], WBMM by the index matrix: I[i,j] = (r_i - r_j + wh-1)(2ww-1) + (c_i - c_j + ww-1),
+// clamped to [out_min, out_max].
 std::vector<float> ReferenceWbmm(const DepthwiseProblem& p, const std::vector<float>& x, const std::vector<float>& k,
                                  const std::vector<float>& bias, bool shortcut) {
   const int wh = p.window_h, ww = p.window_w, C = p.channels, H = p.in_h, W = p.in_w;
@@ -55,6 +56,7 @@ std::vector<float> ReferenceWbmm(const DepthwiseProblem& p, const std::vector<fl
               if (shortcut && i == j) m += 1.0;
               acc += m * x[((size_t(b) * H + y0 + ri) * W + x0 + ci) * C + c];
             }
+            acc = std::min<double>(std::max<double>(acc, p.out_min), p.out_max);
             y[((size_t(b) * H + y0 + rj) * W + x0 + cj) * C + c] = float(acc);
           }
         }
@@ -179,6 +181,49 @@ WBMM_TEST(WindowedMatchesDenseMForm) {
       const double err = MaxError(got, want);
       CHECK_MSG(err <= Tolerance(p.window_h * p.window_w), "%s B%d %dx%dx%d window %dx%d shortcut %d fp16 %d threads %d: max error %g",
                 set->isa, p.batch, p.in_h, p.in_w, p.channels, p.window_h, p.window_w, shortcut, half, threads, err);
+    }
+  }
+}
+
+// The AVX2 multi-window path (4 whole windows per group, their outputs in
+// row-major tiles of up to 3) for every tile width it uses: 1 (1x1 windows),
+// 2 (2 outputs, and the 2+2 end of 4, 7 or 49 outputs), 3; up to w=14, whose
+// group only fits with the 32 KB limit. Each shape runs without and with a
+// fused activation clamp (the clamp is applied in the tile's epilogue), with
+// a channel tail (its last block goes window by window) and bands of 4, 5
+// and 9 windows (groups plus leftovers), on 1 and 2 threads.
+WBMM_TEST(MultiWindowTilesAndClampMatchReference) {
+  Rng rng{2024};
+  const int windows[][2] = {{1, 1}, {1, 2}, {2, 2}, {1, 3}, {2, 3}, {7, 7}, {3, 5}, {8, 15}, {14, 14}};
+  for (const wbmm::KernelSet* set : AllKernelSets()) {
+    for (const auto& window : windows) {
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool clamp = variant % 2 == 1;
+        DepthwiseProblem p;
+        p.window_h = window[0];
+        p.window_w = window[1];
+        p.in_h = 2 * p.window_h;
+        p.in_w = (variant < 2 ? 4 : (variant == 2 ? 5 : 9)) * p.window_w;
+        p.channels = variant < 2 ? 16 : 19;
+        p.kernel_h = 2 * p.window_h - 1;
+        p.kernel_w = 2 * p.window_w - 1;
+        p.out_h = p.in_h;
+        p.out_w = p.in_w;
+        if (clamp) {  // bounds inside the outputs' range, so both sides clip
+          p.out_min = -0.5f;
+          p.out_max = 0.75f;
+        }
+        const int threads = 1 + variant / 2;
+        auto [x, k, bias] = RandomOperands(rng, p);
+        const auto want = ReferenceWbmm(p, x, k, bias, true);
+        const auto got = RunKernel(*set, p, x, k.data(), wbmm::WeightType::kFloat32, bias, true, threads);
+        const double err = MaxError(got, want);
+        CHECK_MSG(err <= Tolerance(p.window_h * p.window_w), "%s %dx%dx%d window %dx%d clamp %d threads %d: max error %g",
+                  set->isa, p.in_h, p.in_w, p.channels, p.window_h, p.window_w, clamp, threads, err);
+        if (clamp) {  // the clamp did something: some reference outputs sit on each bound
+          CHECK(std::count(want.begin(), want.end(), -0.5f) > 0 && std::count(want.begin(), want.end(), 0.75f) > 0);
+        }
+      }
     }
   }
 }

@@ -382,7 +382,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* base) {
   if (!delegate->pool) {
     int threads = delegate->options.num_threads;
     if (threads < 0) threads = context->recommended_num_threads > 0 ? context->recommended_num_threads : 1;
-    delegate->pool.reset(new ThreadPool(threads));
+    delegate->pool.reset(new ThreadPool(threads, delegate->options.spin_us));
   }
 
   TfLiteIntArray* plan = nullptr;

@@ -27,6 +27,13 @@ std::string SetNumThreads(const char* v, DelegateOptions* o) {
   return "";
 }
 
+std::string SetSpinMicros(const char* v, DelegateOptions* o) {
+  long n;
+  if (!ParseInt(v, 0, 1000000, &n)) return "must be an integer in 0..1000000 (microseconds)";
+  o->spin_us = int(n);
+  return "";
+}
+
 std::string SetClaimDepthwise(const char* v, DelegateOptions* o) {
   if (!std::strcmp(v, "1") || !std::strcmp(v, "true")) o->claim_depthwise = true;
   else if (!std::strcmp(v, "0") || !std::strcmp(v, "false")) o->claim_depthwise = false;
@@ -64,6 +71,10 @@ struct OptionSpec {
 
 const OptionSpec kOptionTable[] = {
     {"num_threads", "1", "threads for the kernels; -1 uses the interpreter's recommended count", &SetNumThreads},
+    {"spin_us", "1000",
+     "microseconds an idle worker thread polls for the next layer before it sleeps; 0 sleeps at once (least "
+     "energy; every multithreaded layer then pays a thread wake-up)",
+     &SetSpinMicros},
     {"claim_depthwise", "0",
      "1: also run builtin DEPTHWISE_CONV_2D (float, stride 1, dilation 1, multiplier 1) with a kernel side "
      ">= min_kernel",

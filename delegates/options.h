@@ -16,6 +16,7 @@ namespace wbmm {
 
 struct DelegateOptions {
   int num_threads = 1;           // -1: the interpreter's recommended count
+  int spin_us = 1000;            // an idle worker polls this long for the next job, then sleeps
   bool claim_depthwise = false;  // also take builtin DEPTHWISE_CONV_2D
   int min_kernel = 7;            // smallest kh or kw claimed with claim_depthwise
   int verbose = 0;               // 1: one line per claimed/refused node on stderr

@@ -7,14 +7,24 @@
 namespace wbmm {
 
 namespace {
-constexpr std::chrono::microseconds kSpinTime(30);
 // Chunk index of a cursor whose job is being set up: no chunk can be claimed.
 constexpr uint64_t kClosedChunk = 0xFFFFFFFFu;
 
 uint32_t EpochOf(uint64_t cursor) { return uint32_t(cursor >> 32); }
+
+// A polling loop's pause: tells the core this is a spin-wait, so it does not
+// flood the pipeline with speculative loads of the cursor and leaves the
+// execution units to the other hardware thread of the core.
+inline void SpinPause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
+ThreadPool::ThreadPool(int num_threads, int spin_us) : num_threads_(std::max(1, num_threads)), spin_us_(std::max(0, spin_us)) {
   workers_.reserve(num_threads_ - 1);
   for (int t = 1; t < num_threads_; ++t) workers_.emplace_back(&ThreadPool::WorkerLoop, this, t);
 }
@@ -96,12 +106,13 @@ void ThreadPool::WorkerLoop(int thread_index) {
   auto is_new_job = [&](uint32_t epoch) { return epoch != seen && (epoch & 1u) == 0; };
   for (;;) {
     uint32_t now = EpochOf(cursor_.load(std::memory_order_acquire));
-    // Poll for the next job for a bounded time (consecutive layers of one
-    // invoke arrive within microseconds), then sleep: a worker spinning
-    // longer only steals the core from whatever runs between invokes.
-    const auto give_up = std::chrono::steady_clock::now() + kSpinTime;
+    // Poll for the next job for spin_us (the next WBMM layer of an invoke,
+    // or the next invoke of a back-to-back benchmark, usually comes sooner),
+    // then sleep: a worker polling longer only burns the core's energy.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
     for (int spin = 1; !is_new_job(now) && !stopping_.load(std::memory_order_relaxed); ++spin) {
       if ((spin & 63) == 0 && std::chrono::steady_clock::now() > give_up) break;
+      SpinPause();
       now = EpochOf(cursor_.load(std::memory_order_acquire));
     }
     if (!is_new_job(now)) {

@@ -89,6 +89,7 @@ def test_without_the_delegate_the_custom_op_does_not_run(wbmm_case):
     ({"min_kernel": "big"}, "min_kernel"),
     ({"threads": 2}, "unknown option 'threads'"),
     ({"isa": "sse9"}, "isa"),
+    ({"spin_us": -1}, "spin_us"),
 ])
 def test_bad_options_fail_with_the_key_named(options, words):
     with pytest.raises(DelegateError, match=words):
@@ -97,8 +98,8 @@ def test_bad_options_fail_with_the_key_named(options, words):
 
 def test_options_help_lists_every_option_with_its_default():
     text = delegates.options_help()
-    for key, default in [("num_threads", "1"), ("claim_depthwise", "0"), ("min_kernel", "7"), ("verbose", "0"),
-                         ("isa", "auto")]:
+    for key, default in [("num_threads", "1"), ("spin_us", "1000"), ("claim_depthwise", "0"), ("min_kernel", "7"),
+                         ("verbose", "0"), ("isa", "auto")]:
         assert f"{key}" in text and f"(default {default})" in text
     assert "portable" in delegates.available_isas()
 

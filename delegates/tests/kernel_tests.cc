@@ -319,8 +319,8 @@ WBMM_TEST(PackingFoldsShortcutIntoCentreAndPadsTail) {
 }
 
 WBMM_TEST(ThreadPoolCoversRangeOnce) {
-  for (int threads : {1, 2, 3, 5}) {
-    wbmm::ThreadPool pool(threads);
+  for (int threads : {1, 2, 3, 5}) for (int spin_us : {0, wbmm::ThreadPool::kDefaultSpinMicros}) {
+    wbmm::ThreadPool pool(threads, spin_us);
     for (int64_t n : {1, 2, 7, 100, 1001}) {
       std::vector<int> hits(n, 0);
       std::vector<int> bad_thread(1, 0);
@@ -331,30 +331,34 @@ WBMM_TEST(ThreadPoolCoversRangeOnce) {
       for (int repeat = 0; repeat < 3; ++repeat) pool.ParallelFor(n, fn);
       bool ok = bad_thread[0] == 0;
       for (int h : hits) ok &= h == 3;
-      CHECK_MSG(ok, "threads %d n %lld", threads, (long long)n);
+      CHECK_MSG(ok, "threads %d spin %d n %lld", threads, spin_us, (long long)n);
     }
   }
 }
 
 // Jobs of alternating sizes back to back: a worker still draining the small
 // job must never claim a chunk of the large one under the old epoch (that ran
-// a chunk twice, returned early or waited forever).
+// a chunk twice, returned early or waited forever). With spin_us=0 the
+// workers go to sleep between jobs, so the wake-up path runs every call.
 WBMM_TEST(ThreadPoolAlternatingJobSizes) {
-  wbmm::ThreadPool pool(3);
-  std::vector<int> hits(2048, 0);
-  int incomplete_calls = 0;
-  for (int call = 0; call < 20000; ++call) {
-    const int64_t n = (call & 1) ? 2048 : 12;
-    for (int64_t i = 0; i < n; ++i) hits[i] = 0;
-    auto fn = [&](int64_t begin, int64_t end, int) {
-      for (int64_t i = begin; i < end; ++i) __atomic_add_fetch(&hits[i], 1, __ATOMIC_RELAXED);
-    };
-    pool.ParallelFor(n, fn);
-    for (int64_t i = 0; i < n; ++i) {
-      if (__atomic_load_n(&hits[i], __ATOMIC_RELAXED) != 1) { ++incomplete_calls; break; }
+  for (int spin_us : {0, wbmm::ThreadPool::kDefaultSpinMicros}) {
+    wbmm::ThreadPool pool(3, spin_us);
+    std::vector<int> hits(2048, 0);
+    int incomplete_calls = 0;
+    for (int call = 0; call < (spin_us == 0 ? 4000 : 20000); ++call) {
+      const int64_t n = (call & 1) ? 2048 : 12;
+      for (int64_t i = 0; i < n; ++i) hits[i] = 0;
+      auto fn = [&](int64_t begin, int64_t end, int) {
+        for (int64_t i = begin; i < end; ++i) __atomic_add_fetch(&hits[i], 1, __ATOMIC_RELAXED);
+      };
+      pool.ParallelFor(n, fn);
+      for (int64_t i = 0; i < n; ++i) {
+        if (__atomic_load_n(&hits[i], __ATOMIC_RELAXED) != 1) { ++incomplete_calls; break; }
+      }
     }
+    CHECK_MSG(incomplete_calls == 0, "spin %d: %d calls returned with a chunk missing or run twice", spin_us,
+              incomplete_calls);
   }
-  CHECK_MSG(incomplete_calls == 0, "%d calls returned with a chunk missing or run twice", incomplete_calls);
 }
 
 // Invoke must not allocate: count operator new calls while the kernels run.

@@ -4,6 +4,7 @@
 
 #include "options.h"
 #include "test_main.h"
+#include "threadpool.h"
 #include "wbmm_custom_ops.h"
 
 WBMM_TEST(OptionStringParsesEveryKey) {
@@ -32,7 +33,7 @@ WBMM_TEST(OptionErrorsNameTheKey) {
 
 WBMM_TEST(HelpComesFromTheSameTable) {
   const std::string& help = wbmm::OptionsHelp();
-  for (const char* key : {"num_threads", "claim_depthwise", "min_kernel", "verbose", "isa"}) {
+  for (const char* key : {"num_threads", "spin_us", "claim_depthwise", "min_kernel", "verbose", "isa"}) {
     CHECK_MSG(help.find(std::string("  ") + key) != std::string::npos, "%s missing from help", key);
     // every documented key is accepted
     wbmm::DelegateOptions o;
@@ -44,6 +45,18 @@ WBMM_TEST(HelpComesFromTheSameTable) {
   const wbmm::DelegateOptions defaults;
   CHECK(help.find("(default 7)") != std::string::npos && defaults.min_kernel == 7);
   CHECK(help.find("(default 1)") != std::string::npos && defaults.num_threads == 1);
+  // The documented spin default is the one the thread pool gets.
+  CHECK(help.find("spin_us           (default " + std::to_string(wbmm::ThreadPool::kDefaultSpinMicros) + ")") !=
+            std::string::npos &&
+        defaults.spin_us == wbmm::ThreadPool::kDefaultSpinMicros);
+}
+
+WBMM_TEST(SpinMicrosRange) {
+  wbmm::DelegateOptions o;
+  CHECK(wbmm::ParseOptionString("spin_us:0", &o).empty() && o.spin_us == 0);
+  CHECK(wbmm::ParseOptionString("spin_us:250", &o).empty() && o.spin_us == 250);
+  CHECK(wbmm::ParseOptionString("spin_us:-1", &o).find("spin_us") != std::string::npos);
+  CHECK(wbmm::ParseOptionString("spin_us:1000001", &o).find("spin_us") != std::string::npos);
 }
 
 namespace {

@@ -6,7 +6,8 @@ TFLite's external-delegate C ABI (``tflite_plugin_create_delegate``), the same
 entry point ``benchmark_model --external_delegate_path`` uses on a phone.
 ``library_path()`` finds the built library (``make delegate``) or the file named
 by ``$WBMM_DELEGATE_LIB``. Options are the library's own table (see
-``options_help()``): num_threads, claim_depthwise, min_kernel, verbose, isa.
+``options_help()``): num_threads, spin_us, claim_depthwise, min_kernel, verbose,
+isa.
 
 Not for: building the library (CMake does, from ``delegates/CMakeLists.txt``)
 or deciding which ops to rewrite (``converters/``).

@@ -82,6 +82,24 @@ def test_builtin_kernel_turns_a_grouped_conv_into_a_depthwise_conv():
 def test_measure_picks_from_timings_made_now():
     chosen = pick(LayerShape(12, 12, 8, 9), "xnnpack", measure=True)
     assert "measured now on this machine" in chosen.reason
-    assert chosen.order[0] in ("split", "halo", "builtin_kernel", "keep")
-    for name in ("split", "halo", "builtin_kernel", "depthwise"):
+    assert chosen.order[0] in ("split", "dilated", "halo", "builtin_kernel", "keep")
+    for name in ("split", "dilated", "halo", "builtin_kernel", "depthwise"):
         assert f"{name} " in chosen.reason        # every candidate's time is stated
+
+
+def test_dilated_is_picked_when_measured_faster_and_split_takes_what_it_refuses(tmp_path, monkeypatch):
+    path = tmp_path / "table.json"
+    row = {"kernels": "xnnpack", "height": 12, "width": 12, "channels": 4, "kernel": 7}
+    path.write_text(json.dumps({"machine": "test", "layers": [
+        dict(row, median_ms={"split": 2.5, "dilated": 2.0, "halo": 5.0, "depthwise": 9.0})]}))
+    strategy._load_table.cache_clear()
+    assert pick(LayerShape(12, 12, 4, 7), "xnnpack", table_path=path).order == ("dilated", "split")
+    monkeypatch.setattr(strategy, "TABLE_PATH", path)
+    try:
+        # 'same' 7x7: dilated; 'valid' 7x7 (no centred cut): dilated refuses, split takes it.
+        same = Case.depthwise(7).convert().rewrite(strategy="auto").report.layers[0]
+        valid = Case.depthwise(7, padding="valid").convert().rewrite(strategy="auto").report.layers[0]
+    finally:
+        strategy._load_table.cache_clear()
+    assert same.strategy == "dilated" and "dilated is fastest" in same.reason
+    assert valid.strategy == "split" and "dilated: only 'same' convs" in valid.reason

@@ -9,7 +9,7 @@ For ``xnnpack`` and ``builtin`` the choice between ``split``, ``dilated``, ``hal
 ``strategy_measurements.json`` (made by ``benchmarks/large_kernels.py
 --write-strategy-table`` on the machine it names, nearest shape in log space), or, with
 ``measure=True``, timings of the candidates on a one-layer model of the layer's exact
-shape on this machine. Anything but ``split`` must take at most ``HALO_MARGIN`` (or, to
+shape on this machine. Anything but ``split`` must take at most ``REWRITE_MARGIN`` (or, to
 keep the stock conv, ``KEEP_MARGIN``) times split's time to be picked, so timing noise
 never trades a measured ``split`` for a slower choice. On builtin kernels the stock
 depthwise kernel usually wins, and ``auto`` then keeps the layer and says so.
@@ -30,7 +30,7 @@ import numpy as np
 TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
 STRATEGIES = ("auto", "split", "dilated", "halo", "custom", "builtin_kernel")
 TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
-HALO_MARGIN = 0.9   # dilated, halo or builtin_kernel is picked only when it takes <= 90% of split's time
+REWRITE_MARGIN = 0.9   # dilated, halo or builtin_kernel is picked only when it takes <= 90% of split's time
 KEEP_MARGIN = 0.9   # the stock conv is kept only when it takes <= 90% of split's time
 
 
@@ -89,7 +89,7 @@ def _pick_from_times(times: dict[str, float], kernels: str, source: str) -> Pick
         return Pick(("split", "halo"), f"{kernels}: split (not measured; {timings}; {source})")
     # "depthwise" is the stock conv on these kernels: keeping the layer is a choice too
     # (TFLite's builtin kernel at large K beats every rewrite run on builtin kernels).
-    margins = {"dilated": HALO_MARGIN, "halo": HALO_MARGIN, "builtin_kernel": HALO_MARGIN, "depthwise": KEEP_MARGIN}
+    margins = {"dilated": REWRITE_MARGIN, "halo": REWRITE_MARGIN, "builtin_kernel": REWRITE_MARGIN, "depthwise": KEEP_MARGIN}
     winners = [(times[name], name) for name in margins if name in times and times[name] <= margins[name] * split_ms]
     if kernels != "xnnpack":
         winners = [w for w in winners if w[1] != "builtin_kernel"]   # the same kernel as keeping it

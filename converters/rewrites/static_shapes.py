@@ -75,8 +75,8 @@ def check(model: schema.ModelT) -> str | None:
     graph = model.subgraphs[0]
     for index in graph.inputs:
         tensor = graph.tensors[int(index)]
-        signature = list(tensor.shapeSignature) if tensor.shapeSignature is not None else []
-        if any(int(s) == -1 for s in signature[1:]):
+        signature = _signature(tensor)
+        if -1 in signature[1:]:
             return f"input {tflite_io.tensor_name(tensor)!r} has a free dimension besides the batch ({signature})"
     return None
 
@@ -92,9 +92,7 @@ def rewrite(model: schema.ModelT, data: bytes) -> StaticShapesReport:
         report.reason = refusal
         return report
     graph = model.subgraphs[0]
-    batch_is_free = any(graph.tensors[int(i)].shapeSignature is not None
-                        and len(graph.tensors[int(i)].shapeSignature)
-                        and int(graph.tensors[int(i)].shapeSignature[0]) == -1 for i in graph.inputs)
+    batch_is_free = any(_signature(graph.tensors[int(i)])[:1] == [-1] for i in graph.inputs)
     # The targets are made outputs of a probe copy: the interpreter keeps outputs, and
     # keeping every tensor instead (experimental_preserve_all_tensors) took 8x longer on
     # ConvNeXtTiny (a page fault per 4 KB of 6 GB).
@@ -149,6 +147,10 @@ def rewrite(model: schema.ModelT, data: bytes) -> StaticShapesReport:
         report.ops_removed = _remove_dead_shape_arithmetic(model)
         prune_unused(model, 0)
     return report
+
+
+def _signature(tensor: schema.TensorT) -> list[int]:
+    return [int(s) for s in tensor.shapeSignature] if tensor.shapeSignature is not None else []
 
 
 def _one_line(exc: Exception) -> str:

@@ -261,3 +261,35 @@ def final_bias_and_activation(editor: GraphEditor, layer: DepthwiseLayer, y: Ten
         producer = editor.ops[-1]
         producer.outputs = np.array([out.index if int(o) == y.index else int(o) for o in producer.outputs],
                                     dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class DepthwiseTerm:
+    """One conv of a sum of depthwise convs: its taps (kh, kw, C), the tensor it reads, and how.
+    ``x`` may be a function that emits the ops making that tensor: it is called right before
+    the conv, so the convs reading the layer's input directly come first in the graph."""
+    name: str
+    taps: np.ndarray
+    x: Tensor | Callable[[], Tensor]
+    padding: int
+    dilation: tuple[int, int] = (1, 1)
+
+
+def emit_depthwise_sum(editor: GraphEditor, layer: DepthwiseLayer, terms: list[DepthwiseTerm], out: Tensor,
+                       base: str) -> None:
+    """``out = act(sum of the terms' depthwise convs + bias)``: the layer's bias rides on the first
+    conv (the runtime's kernel wants a bias tensor, so the others share zeros) and its activation
+    on the last ADD, which writes ``out``. Weights keep the layer's float16 storage."""
+    channels = terms[0].taps.shape[2]
+    zeros = editor.constant(f"{base}/zero_bias", np.zeros(channels, dtype=np.float32))
+    total = None
+    for number, term in enumerate(terms):
+        piece = editor.weight(f"{term.name}/kernel", term.taps.reshape(1, *term.taps.shape), layer.weights_float16)
+        bias = zeros
+        if number == 0 and layer.bias is not None:
+            bias = editor.weight(f"{term.name}/bias", layer.bias.astype("float32"), store_float16=False)
+        last = number == len(terms) - 1
+        x = term.x() if callable(term.x) else term.x
+        partial = editor.depthwise(x, piece, bias, term.padding, f"{term.name}/output", dilation=term.dilation)
+        total = partial if total is None else editor.add(
+            total, partial, f"{term.name}/sum", layer.activation if last else Activation.NONE, out=out if last else None)

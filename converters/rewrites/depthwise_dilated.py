@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from converters.rewrites._depthwise import DepthwiseLayer, effective_kernel, emit_in_float
-from converters.rewrites._graph import Activation, GraphEditor, Tensor
+from converters.rewrites._depthwise import (DepthwiseLayer, DepthwiseTerm, effective_kernel, emit_depthwise_sum,
+                                           emit_in_float)
+from converters.rewrites._graph import GraphEditor, Tensor
 
 NAME = "dilated"
 MAX_TAPS = 25   # XNNPACK's fast depthwise kernels cover up to 25 taps
@@ -93,20 +93,10 @@ def rewrite(editor: GraphEditor, layer: DepthwiseLayer) -> None:
 
 def _emit(editor: GraphEditor, layer: DepthwiseLayer, x: Tensor, out: Tensor) -> None:
     kernel = effective_kernel(layer)[0]
-    kh, kw, channels = kernel.shape
     base = f"{layer.name}/wbmm_dilated"
-    blocks = block_layout(kh, kw)
-    # The runtime's depthwise kernel wants a bias tensor; blocks after the first share zeros.
-    zeros = editor.constant(f"{base}/zero_bias", np.zeros(channels, dtype=np.float32))
-    total = None
-    for number, (r0, dr, c0, dc) in enumerate(blocks):
+    terms = []
+    for number, (r0, dr, c0, dc) in enumerate(block_layout(*kernel.shape[:2])):
         taps = kernel[r0::dr, c0::dc]
         name = f"{base}/block{number}_{taps.shape[0]}x{taps.shape[1]}_d{dr}x{dc}"
-        piece = editor.weight(f"{name}/kernel", taps.reshape(1, *taps.shape), layer.weights_float16)
-        bias = zeros
-        if number == 0 and layer.bias is not None:
-            bias = editor.weight(f"{name}/bias", layer.bias.astype("float32"), store_float16=False)
-        last = number == len(blocks) - 1
-        partial = editor.depthwise(x, piece, bias, schema.Padding.SAME, f"{name}/output", dilation=(dr, dc))
-        total = partial if total is None else editor.add(
-            total, partial, f"{name}/sum", layer.activation if last else Activation.NONE, out=out if last else None)
+        terms.append(DepthwiseTerm(name, taps, x, schema.Padding.SAME, (dr, dc)))
+    emit_depthwise_sum(editor, layer, terms, out, base)

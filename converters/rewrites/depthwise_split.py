@@ -17,11 +17,11 @@ cropped first (``_depthwise.effective_kernel``).
 
 from __future__ import annotations
 
-import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from converters.rewrites._depthwise import DepthwiseLayer, effective_kernel, emit_in_float
-from converters.rewrites._graph import Activation, GraphEditor, Tensor
+from converters.rewrites._depthwise import (DepthwiseLayer, DepthwiseTerm, effective_kernel, emit_depthwise_sum,
+                                           emit_in_float)
+from converters.rewrites._graph import GraphEditor, Tensor
 
 NAME = "split"
 MAX_PIECE = 5
@@ -82,7 +82,7 @@ def rewrite(editor: GraphEditor, layer: DepthwiseLayer) -> None:
 
 def _emit(editor: GraphEditor, layer: DepthwiseLayer, x: Tensor, out: Tensor) -> None:
     kernel, ((top, bottom), (left, right)) = effective_kernel(layer)
-    kh, kw, channels = kernel.shape
+    kh, kw, _ = kernel.shape
     _, height, width, _ = x.shape
     _, out_h, out_w, _ = out.shape
     base = f"{layer.name}/wbmm_split"
@@ -94,29 +94,24 @@ def _emit(editor: GraphEditor, layer: DepthwiseLayer, x: Tensor, out: Tensor) ->
                 and r0 == top - (a - 1) // 2 and c0 == left - (b - 1) // 2)
 
     blocks = sorted(block_layout(kh, kw), key=lambda block: not centred(block))
-    padded = None
-    # The runtime's depthwise kernel wants a bias tensor; blocks after the first share zeros.
-    zeros = editor.constant(f"{base}/zero_bias", np.zeros(channels, dtype=np.float32))
-    total = None
+    padded = []   # the zero-padded input, made once, by the first block that slices it
+
+    def window(name: str, r0: int, a: int, c0: int, b: int):
+        def emit() -> Tensor:
+            if not padded:
+                padded.append(editor.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)], f"{base}/padded"))
+            return editor.slice(padded[0], [0, r0, c0, 0], [-1, out_h + a - 1, out_w + b - 1, -1], f"{name}/input")
+        return emit
+
+    terms = []
     for number, (r0, a, c0, b) in enumerate(blocks):
         name = f"{base}/block{number}_{a}x{b}"
-        piece = editor.weight(f"{name}/kernel", kernel[r0:r0 + a, c0:c0 + b].reshape(1, a, b, channels),
-                              layer.weights_float16)
-        bias = zeros
-        if number == 0 and layer.bias is not None:
-            bias = editor.weight(f"{name}/bias", layer.bias.astype("float32"), store_float16=False)
+        taps = kernel[r0:r0 + a, c0:c0 + b]
         if centred((r0, a, c0, b)):
-            window, padding = x, schema.Padding.SAME
+            terms.append(DepthwiseTerm(name, taps, x, schema.Padding.SAME))
         else:
-            if padded is None:
-                padded = editor.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)], f"{base}/padded")
-            window = editor.slice(padded, [0, r0, c0, 0], [-1, out_h + a - 1, out_w + b - 1, -1], f"{name}/input")
-            padding = schema.Padding.VALID
-        last = number == len(blocks) - 1
-        partial = editor.depthwise(window, piece, bias, padding, f"{name}/output")
-        total = partial if total is None else editor.add(
-            total, partial, f"{name}/sum", layer.activation if last else Activation.NONE, out=out if last else None)
-
+            terms.append(DepthwiseTerm(name, taps, window(name, r0, a, c0, b), schema.Padding.VALID))
+    emit_depthwise_sum(editor, layer, terms, out, base)
 
 def _offsets(sizes: list[int]) -> list[tuple[int, int]]:
     start, result = 0, []

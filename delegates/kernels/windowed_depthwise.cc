@@ -482,7 +482,18 @@ void WindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_inde
 // kMultiWindows full windows starting at window column wx0 of one full
 // channel block (no tail, no edge): the windows' outputs in row-major tiles
 // (NextTileOutputs), each a MultiWindowBlock over the windows' whole input.
-void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int thread_index) {
+//
+// next_input: the first input vector of the group the caller runs next, or
+// nullptr. When that group starts new cache lines (the previous channel block
+// did not already bring them), its input lines are asked for into L2 a few at
+// a time between this group's tiles: a group's ~10k FMAs cover the latency,
+// while the group's own copy below would wait on each line (NHWC puts every
+// pixel vector of a block on its own line, at strides the hardware
+// prefetchers do not follow). C++ harness, w=7 56x56x96, 8 MB touched
+// between runs, with and without it alternating run by run, medians of six
+// runs: 11-15% less (e.g. 0.711 -> 0.611 ms); back-to-back runs 0-3% slower;
+// w=14 and 28x28x192 unchanged within noise.
+void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int thread_index, const float* next_input) {
   const DepthwiseProblem& p = c.p;
   const int W = p.window_w, H = p.window_h, K = p.kernel_w;
   constexpr int nwin = kMultiWindows, most = kMultiMaxOutputs;
@@ -514,8 +525,18 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
   a.hi = p.out_max;
   const auto& table = kMulti[W - 1];
   int ro = 0, xo = 0;  // the next tile's first output
+  const int tiles = (H * W + most - 1) / most;
+  const int next_row_pixels = W * nwin;
+  const bool next_has_new_lines =
+      next_input != nullptr && (reinterpret_cast<uintptr_t>(next_input) & 63) < L * sizeof(float);
+  const int prefetches_per_tile = next_has_new_lines ? (H * next_row_pixels + tiles - 1) / tiles : 0;
+  int next_row = 0, next_pixel = 0;
   for (int left = H * W; left > 0;) {
     const int n = NextTileOutputs(left, most);
+    for (int i = 0; i < prefetches_per_tile && next_row < H; ++i) {
+      __builtin_prefetch(next_input + ptrdiff_t(next_pixel) * C, 0, 2);
+      if (++next_pixel == next_row_pixels) next_pixel = 0, ++next_row, next_input += ptrdiff_t(p.in_w) * C;
+    }
     for (int o = 0; o < n; ++o) {
       k_offset[o] = -(ptrdiff_t(ro) * K + xo) * L;
       out_offset[o] = (ptrdiff_t(ro) * p.out_w + xo) * C;
@@ -631,6 +652,25 @@ void BandTile(const Context& c, int64_t tile, int thread_index) {
   }
 }
 
+// The first input vector of the multi-window group that follows (b, wy, wx0,
+// cb) in Run's order (further right in the band, else the next channel
+// block's first group, else the next band's), or nullptr past the last full
+// band. Only a prefetch address: it may be a group another thread runs.
+const float* NextGroupInput(const Context& c, int b, int wy, int wx0, int cb) {
+  const DepthwiseProblem& p = c.p;
+  int wx = wx0 + kMultiWindows;
+  if (wx + kMultiWindows > p.in_w / p.window_w) {
+    wx = 0;
+    if (++cb == c.blocks) {
+      cb = 0;
+      if (++wy * p.window_h >= p.in_h) wy = 0, ++b;
+    }
+  }
+  if (b >= p.batch || (wy + 1) * p.window_h > p.in_h) return nullptr;
+  return c.input + ((ptrdiff_t(b) * p.in_h + ptrdiff_t(wy) * p.window_h) * p.in_w + ptrdiff_t(wx) * p.window_w) * p.channels +
+         ptrdiff_t(cb) * L;
+}
+
 template <class Fn>
 void Parallel(ThreadPool* pool, int64_t n, Fn& fn) {
   if (pool != nullptr) pool->ParallelFor(n, fn);
@@ -661,7 +701,8 @@ void Run(const DepthwiseProblem& p, const float* input, const float* packed_weig
           const bool full_rows = (wy + 1) * p.window_h <= p.in_h && (cb + 1) * L <= p.channels;
           const int full_windows = p.in_w / p.window_w;
           if (full_rows)
-            for (; wx + kMultiWindows <= full_windows; wx += kMultiWindows) MultiWindowTile(c, b, wy, wx, cb, thread_index);
+            for (; wx + kMultiWindows <= full_windows; wx += kMultiWindows)
+              MultiWindowTile(c, b, wy, wx, cb, thread_index, NextGroupInput(c, b, wy, wx, cb));
         }
         for (; wx < nwx; ++wx) WindowTile(c, b, wy, wx, cb, thread_index);
       }

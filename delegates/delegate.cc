@@ -10,7 +10,10 @@
 // only runs kernels (no allocation).
 //
 // What is claimed: custom ops WBMM and WBMM_DEPTHWISE (converters/custom_ops.py),
-// and with claim_depthwise:1 builtin DEPTHWISE_CONV_2D; float32 activations,
+// and with claim_depthwise:1 builtin DEPTHWISE_CONV_2D and the CONV_2D whose
+// groups equal its channels (one input channel per group: how TFLite stores
+// Keras Conv2D(groups=C), e.g. every 7x7 conv of keras.applications
+// ConvNeXt); float32 activations,
 // float32 or float16 kernels, including a DEQUANTIZE (fp16 -> fp32) that feeds
 // only the kernel input of a claimed node (the DEQUANTIZE is claimed too and
 // folded into weight packing).
@@ -54,6 +57,7 @@ struct ConvPlan {
   int window_h = 0, window_w = 0;
   bool shortcut = false;
   int kernel_h = 0, kernel_w = 0;
+  KernelLayout kernel_layout = KernelLayout::kTapsThenChannels;
   Padding padding = Padding::kSame;
   Activation activation = Activation::kNone;
 };
@@ -63,6 +67,7 @@ struct Delegate;
 std::string Describe(const TfLiteRegistration* reg) {
   if (reg->builtin_code == kTfLiteBuiltinCustom) return reg->custom_name ? reg->custom_name : "CUSTOM";
   if (reg->builtin_code == kTfLiteBuiltinDepthwiseConv2d) return "DEPTHWISE_CONV_2D";
+  if (reg->builtin_code == kTfLiteBuiltinConv2d) return "CONV_2D";
   if (reg->builtin_code == kTfLiteBuiltinDequantize) return "DEQUANTIZE";
   return "builtin op " + std::to_string(reg->builtin_code);
 }
@@ -136,22 +141,44 @@ std::string CheckCommonTensors(const GraphView& g, ConvPlan* plan) {
   if (x.dims == nullptr || x.dims->size != 4) return "input " + ShapeText(x) + " is not NHWC";
   if (t[plan->output].type != kTfLiteFloat32) return "output is not float32";
   const TfLiteTensor& k = t[plan->kernel];
-  if (k.dims == nullptr || k.dims->size != 4 || k.dims->data[0] != 1)
-    return "kernel shape " + ShapeText(k) + " is not (1, kh, kw, C)";
+  // (1, kh, kw, C), or (C, kh, kw, 1) for a grouped CONV_2D: the unit axis and the channel axis.
+  const bool channels_first = plan->kernel_layout == KernelLayout::kChannelsThenTaps;
+  const int unit_axis = channels_first ? 3 : 0, channel_axis = channels_first ? 0 : 3;
+  if (k.dims == nullptr || k.dims->size != 4 || k.dims->data[unit_axis] != 1)
+    return "kernel shape " + ShapeText(k) + (channels_first ? " is not (C, kh, kw, 1)" : " is not (1, kh, kw, C)");
   std::string why = ResolveWeight(g, plan->kernel, "kernel", &plan->kernel_source, &plan->dequantize_node);
   if (!why.empty()) return why;
   if (k.dims->data[1] != plan->kernel_h || k.dims->data[2] != plan->kernel_w)
     return "kernel " + ShapeText(k) + " does not match " + std::to_string(plan->kernel_h) + "x" +
            std::to_string(plan->kernel_w);
-  if (k.dims->data[3] != x.dims->data[3])
-    return "kernel channels " + std::to_string(k.dims->data[3]) + " differ from input channels " +
-           std::to_string(x.dims->data[3]) + " (depth multiplier != 1)";
+  if (k.dims->data[channel_axis] != x.dims->data[3])
+    return "kernel channels " + std::to_string(k.dims->data[channel_axis]) + " differ from input channels " +
+           std::to_string(x.dims->data[3]) + (channels_first ? " (groups != channels)" : " (depth multiplier != 1)");
   if (plan->bias >= 0) {
     const TfLiteTensor& b = t[plan->bias];
     why = ResolveWeight(g, plan->bias, "bias", &plan->bias_source, &plan->bias_dequantize_node);
     if (!why.empty()) return why;
     if (b.dims == nullptr || b.dims->size != 1 || b.dims->data[0] != x.dims->data[3]) return "bias shape " + ShapeText(b) + " is not (C,)";
   }
+  return "";
+}
+
+// Why a node is left alone when it is no depthwise conv at all: logged only at verbose:2.
+const char kNotDepthwise[] = "not a depthwise op";
+
+// The stride, dilation, padding and fused activation of a DEPTHWISE_CONV_2D or
+// CONV_2D node. Returns "" when the kernels can run them (plan filled), else why not.
+std::string ReadConvParams(int stride_w, int stride_h, int dilation_w, int dilation_h, TfLitePadding padding,
+                           TfLiteFusedActivation activation, ConvPlan* plan) {
+  if (stride_w != 1 || stride_h != 1) return "stride is not 1";
+  if (dilation_w != 1 || dilation_h != 1) return "dilation is not 1";
+  if (padding == kTfLitePaddingSame) plan->padding = Padding::kSame;
+  else if (padding == kTfLitePaddingValid) plan->padding = Padding::kValid;
+  else return "padding is neither SAME nor VALID";
+  if (activation == kTfLiteActNone) plan->activation = Activation::kNone;
+  else if (activation == kTfLiteActRelu) plan->activation = Activation::kRelu;
+  else if (activation == kTfLiteActRelu6) plan->activation = Activation::kRelu6;
+  else return "fused activation " + std::to_string(int(activation)) + " is not supported";
   return "";
 }
 
@@ -176,30 +203,40 @@ std::string MatchNode(const GraphView& g, const DelegateOptions& options, int no
     plan->kernel_w = parsed.kernel_w;
     plan->padding = parsed.padding;
     plan->activation = parsed.activation;
-  } else if (reg->builtin_code == kTfLiteBuiltinDepthwiseConv2d) {
-    if (!options.claim_depthwise) return "claim_depthwise is off";
-    const auto* params = static_cast<const TfLiteDepthwiseConvParams*>(node->builtin_data);
-    if (params == nullptr) return "no DEPTHWISE_CONV_2D parameters";
-    if (params->stride_width != 1 || params->stride_height != 1) return "stride is not 1";
-    if (params->dilation_width_factor != 1 || params->dilation_height_factor != 1) return "dilation is not 1";
-    if (params->padding == kTfLitePaddingSame) plan->padding = Padding::kSame;
-    else if (params->padding == kTfLitePaddingValid) plan->padding = Padding::kValid;
-    else return "padding is neither SAME nor VALID";
-    if (params->activation == kTfLiteActNone) plan->activation = Activation::kNone;
-    else if (params->activation == kTfLiteActRelu) plan->activation = Activation::kRelu;
-    else if (params->activation == kTfLiteActRelu6) plan->activation = Activation::kRelu6;
-    else return "fused activation " + std::to_string(int(params->activation)) + " is not supported";
+  } else if (reg->builtin_code == kTfLiteBuiltinDepthwiseConv2d || reg->builtin_code == kTfLiteBuiltinConv2d) {
+    const bool grouped = reg->builtin_code == kTfLiteBuiltinConv2d;
     if (node->inputs->size < 2 || node->outputs->size != 1) return "unexpected arity";
     const TfLiteTensor& k = g.context->tensors[node->inputs->data[1]];
     if (k.dims == nullptr || k.dims->size != 4) return "kernel shape " + ShapeText(k) + " is not 4-D";
-    plan->op_label = "DEPTHWISE_CONV_2D";
+    if (grouped) {
+      // A CONV_2D is depthwise when each group reads one input channel: kernel (C, kh, kw, 1).
+      if (k.dims->data[3] != 1)
+        return std::string(kNotDepthwise) + " (CONV_2D with " + std::to_string(k.dims->data[3]) +
+               " input channels per group)";
+      if (!options.claim_depthwise) return "claim_depthwise is off";
+      const auto* params = static_cast<const TfLiteConvParams*>(node->builtin_data);
+      if (params == nullptr) return "no CONV_2D parameters";
+      const std::string why = ReadConvParams(params->stride_width, params->stride_height, params->dilation_width_factor,
+                                             params->dilation_height_factor, params->padding, params->activation, plan);
+      if (!why.empty()) return why;
+      plan->op_label = "CONV_2D";
+      plan->kernel_layout = KernelLayout::kChannelsThenTaps;
+    } else {
+      if (!options.claim_depthwise) return "claim_depthwise is off";
+      const auto* params = static_cast<const TfLiteDepthwiseConvParams*>(node->builtin_data);
+      if (params == nullptr) return "no DEPTHWISE_CONV_2D parameters";
+      const std::string why = ReadConvParams(params->stride_width, params->stride_height, params->dilation_width_factor,
+                                             params->dilation_height_factor, params->padding, params->activation, plan);
+      if (!why.empty()) return why;
+      plan->op_label = "DEPTHWISE_CONV_2D";
+    }
     plan->kernel_h = k.dims->data[1];
     plan->kernel_w = k.dims->data[2];
     if (std::max(plan->kernel_h, plan->kernel_w) < options.min_kernel)
       return "kernel " + std::to_string(plan->kernel_h) + "x" + std::to_string(plan->kernel_w) + " is below min_kernel " +
              std::to_string(options.min_kernel);
   } else {
-    return "not a depthwise op";
+    return kNotDepthwise;
   }
   plan->input = node->inputs->data[0];
   plan->kernel = node->inputs->data[1];
@@ -348,7 +385,7 @@ TfLiteStatus PartitionPrepare(TfLiteContext* context, TfLiteNode* node) {
     }
     const float* bias = plan.bias >= 0 ? bias_values.data() : nullptr;
     PackDepthwiseWeights(p, lanes, k.data, k.type == kTfLiteFloat16 ? WeightType::kFloat16 : WeightType::kFloat32, bias,
-                         plan.windowed && plan.shortcut, op.weights.data(), op.bias.data());
+                         plan.windowed && plan.shortcut, op.weights.data(), op.bias.data(), plan.kernel_layout);
     scratch = std::max(scratch, ScratchFloats(p, lanes, delegate->pool->num_threads()));
   }
   partition->scratch.assign(scratch, 0.0f);
@@ -409,7 +446,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* base) {
         context->ReportError(context, "wbmm delegate: cannot run node %d (%s): %s", node_index, reg->custom_name,
                              why.c_str());
       } else if (reg->builtin_code != kTfLiteBuiltinDequantize) {
-        Log(*delegate, why == "not a depthwise op" ? 2 : 1, "node %d %s: left to TFLite: %s", node_index,
+        Log(*delegate, why.compare(0, sizeof(kNotDepthwise) - 1, kNotDepthwise) == 0 ? 2 : 1, "node %d %s: left to TFLite: %s", node_index,
             Describe(reg).c_str(), why.c_str());
       }
       continue;

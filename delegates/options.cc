@@ -76,8 +76,8 @@ const OptionSpec kOptionTable[] = {
      "energy; every multithreaded layer then pays a thread wake-up)",
      &SetSpinMicros},
     {"claim_depthwise", "0",
-     "1: also run builtin DEPTHWISE_CONV_2D (float, stride 1, dilation 1, multiplier 1) with a kernel side "
-     ">= min_kernel",
+     "1: also run builtin DEPTHWISE_CONV_2D (float, stride 1, dilation 1, multiplier 1) and CONV_2D whose groups "
+     "equal its channels (Keras Conv2D(groups=C), as in ConvNeXt) with a kernel side >= min_kernel",
      &SetClaimDepthwise},
     {"min_kernel", "7", "smallest kernel height or width claimed by claim_depthwise", &SetMinKernel},
     {"verbose", "0",

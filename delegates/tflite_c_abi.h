@@ -212,8 +212,20 @@ typedef struct TfLiteDepthwiseConvParams {
   int dilation_height_factor;
 } TfLiteDepthwiseConvParams;
 
+// The leading fields of TfLiteConvParams, all the delegate reads. Newer
+// runtimes append fields (quantized_bias_type); these keep their offsets.
+typedef struct TfLiteConvParams {
+  TfLitePadding padding;
+  int stride_width;
+  int stride_height;
+  TfLiteFusedActivation activation;
+  int dilation_width_factor;
+  int dilation_height_factor;
+} TfLiteConvParams;
+
 // BuiltinOperator values (schema.fbs) of the ops we look at.
 enum {
+  kTfLiteBuiltinConv2d = 3,
   kTfLiteBuiltinDepthwiseConv2d = 4,
   kTfLiteBuiltinDequantize = 6,
   kTfLiteBuiltinCustom = 32,
@@ -237,6 +249,7 @@ static_assert(sizeof(TfLiteDelegate) == 56, "TfLiteDelegate must be 56 bytes on 
 static_assert(sizeof(TfLiteContext) == 200, "TfLiteContext must be 200 bytes on LP64");
 static_assert(sizeof(TfLiteDelegateParams) == 32, "TfLiteDelegateParams must be 32 bytes");
 static_assert(sizeof(TfLiteDepthwiseConvParams) == 28, "TfLiteDepthwiseConvParams must be 28 bytes");
+static_assert(offsetof(TfLiteConvParams, dilation_height_factor) == 20, "TfLiteConvParams leading fields");
 static_assert(offsetof(TfLiteTensor, bytes) == 40, "TfLiteTensor::bytes offset");
 static_assert(offsetof(TfLiteTensor, dims) == 16, "TfLiteTensor::dims offset");
 static_assert(offsetof(TfLiteRegistration, builtin_code) == 40, "TfLiteRegistration::builtin_code offset");

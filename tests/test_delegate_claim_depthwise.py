@@ -1,4 +1,5 @@
-"""claim_depthwise: a stock Keras model's DEPTHWISE_CONV_2D nodes run on the delegate, no rewrite.
+"""claim_depthwise: a stock Keras model's DEPTHWISE_CONV_2D nodes, and its CONV_2D nodes with one
+input channel per group (Keras Conv2D(groups=C), as in ConvNeXt), run on the delegate, no rewrite.
 
 Models come from the real converter (``TFLiteConverter.from_keras_model``);
 outputs are compared with Keras itself. Negative cases assert which nodes are
@@ -90,3 +91,39 @@ def test_float16_weights_behind_dequantize_are_folded(stock_model):
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
     assert report.count("DEPTHWISE_CONV_2D") == 2
     assert report.count("DEQUANTIZE") == 3  # fp16 kernels of both claimed convs and the bias of the 13x13
+
+
+@pytest.fixture(scope="module")
+def grouped_model():
+    """What keras.applications.ConvNeXt exports: Conv2D(groups=C) becomes a CONV_2D with a
+    (C, kh, kw, 1) kernel. 7x7 SAME + bias, 5x9 VALID + relu6 (fused), then a 7x7 conv with two
+    input channels per group and a 1x1 dense conv, which are not depthwise."""
+    keras.utils.set_random_seed(1)
+    channels = 20  # not a multiple of the SIMD width: the tail block runs too
+    inp = keras.Input((23, 21, channels), batch_size=1)
+    y = keras.layers.Conv2D(channels, 7, padding="same", groups=channels, bias_initializer="random_normal")(inp)
+    y = keras.layers.Conv2D(channels, (5, 9), padding="valid", groups=channels, activation="relu6")(y)
+    y = keras.layers.Conv2D(channels, 7, padding="same", groups=channels // 2)(y)
+    y = keras.layers.Conv2D(channels, 1)(y)
+    model = keras.Model(inp, y)
+    x = np.random.default_rng(1).standard_normal((1, 23, 21, channels)).astype(np.float32)
+    return model, x, np.asarray(model(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fp16", [False, True], ids=["float32", "float16"])
+def test_grouped_conv_with_one_channel_per_group_is_claimed(grouped_model, fp16, capfd):
+    model, x, expected = grouped_model
+    tflite = _convert(model, fp16=fp16)
+    # AUTO: XNNPACK runs what the delegate leaves (TFLite's builtin CONV_2D has no groups)
+    y, report = _run(tflite, x, resolver=OpResolverType.AUTO, claim_depthwise=1, min_kernel=5, verbose=2)
+    tolerance = 2e-2 if fp16 else 1e-4
+    np.testing.assert_allclose(y, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
+    assert report.count("CONV_2D") == 2  # the 7x7 and the 5x9; fp16 adds their DEQUANTIZEs
+    assert report.count("DEQUANTIZE") == (3 if fp16 else 0)
+    err = capfd.readouterr().err
+    assert "not a depthwise op (CONV_2D with 2 input channels per group)" in err
+    assert "not a depthwise op (CONV_2D with 20 input channels per group)" in err
+
+    _, report_off = _run(tflite, x, resolver=OpResolverType.AUTO)
+    assert report_off.claimed_nodes == ()

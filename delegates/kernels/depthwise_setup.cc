@@ -95,7 +95,8 @@ float HalfToFloat(uint16_t h) {
 }
 
 void PackDepthwiseWeights(const DepthwiseProblem& p, int lanes, const void* kernel, WeightType type,
-                          const float* bias, bool add_identity, float* packed_weights, float* packed_bias) {
+                          const float* bias, bool add_identity, float* packed_weights, float* packed_bias,
+                          KernelLayout layout) {
   const int C = p.channels, taps = p.kernel_h * p.kernel_w;
   const int centre = (p.kernel_h / 2) * p.kernel_w + p.kernel_w / 2;
   const size_t blocks = Blocks(p, lanes);
@@ -106,7 +107,7 @@ void PackDepthwiseWeights(const DepthwiseProblem& p, int lanes, const void* kern
         const int c = int(cb) * lanes + l;
         float v = 0.0f;
         if (c < C) {
-          const size_t src = size_t(t) * C + c;  // (kh, kw, C) layout
+          const size_t src = layout == KernelLayout::kTapsThenChannels ? size_t(t) * C + c : size_t(c) * taps + t;
           v = type == WeightType::kFloat32 ? static_cast<const float*>(kernel)[src]
                                            : HalfToFloat(static_cast<const uint16_t*>(kernel)[src]);
           // Y = X @ R[I] + X: the identity is +1 at the zero offset (WBMM.md).

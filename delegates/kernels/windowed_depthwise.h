@@ -80,6 +80,11 @@ struct DepthwiseProblem {
 const char* ValidateProblem(const DepthwiseProblem& p);
 
 enum class WeightType { kFloat32, kFloat16 };
+// How the kernel's numbers are laid out: (1, kh, kw, C) as DEPTHWISE_CONV_2D
+// and the custom ops store them, or (C, kh, kw, 1) as a CONV_2D whose groups
+// equal its channels stores them (Keras Conv2D(groups=C), keras.applications
+// ConvNeXt).
+enum class KernelLayout { kTapsThenChannels, kChannelsThenTaps };
 
 size_t PackedWeightFloats(const DepthwiseProblem& p, int lanes);
 size_t PackedBiasFloats(const DepthwiseProblem& p, int lanes);
@@ -89,11 +94,12 @@ size_t SharedScratchFloats(const DepthwiseProblem& p, int lanes);
 size_t ThreadScratchFloats(const DepthwiseProblem& p, int lanes);
 size_t ScratchFloats(const DepthwiseProblem& p, int lanes, int num_threads);
 
-// kernel: (kh, kw, C) of `type`; bias: (C,) float32 or nullptr;
-// add_identity folds `+ x` (the WBMM shortcut) into the centre tap.
+// kernel: (kh, kw, C) of `type`, or (C, kh, kw) with kChannelsThenTaps;
+// bias: (C,) float32 or nullptr; add_identity folds `+ x` (the WBMM shortcut)
+// into the centre tap.
 void PackDepthwiseWeights(const DepthwiseProblem& p, int lanes, const void* kernel, WeightType type,
                           const float* bias, bool add_identity, float* packed_weights,
-                          float* packed_bias);
+                          float* packed_bias, KernelLayout layout = KernelLayout::kTapsThenChannels);
 
 float HalfToFloat(uint16_t h);
 

@@ -10,8 +10,9 @@
 // costs tens of microseconds (measured here: 51-57 us median from notify to
 // the worker's first chunk, on 0.25-0.3 ms of 2-thread work). XNNPACK's
 // pthreadpool also polls before its futex wait (1,000,000 pause/yield
-// iterations: a millisecond or more). The poll executes a pause instruction per check;
-// spin_us=0 saves the polling energy at the cost of that wake-up per layer.
+// iterations: a millisecond or more). Each poll yields the CPU (sched_yield),
+// so a polling worker never keeps other threads off its core; spin_us=0 saves
+// the polling energy at the cost of that wake-up per layer.
 //
 // Not for: nested parallelism, or several callers at once: while one
 // ParallelFor runs, another (nested, or from a second interpreter sharing the

@@ -7,6 +7,10 @@
 (b) Exact 'same' depthwise K in {7, 13, 31} on 1x56x56x96: the stock DEPTHWISE_CONV_2D on
     XNNPACK, on the builtin kernels, and claimed by the delegate (``claim_depthwise:1``).
 (c) numpy sgemm, one thread (OpenBLAS), in the same process: the machine's reference FMA rate.
+(d) A stock model, no rewrite: keras.applications.ConvNeXtTiny (``wbmm_mobile.zoo.convnext_tiny``,
+    224x224, fp32, from_keras_model) on XNNPACK alone against XNNPACK plus the delegate with
+    ``claim_depthwise:1`` (it takes the 18 7x7 convs, which Keras stores as grouped CONV_2D),
+    1 and 2 threads for both; at most 30 invokes each.
 
 Medians decide the targets; the best (least disturbed) invoke of each variant is
 recorded too, because on a shared 2-core machine the medians mostly measure the neighbours.
@@ -21,6 +25,7 @@ sleeping). Results: ``benchmarks/results/delegate.json``. Run by hand:
 
     make delegate && .venv/bin/python benchmarks/delegate.py            # everything, 200 runs
     .venv/bin/python benchmarks/delegate.py --part wbmm --runs 100
+    .venv/bin/python benchmarks/delegate.py --part convnext           # the stock ConvNeXtTiny only
 
 Not a test: nothing here asserts; the issue's targets are printed as met / not met.
 """
@@ -72,7 +77,7 @@ class Variant:
     p10_ms: float
     p90_ms: float
     runs: int
-    gfma_per_s: float
+    gfma_per_s: float                 # 0 for whole models
 
 
 @dataclass
@@ -91,6 +96,20 @@ class Case:
 
     def best(self, variant: str) -> float:
         return next(v.best_ms for v in self.variants if v.name == variant)
+
+
+@dataclass
+class ModelCase:
+    """A whole stock model on XNNPACK alone ("xnnpack") and with the delegate taking its large
+    depthwise convs ("xnnpack_and_delegate"), both with ``threads`` threads."""
+    name: str
+    threads: int
+    claimed_ops: int                  # nodes the delegate took
+    variants: list[Variant] = field(default_factory=list)
+    max_rel_error: float = 0.0        # with the delegate against XNNPACK alone
+
+    def median(self, variant: str) -> float:
+        return next(v.median_ms for v in self.variants if v.name == variant)
 
 
 def sgemm_block_rate(n: int = 384, repeats: int = 60) -> tuple[float, float]:
@@ -133,11 +152,11 @@ def parallel_capacity(n: int = 384, repeats: int = 40) -> float:
     return serial / (time.perf_counter() - start)
 
 
-def _interpreter(model: bytes, *, kernels: str, delegate=None):
+def _interpreter(model: bytes, *, kernels: str, delegate=None, threads: int = 1):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if kernels == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(model_content=model, num_threads=1, experimental_op_resolver_type=resolver,
+    interpreter = Interpreter(model_content=model, num_threads=threads, experimental_op_resolver_type=resolver,
                               experimental_delegates=[delegate] if delegate is not None else None)
     interpreter.allocate_tensors()
     return interpreter
@@ -281,7 +300,35 @@ def depthwise_cases(runs: int, warmup: int, progress, task) -> list[Case]:
     return cases
 
 
-def summarize(cases: list[Case]) -> dict:
+CONVNEXT_RUNS = 30  # invokes per variant: ConvNeXtTiny takes 0.1-0.25 s here
+
+
+def convnext_cases(runs: int, warmup: int, progress, task) -> list[ModelCase]:
+    import tensorflow as tf
+
+    from wbmm_mobile.zoo import convnext_tiny
+
+    progress.update(task, description="ConvNeXtTiny: converting")
+    stock = tf.lite.TFLiteConverter.from_keras_model(convnext_tiny()).convert()
+    time.sleep(1.0)  # TensorFlow's threads stay busy for a while after a conversion
+    x = np.random.default_rng(3).standard_normal((1, 224, 224, 3)).astype(np.float32)
+    cases = []
+    for threads in (1, 2):
+        progress.update(task, description=f"ConvNeXtTiny {threads} thread(s): timing")
+        delegate = delegates.load(num_threads=threads, claim_depthwise=1)
+        interpreters = {"xnnpack": _interpreter(stock, kernels="xnnpack", threads=threads),
+                        "xnnpack_and_delegate": _interpreter(stock, kernels="xnnpack", threads=threads,
+                                                             delegate=delegate)}
+        claimed = len(delegates.delegation_report(interpreters["xnnpack_and_delegate"], delegate).claimed_ops)
+        variants, outputs, _ = time_side_by_side(interpreters, x, min(runs, CONVNEXT_RUNS), warmup, 0)
+        cases.append(ModelCase(f"convnext_tiny_{threads}t", threads, claimed, variants,
+                               _max_rel(outputs["xnnpack"], outputs["xnnpack_and_delegate"])))
+        del interpreters, outputs
+        progress.advance(task)
+    return cases
+
+
+def summarize(cases: list[Case], models: list[ModelCase] = ()) -> dict:
     by_name = {c.name: c for c in cases}
     ratios: dict[str, float] = {}
     for c in cases:
@@ -319,13 +366,15 @@ def summarize(cases: list[Case]) -> dict:
         targets["wbmm_w14_vs_bmm"] = min(w14)  # the worst of the three shapes
     if "depthwise_k13_56x56x96" in by_name:
         targets["depthwise_k13_vs_xnnpack"] = ratios["depthwise_k13_56x56x96_delegate_vs_xnnpack"]
+    for m in models:  # no target in the issue: reported
+        ratios[f"{m.name}_delegate_vs_xnnpack"] = m.median("xnnpack") / m.median("xnnpack_and_delegate")
     return {"ratios": ratios,
             "targets": {k: {"measured": v, "target": TARGETS[k], "met": v >= TARGETS[k]} for k, v in targets.items()}}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("all", "wbmm", "depthwise"), default="all",
+    parser.add_argument("--part", choices=("all", "wbmm", "depthwise", "convnext"), default="all",
                         help="which cases to run (default: all)")
     parser.add_argument("--runs", type=int, default=200,
                         help="timed invokes per variant (default: 200, minimum 50; XNNPACK's 31x31 runs 50)")
@@ -343,16 +392,20 @@ def main(argv=None) -> int:
 
     started = time.time()
     cases: list[Case] = []
+    models: list[ModelCase] = []
     total = (len(WBMM_SHAPES) * len(WINDOWS) if args.part in ("all", "wbmm") else 0) + \
-        (len(DEPTHWISE_KERNELS) if args.part in ("all", "depthwise") else 0)
+        (len(DEPTHWISE_KERNELS) if args.part in ("all", "depthwise") else 0) + \
+        (2 if args.part in ("all", "convnext") else 0)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("starting", total=total)
         if args.part in ("all", "wbmm"):
             cases += wbmm_cases(args.runs, args.warmup, progress, task)
         if args.part in ("all", "depthwise"):
             cases += depthwise_cases(args.runs, args.warmup, progress, task)
+        if args.part in ("all", "convnext"):
+            models += convnext_cases(args.runs, args.warmup, progress, task)
 
-    summary = summarize(cases)
+    summary = summarize(cases, models)
     isa = delegates.available_isas()[-1]
     for c in cases:
         line = ", ".join(f"{v.name} {v.median_ms:.3f} ms (best {v.best_ms:.3f}; {v.gfma_per_s:.1f} GFMA/s)"
@@ -362,6 +415,9 @@ def main(argv=None) -> int:
                       f"back-to-back {c.sgemm_block_gfma_per_s:.1f})"
                       f"{capacity}; "
                       f"max rel diff {c.max_rel_error:.1e}")
+    for m in models:
+        line = ", ".join(f"{v.name} {v.median_ms:.1f} ms (best {v.best_ms:.1f})" for v in m.variants)
+        console.print(f"{m.name}: {line}; the delegate took {m.claimed_ops} nodes; max rel diff {m.max_rel_error:.1e}")
     for name, value in summary["ratios"].items():
         console.print(f"  {name}: {value:.2f}")
     for name, t in summary["targets"].items():
@@ -379,6 +435,7 @@ def main(argv=None) -> int:
         "runs": args.runs,
         "warmup": args.warmup,
         "cases": [asdict(c) for c in cases],
+        "models": [asdict(m) for m in models],
         **summary,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

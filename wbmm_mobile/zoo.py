@@ -193,6 +193,22 @@ def single_layer_model(kind: str, input_shape, kernel_or_window, seed: int = 0, 
     return model
 
 
+def convnext_tiny(input_shape=(224, 224, 3), seed: int = 0) -> keras.Model:
+    """``keras.applications.ConvNeXtTiny(weights=None)``, seeded, with every layer scale set to 1.
+
+    Its layer scales start at 1e-6, which scales each block's 7x7 depthwise conv by 1e-6 in
+    the output and would hide an error in whatever runs that conv from a 1e-4 check; at 1
+    it shows. Keras stores those convs as ``Conv2D(groups=C)``: a CONV_2D with a
+    (C, 7, 7, 1) kernel in TFLite, not a DEPTHWISE_CONV_2D.
+    """
+    keras.utils.set_random_seed(seed)
+    model = keras.applications.ConvNeXtTiny(weights=None, input_shape=tuple(input_shape))
+    for layer in model.layers:
+        if type(layer).__name__ == "LayerScale":
+            layer.gamma.assign(np.ones(layer.gamma.shape, dtype="float32"))
+    return model
+
+
 @dataclass(frozen=True)
 class OpCounts:
     """What a model contains, for tests and reports."""

@@ -102,10 +102,14 @@ def config_flags(config: str, *, delegate_remote: str | None = None, nnapi_accel
     if config == "wbmm":
         if not delegate_remote:
             raise DelegateNotBuiltError("the wbmm config needs the delegate library (--delegate-lib)")
-        flags = ["--use_xnnpack=true", f"--external_delegate_path={delegate_remote}"]
+        # benchmark_model applies its delegates in the order their enabling flags appear on
+        # the command line (each provider's rank is its flag's argv position), so the WBMM
+        # delegate's flag comes first: it picks its nodes, XNNPACK takes the rest. The
+        # other way round XNNPACK takes the depthwise convs and claim_depthwise gets none.
+        flags = [f"--external_delegate_path={delegate_remote}"]
         if delegate_options:
             flags.append(f"--external_delegate_options={delegate_options}")
-        return flags
+        return flags + ["--use_xnnpack=true"]
     raise ValueError(f"unknown config {config!r}; choose from {', '.join(CONFIGS)}")
 
 

@@ -31,8 +31,8 @@ def test_config_flags_table():
     assert config_flags("gpu") == ["--use_gpu=true"]
     assert config_flags("wbmm", delegate_remote="/data/local/tmp/wbmm/lib/arm64-v8a/libwbmm_delegate.so",
                         delegate_options="threads:2") == [
-        "--use_xnnpack=true", "--external_delegate_path=/data/local/tmp/wbmm/lib/arm64-v8a/libwbmm_delegate.so",
-        "--external_delegate_options=threads:2"]
+        "--external_delegate_path=/data/local/tmp/wbmm/lib/arm64-v8a/libwbmm_delegate.so",
+        "--external_delegate_options=threads:2", "--use_xnnpack=true"]  # ours first: applied first
     with pytest.raises(DelegateNotBuiltError):
         config_flags("wbmm")
     with pytest.raises(ValueError, match="choose from"):

@@ -35,6 +35,7 @@ from android_harness.benchmark_output import (
     format_summary_line,
     stats_from_samples,
 )
+from delegates import parse_options as parse_delegate_options
 
 # name -> (type, default, help). One table feeds the parser and --help.
 FLAGS: list[tuple[str, type, object, str]] = [
@@ -69,17 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name}", type=converter, default=default, metavar=kind.__name__.upper(),
                             help=f"{help_text} (default: {default if default not in ('', None) else 'none'})")
     return parser
-
-
-def parse_delegate_options(text: str) -> dict[str, str]:
-    """benchmark_model's external delegate options: 'k1:v1;k2:v2' (';' separates pairs)."""
-    options: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in text.split(";"))):
-        key, sep, value = pair.partition(":")
-        if not sep or not key.strip():
-            raise ValueError(f"external delegate option {pair!r} is not key:value")
-        options[key.strip()] = value.strip()
-    return options
 
 
 def select_runtime() -> str:

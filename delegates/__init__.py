@@ -31,6 +31,7 @@ __all__ = [
     "load",
     "load_tf",
     "options_help",
+    "parse_options",
     "available_isas",
     "delegation_report",
 ]
@@ -52,6 +53,19 @@ def library_path() -> Path:
     if not DEFAULT_LIBRARY.is_file():
         raise DelegateNotBuiltError(f"{DEFAULT_LIBRARY} not found: run `make delegate` to build the WBMM delegate")
     return DEFAULT_LIBRARY
+
+
+def parse_options(text: str) -> dict[str, str]:
+    """Delegate options written as benchmark_model's ``--external_delegate_options`` takes them:
+    'k1:v1;k2:v2' (';' between pairs; empty pairs skipped). Raises ValueError on a pair
+    without ':'. Values stay strings: the library checks them (``load`` names a bad one)."""
+    options: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in text.split(";"))):
+        key, sep, value = pair.partition(":")
+        if not sep or not key.strip():
+            raise ValueError(f"delegate option {pair!r} is not key:value")
+        options[key.strip()] = value.strip()
+    return options
 
 
 def _option_strings(options: dict[str, Any]) -> dict[str, str]:

@@ -235,3 +235,33 @@ def test_large_depthwise_next_to_wbmm_is_reported_not_silently_kept(tmp_path, ca
     assert "1 depthwise conv(s) with kernel >= 7 left as they are" in capsys.readouterr().out
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["rewrite"] is None and report["rewrite_notes"]
+
+
+def test_bench_a_stock_model_with_and_without_the_delegate(tmp_path, capfd):
+    """--delegate-options claim_depthwise:1 --also-without-delegate: the same stock model timed on
+    XNNPACK alone and with the delegate taking its 9x9 depthwise conv, side by side."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 8), batch_size=1)
+    model = keras.Model(inp, keras.layers.DepthwiseConv2D(9, padding="same")(inp))
+    path = tmp_path / "stock_dw9.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    capfd.readouterr()
+    json_path = tmp_path / "bench.json"
+    assert main(["bench", str(path), "--runs", "3", "--warmup", "1", "--delegate-options",
+                 "claim_depthwise:1;verbose:1", "--also-without-delegate", "--json", str(json_path)]) == 0
+    captured = capfd.readouterr()
+    assert "stock_dw9.tflite + delegate" in captured.out
+    # the options reached the library: it says it took the conv (once: one interpreter has it)
+    assert captured.err.count("DEPTHWISE_CONV_2D: claimed (9x9 kernel") == 1
+    data = json.loads(json_path.read_text())
+    assert [m["delegate"] is None for m in data["models"]] == [True, False]
+    assert len(data["speedups_vs_first"]) == 2 and data["speedups_vs_first"][0] == 1.0
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(path), "--delegate-options", "claim_depthwise=1"])
+    assert exit_info.value.code == 2 and "is not key:value" in capfd.readouterr().err
+    assert main(["bench", str(path), "--runs", "1", "--delegate-options", "claim_depthwise:maybe"]) == 1
+    assert "claim_depthwise" in capfd.readouterr().err

@@ -114,7 +114,7 @@ def time_model(model: ModelLike, *, threads: int = 1, runs: int = 50, warmup: in
     data = read_model_bytes(model)
     label = name or ("<bytes>" if isinstance(model, (bytes, bytearray, memoryview)) else str(model))
     return _time_side_by_side([data], [label], threads=threads, runs=runs, warmup=warmup, kernels=kernels,
-                              delegate=delegate, min_secs=min_secs, progress=progress, seed=seed, inputs=inputs,
+                              delegates=[delegate], min_secs=min_secs, progress=progress, seed=seed, inputs=inputs,
                               description=f"{Path(label).name} ({kernels}, {threads}t)")[0]
 
 
@@ -161,32 +161,41 @@ class BenchComparison:
 def compare_models(models: Sequence[ModelLike], *, threads: int = 1, runs: int = 50, warmup: int = 5,
                    kernels: str = "xnnpack", delegate: Any = None, min_secs: float = 0.0,
                    progress: bool | Callable[[int, int], None] = True, seed: int = 0,
-                   interleave: bool = True) -> BenchComparison:
+                   interleave: bool = True, also_without_delegate: bool = False) -> BenchComparison:
     """Time several models under one configuration; speedup_i = median_0 / median_i.
 
     With ``interleave`` (the default) every model is loaded and warmed up first, then the timed
     invokes go round-robin (:func:`time_round_robin`), so load changes on a shared machine hit
     all models alike (what a side-by-side ratio needs). ``min_secs`` then bounds the whole timed
-    phase. Without it, ``time_model`` runs on each model in turn.
+    phase. Without it, ``time_model`` runs on each model in turn. ``also_without_delegate``
+    times each model twice, without and then with ``delegate`` (e.g. a stock model on
+    XNNPACK alone against XNNPACK plus the WBMM delegate with ``claim_depthwise``).
     """
     if not models:
         raise ValueError("no model to benchmark")
+    if also_without_delegate and delegate is None:
+        raise ValueError("also_without_delegate needs a delegate")
     # Read every file first so a missing or corrupt one fails before minutes of timing.
     blobs = [read_model_bytes(model) for model in models]
     labels = ["<bytes>" if isinstance(m, (bytes, bytearray, memoryview)) else str(m) for m in models]
-    if not interleave or len(models) == 1:
-        stats = [time_model(m, threads=threads, runs=runs, warmup=warmup, kernels=kernels, delegate=delegate,
-                            min_secs=min_secs, progress=progress, seed=seed) for m in models]
+    entries = [(m, data, label, d) for m, data, label in zip(models, blobs, labels)
+               for d in ((None, delegate) if also_without_delegate else (delegate,))]
+    if not interleave or len(entries) == 1:
+        stats = [time_model(m, threads=threads, runs=runs, warmup=warmup, kernels=kernels, delegate=d,
+                            min_secs=min_secs, progress=progress, seed=seed) for m, _, _, d in entries]
     else:
-        stats = _time_side_by_side(blobs, labels, threads=threads, runs=runs, warmup=warmup, kernels=kernels,
-                                   delegate=delegate, min_secs=min_secs, progress=progress, seed=seed)
+        stats = _time_side_by_side([data for _, data, _, _ in entries], [label for _, _, label, _ in entries],
+                                   threads=threads, runs=runs, warmup=warmup, kernels=kernels,
+                                   delegates=[d for _, _, _, d in entries], min_secs=min_secs,
+                                   progress=progress, seed=seed)
     base = stats[0].median_ms
     return BenchComparison(stats, [base / s.median_ms if s.median_ms > 0 else float("inf") for s in stats])
 
 
 def _time_side_by_side(blobs: list[bytes], labels: list[str], *, threads: int, runs: int, warmup: int,
-                       kernels: str, delegate: Any, min_secs: float, progress, seed: int,
+                       kernels: str, delegates: Sequence[Any], min_secs: float, progress, seed: int,
                        inputs: Sequence[np.ndarray] | None = None, description: str | None = None) -> list[LatencyStats]:
+    """``delegates[i]`` (or None) is applied to ``blobs[i]``."""
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     if warmup < 0:
@@ -197,7 +206,7 @@ def _time_side_by_side(blobs: list[bytes], labels: list[str], *, threads: int, r
     try:
         for index, data in enumerate(blobs):
             start = time.perf_counter()
-            interpreter = load_interpreter(data, threads=threads, kernels=kernels, delegate=delegate)
+            interpreter = load_interpreter(data, threads=threads, kernels=kernels, delegate=delegates[index])
             init_ms[index] = (time.perf_counter() - start) * 1e3
             values = list(inputs) if inputs is not None else random_inputs(interpreter, seed)
             for detail, value in zip(interpreter.get_input_details(), values):
@@ -213,7 +222,7 @@ def _time_side_by_side(blobs: list[bytes], labels: list[str], *, threads: int, r
     finally:
         bar.close()
     return [LatencyStats(model=label, model_bytes=len(data), model_sha256=hashlib.sha256(data).hexdigest(),
-                         kernels=kernels, threads=threads, delegate=_describe_delegate(delegate),
+                         kernels=kernels, threads=threads, delegate=_describe_delegate(delegates[index]),
                          runs_ms=timed[index], init_ms=init_ms[index], first_ms=first_ms[index],
                          warmup_mean_ms=float(np.mean(warm[index])) if warm[index] else float("nan"),
                          warmup=warmup, **summarize(timed[index]))

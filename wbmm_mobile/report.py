@@ -103,7 +103,8 @@ def conversion_summary(report) -> list[str]:
 
 
 def bench_table(comparison, title: str | None = None):
-    """median, p5, p95, mean, init and first-invoke times per model, speedup vs the first."""
+    """median, p5, p95, mean, init and first-invoke times per model, speedup vs the first.
+    A model run with a delegate on top of the kernels says so ("+ delegate")."""
     from rich.table import Table
 
     first = comparison.stats[0]
@@ -112,7 +113,8 @@ def bench_table(comparison, title: str | None = None):
     for column in ("model", "size", "median ms", "p5 ms", "p95 ms", "mean ms", "init ms", "first ms", "speedup"):
         table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
     for stats, speedup in zip(comparison.stats, comparison.speedups):
-        table.add_row(Path(stats.model).name, human_bytes(stats.model_bytes), f"{stats.median_ms:.3f}",
+        name = Path(stats.model).name + (" + delegate" if stats.delegate else "")
+        table.add_row(name, human_bytes(stats.model_bytes), f"{stats.median_ms:.3f}",
                       f"{stats.p5_ms:.3f}", f"{stats.p95_ms:.3f}", f"{stats.mean_ms:.3f}", f"{stats.init_ms:.1f}",
                       f"{stats.first_ms:.2f}", f"{speedup:.2f}x")
     return table

@@ -16,6 +16,15 @@ def _at_least(minimum: int):
     return parse
 
 
+def _delegate_options(text: str) -> dict[str, str]:
+    from delegates import parse_options
+
+    try:
+        return parse_options(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", metavar="MODEL.tflite", nargs="+",
                         help="one or more models; speedups are relative to the first")
@@ -30,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delegate", action="store_true",
                         help="also apply the project's C++ wbmm delegate (delegates.load(); needed for models "
                              "with WBMM custom ops; build it with `make delegate`) (default: off)")
+    parser.add_argument("--delegate-options", metavar="K:V;K:V", type=_delegate_options, default=None,
+                        help="options of the wbmm delegate, as benchmark_model's --external_delegate_options, "
+                             "e.g. 'claim_depthwise:1' so it also runs a stock model's large depthwise convs "
+                             "(implies --delegate; num_threads defaults to --threads)")
+    parser.add_argument("--also-without-delegate", action="store_true",
+                        help="time every model twice, side by side: without, then with the delegate; speedups "
+                             "are against the first model without it (implies --delegate)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write all timings as JSON here")
 
@@ -43,13 +59,13 @@ def run(args: argparse.Namespace) -> int:
     from wbmm_mobile.report import bench_table, write_json
 
     delegate = None
-    if args.delegate:
+    if args.delegate or args.delegate_options is not None or args.also_without_delegate:
         import delegates
 
-        delegate = delegates.load(num_threads=args.threads)
+        delegate = delegates.load(**{"num_threads": args.threads, **(args.delegate_options or {})})
     comparison = compare_models(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup,
                                 kernels=args.kernels, delegate=delegate, min_secs=args.min_secs,
-                                progress=True, seed=args.seed)
+                                progress=True, seed=args.seed, also_without_delegate=args.also_without_delegate)
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(bench_table(comparison))
     if args.json:

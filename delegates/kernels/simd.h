@@ -76,6 +76,30 @@ struct Vec {
 };
 }  // namespace wbmm::neon
 
+#elif defined(WBMM_ISA_AVX512_LAYOUT)
+// Test-only (never in the library): AVX-512's lanes and register budget on GCC's
+// generic 64-byte vectors, so the C++ tests run every path the avx512
+// compilation takes (16-lane blocks and channel tails, 28 accumulators,
+// tap-stationary full windows) on CPUs without AVX-512 -- this VM hides it and
+// qemu-user does not emulate it. Only the six intrinsics differ from avx512.
+#define WBMM_ISA_NAMESPACE avx512_layout
+namespace wbmm::avx512_layout {
+struct Vec {
+  typedef float Reg __attribute__((vector_size(64)));
+  static constexpr int kLanes = 16;
+  static constexpr int kMaxColumns = 16;
+  static constexpr int kAccumulators = 28;
+  static constexpr bool kFullWindowBlocks = true;
+  static constexpr const char* kName = "avx512-layout";
+  static inline Reg Load(const float* p) { Reg r; __builtin_memcpy(&r, p, sizeof(r)); return r; }
+  static inline void Store(float* p, Reg v) { __builtin_memcpy(p, &v, sizeof(v)); }
+  static inline Reg Fma(Reg a, Reg b, Reg acc) { return a * b + acc; }
+  static inline Reg Set1(float v) { return Reg{} + v; }
+  static inline Reg Min(Reg a, Reg b) { return b < a ? b : a; }
+  static inline Reg Max(Reg a, Reg b) { return b > a ? b : a; }
+};
+}  // namespace wbmm::avx512_layout
+
 #else  // portable C++: four lanes in a plain array, so the channel-tail logic
        // is exercised with a width other than the SIMD ones.
 #define WBMM_ISA_NAMESPACE portable

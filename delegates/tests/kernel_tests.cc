@@ -1,5 +1,5 @@
 // Every compiled kernel set (portable, AVX2, AVX-512, NEON: whichever this CPU
-// runs) against a direct C++ transcription of the definitions: WBMM as
+// runs, plus AVX-512's blocking on generic vectors) against a direct C++ transcription of the definitions: WBMM as
 // Y_c = X_c @ R_c[I] per window (the dense-M form, WBMM.md) and depthwise
 // cross-correlation with TF's SAME/VALID rule. Shapes are drawn from a fixed
 // pseudo-random stream covering channel counts that are not multiples of any
@@ -19,6 +19,11 @@
 #include "kernels/windowed_depthwise.h"
 #include "test_main.h"
 #include "threadpool.h"
+
+// The test-only compilation of kernels/windowed_depthwise.cc (CMakeLists.txt).
+namespace wbmm::avx512_layout {
+extern const KernelSet kKernelSet;
+}
 
 namespace {
 
@@ -121,10 +126,13 @@ double MaxError(const std::vector<float>& a, const std::vector<float>& b) {
   return worst;
 }
 
+// Every compilation this CPU can run, plus the test-only one with AVX-512's
+// lanes and register budget on generic vectors (simd.h).
 std::vector<const wbmm::KernelSet*> AllKernelSets() {
   std::vector<const wbmm::KernelSet*> sets;
   for (const char* isa : {"portable", "avx2", "avx512", "neon"})
     if (const wbmm::KernelSet* set = wbmm::FindKernelSet(isa)) sets.push_back(set);
+  sets.push_back(&wbmm::avx512_layout::kKernelSet);
   return sets;
 }
 
@@ -281,7 +289,8 @@ WBMM_TEST(ExpectedKernelSetsAreBuilt) {
 #if defined(__x86_64__)
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) CHECK(wbmm::FindKernelSet("avx2") != nullptr);
   if (!__builtin_cpu_supports("avx512f")) {
-    std::printf("  note: this CPU has no AVX-512; the avx512 kernels are built but not run here\n");
+    std::printf("  note: this CPU has no AVX-512; the avx512 kernels are built but not run here (their blocking "
+                "runs as avx512-layout)\n");
     CHECK(wbmm::FindKernelSet("avx512") == nullptr);
   }
 #endif

@@ -167,18 +167,23 @@ std::string CheckCommonTensors(const GraphView& g, ConvPlan* plan) {
 const char kNotDepthwise[] = "not a depthwise op";
 
 // The stride, dilation, padding and fused activation of a DEPTHWISE_CONV_2D or
-// CONV_2D node. Returns "" when the kernels can run them (plan filled), else why not.
-std::string ReadConvParams(int stride_w, int stride_h, int dilation_w, int dilation_h, TfLitePadding padding,
-                           TfLiteFusedActivation activation, ConvPlan* plan) {
-  if (stride_w != 1 || stride_h != 1) return "stride is not 1";
-  if (dilation_w != 1 || dilation_h != 1) return "dilation is not 1";
-  if (padding == kTfLitePaddingSame) plan->padding = Padding::kSame;
-  else if (padding == kTfLitePaddingValid) plan->padding = Padding::kValid;
+// CONV_2D node (Params: TfLiteDepthwiseConvParams or TfLiteConvParams, whose
+// fields share their names). Returns "" when the kernels can run them (plan
+// filled), else why not.
+template <class Params>
+std::string ReadConvParams(const void* builtin_data, const char* op, ConvPlan* plan) {
+  const auto* params = static_cast<const Params*>(builtin_data);
+  if (params == nullptr) return std::string("no ") + op + " parameters";
+  if (params->stride_width != 1 || params->stride_height != 1) return "stride is not 1";
+  if (params->dilation_width_factor != 1 || params->dilation_height_factor != 1) return "dilation is not 1";
+  if (params->padding == kTfLitePaddingSame) plan->padding = Padding::kSame;
+  else if (params->padding == kTfLitePaddingValid) plan->padding = Padding::kValid;
   else return "padding is neither SAME nor VALID";
-  if (activation == kTfLiteActNone) plan->activation = Activation::kNone;
-  else if (activation == kTfLiteActRelu) plan->activation = Activation::kRelu;
-  else if (activation == kTfLiteActRelu6) plan->activation = Activation::kRelu6;
-  else return "fused activation " + std::to_string(int(activation)) + " is not supported";
+  if (params->activation == kTfLiteActNone) plan->activation = Activation::kNone;
+  else if (params->activation == kTfLiteActRelu) plan->activation = Activation::kRelu;
+  else if (params->activation == kTfLiteActRelu6) plan->activation = Activation::kRelu6;
+  else return "fused activation " + std::to_string(int(params->activation)) + " is not supported";
+  plan->op_label = op;
   return "";
 }
 
@@ -208,28 +213,16 @@ std::string MatchNode(const GraphView& g, const DelegateOptions& options, int no
     if (node->inputs->size < 2 || node->outputs->size != 1) return "unexpected arity";
     const TfLiteTensor& k = g.context->tensors[node->inputs->data[1]];
     if (k.dims == nullptr || k.dims->size != 4) return "kernel shape " + ShapeText(k) + " is not 4-D";
-    if (grouped) {
-      // A CONV_2D is depthwise when each group reads one input channel: kernel (C, kh, kw, 1).
-      if (k.dims->data[3] != 1)
-        return std::string(kNotDepthwise) + " (CONV_2D with " + std::to_string(k.dims->data[3]) +
-               " input channels per group)";
-      if (!options.claim_depthwise) return "claim_depthwise is off";
-      const auto* params = static_cast<const TfLiteConvParams*>(node->builtin_data);
-      if (params == nullptr) return "no CONV_2D parameters";
-      const std::string why = ReadConvParams(params->stride_width, params->stride_height, params->dilation_width_factor,
-                                             params->dilation_height_factor, params->padding, params->activation, plan);
-      if (!why.empty()) return why;
-      plan->op_label = "CONV_2D";
-      plan->kernel_layout = KernelLayout::kChannelsThenTaps;
-    } else {
-      if (!options.claim_depthwise) return "claim_depthwise is off";
-      const auto* params = static_cast<const TfLiteDepthwiseConvParams*>(node->builtin_data);
-      if (params == nullptr) return "no DEPTHWISE_CONV_2D parameters";
-      const std::string why = ReadConvParams(params->stride_width, params->stride_height, params->dilation_width_factor,
-                                             params->dilation_height_factor, params->padding, params->activation, plan);
-      if (!why.empty()) return why;
-      plan->op_label = "DEPTHWISE_CONV_2D";
-    }
+    // A CONV_2D is depthwise when each group reads one input channel: kernel (C, kh, kw, 1).
+    if (grouped && k.dims->data[3] != 1)
+      return std::string(kNotDepthwise) + " (CONV_2D with " + std::to_string(k.dims->data[3]) +
+             " input channels per group)";
+    if (!options.claim_depthwise) return "claim_depthwise is off";
+    const std::string why =
+        grouped ? ReadConvParams<TfLiteConvParams>(node->builtin_data, "CONV_2D", plan)
+                : ReadConvParams<TfLiteDepthwiseConvParams>(node->builtin_data, "DEPTHWISE_CONV_2D", plan);
+    if (!why.empty()) return why;
+    if (grouped) plan->kernel_layout = KernelLayout::kChannelsThenTaps;
     plan->kernel_h = k.dims->data[1];
     plan->kernel_w = k.dims->data[2];
     if (std::max(plan->kernel_h, plan->kernel_w) < options.min_kernel)

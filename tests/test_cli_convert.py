@@ -254,11 +254,17 @@ def test_bench_a_stock_model_with_and_without_the_delegate(tmp_path, capfd):
                  "claim_depthwise:1;verbose:1", "--also-without-delegate", "--json", str(json_path)]) == 0
     captured = capfd.readouterr()
     assert "stock_dw9.tflite + delegate" in captured.out
-    # the options reached the library: it says it took the conv (once: one interpreter has it)
-    assert captured.err.count("DEPTHWISE_CONV_2D: claimed (9x9 kernel") == 1
+    # the options reached the library: it took the conv, said so itself, and bench asked it
+    assert "DEPTHWISE_CONV_2D: claimed (9x9 kernel" in captured.err
+    assert "the wbmm delegate runs 1 DEPTHWISE_CONV_2D of stock_dw9.tflite" in captured.out
     data = json.loads(json_path.read_text())
     assert [m["delegate"] is None for m in data["models"]] == [True, False]
     assert len(data["speedups_vs_first"]) == 2 and data["speedups_vs_first"][0] == 1.0
+
+    # without claim_depthwise the delegate takes nothing from a stock model, and bench says why
+    assert main(["bench", str(path), "--runs", "1", "--delegate"]) == 0
+    assert ("note: the wbmm delegate takes no node of stock_dw9.tflite (a stock model's large depthwise "
+            "convs need --delegate-options claim_depthwise:1)") in capfd.readouterr().out
 
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", str(path), "--delegate-options", "claim_depthwise=1"])

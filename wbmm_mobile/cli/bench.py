@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
 HELP = "benchmark .tflite models here (ai-edge-litert): median, p5, p95 and speedups vs the first model"
 
@@ -50,6 +51,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", default=None, help="also write all timings as JSON here")
 
 
+def _what_the_delegate_takes(model: str, delegate, options: dict, args: argparse.Namespace) -> str:
+    """One line: the nodes the delegate takes from ``model`` (asked of the library right after a
+    throwaway interpreter's prepare), or why a stock model likely gains nothing."""
+    from pathlib import Path
+
+    import delegates
+    from converters.verify import load_interpreter
+
+    report = delegates.delegation_report(
+        load_interpreter(model, threads=args.threads, kernels=args.kernels, delegate=delegate), delegate)
+    name = Path(model).name
+    if report.claimed_ops:
+        ops = ", ".join(f"{count} {op}" for op, count in sorted(Counter(report.claimed_ops).items()))
+        return f"the wbmm delegate runs {ops} of {name}"
+    hint = "" if str(options.get("claim_depthwise", "0")) not in ("0", "false") else \
+        " (a stock model's large depthwise convs need --delegate-options claim_depthwise:1)"
+    return f"note: the wbmm delegate takes no node of {name}{hint}"
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -58,15 +78,18 @@ def run(args: argparse.Namespace) -> int:
     from wbmm_mobile.hostbench import compare_models
     from wbmm_mobile.report import bench_table, write_json
 
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     delegate = None
     if args.delegate or args.delegate_options is not None or args.also_without_delegate:
         import delegates
 
-        delegate = delegates.load(**{"num_threads": args.threads, **(args.delegate_options or {})})
+        options = {"num_threads": args.threads, **(args.delegate_options or {})}
+        delegate = delegates.load(**options)
+        for model in dict.fromkeys(args.models):
+            console.print(_what_the_delegate_takes(model, delegate, options, args), highlight=False, markup=False)
     comparison = compare_models(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup,
                                 kernels=args.kernels, delegate=delegate, min_secs=args.min_secs,
                                 progress=True, seed=args.seed, also_without_delegate=args.also_without_delegate)
-    console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(bench_table(comparison))
     if args.json:
         write_json(comparison.to_dict(), args.json)

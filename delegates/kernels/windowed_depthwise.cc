@@ -518,17 +518,21 @@ void WindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_inde
 // channel block (no tail, no edge): the windows' outputs in row-major tiles
 // (NextTileOutputs), each a MultiWindowBlock over the windows' whole input.
 //
-// next_input: the first input vector of the group the caller runs next, or
-// nullptr. When that group starts new cache lines (the previous channel block
-// did not already bring them), its input lines are asked for into L2 a few at
-// a time between this group's tiles: a group's ~10k FMAs cover the latency,
-// while the group's own copy below would wait on each line (NHWC puts every
-// pixel vector of a block on its own line, at strides the hardware
-// prefetchers do not follow). C++ harness, w=7 56x56x96, 8 MB touched
-// between runs, with and without it alternating run by run, medians of six
-// runs: 11-15% less (e.g. 0.711 -> 0.611 ms); back-to-back runs 0-3% slower;
-// w=14 and 28x28x192 unchanged within noise.
-void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int thread_index, const float* next_input) {
+// next_group: where the group the caller runs next starts, in floats from the
+// start of the input and of the output (windowed: both have the same shape),
+// or -1. When that group starts new cache lines (the previous channel block
+// did not already bring them), its input lines are asked for into L2 and its
+// output lines for writing, a few at a time between this group's tiles: a
+// group's ~10k FMAs cover the latency, while the group's own copy below would
+// wait on each input line and its stores on each output line (NHWC puts
+// every pixel vector of a block on its own line, at strides the hardware
+// prefetchers do not follow). C++ harness, w=7 56x56x96, with and without
+// it alternating run by run: input, 8 MB touched between runs, medians of
+// six runs 11-15% less (e.g. 0.711 -> 0.611 ms), w=14 and 28x28x192
+// unchanged within noise; output, its lines flushed between runs, medians
+// 0.595 -> 0.520 and 0.616 -> 0.546 ms, 0-5% less when warm (the output of
+// an interpreter's op has usually left the caches since its last invoke).
+void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int thread_index, ptrdiff_t next_group) {
   const DepthwiseProblem& p = c.p;
   const int W = p.window_w, H = p.window_h, K = p.kernel_w;
   constexpr int nwin = kMultiWindows, most = kMultiMaxOutputs;
@@ -564,14 +568,19 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
   int tiles = H * (W / most);
   for (int left = spanning_outputs; left > 0; left -= NextTileOutputs(left, most)) ++tiles;
   const int next_row_pixels = W * nwin;
-  const bool next_has_new_lines =
-      next_input != nullptr && (reinterpret_cast<uintptr_t>(next_input) & 63) < L * sizeof(float);
-  const int prefetches_per_tile = next_has_new_lines ? (H * next_row_pixels + tiles - 1) / tiles : 0;
+  auto starts_line = [](const float* vector) { return (reinterpret_cast<uintptr_t>(vector) & 63) < L * sizeof(float); };
+  const float* next_input = next_group >= 0 ? c.input + next_group : nullptr;
+  float* next_output = next_group >= 0 ? c.output + next_group : nullptr;
+  const bool input_lines = next_input != nullptr && starts_line(next_input);
+  const bool output_lines = next_output != nullptr && starts_line(next_output);
+  const int prefetches_per_tile = input_lines || output_lines ? (H * next_row_pixels + tiles - 1) / tiles : 0;
   int next_row = 0, next_pixel = 0;
   auto prefetch_next_group = [&] {
     for (int i = 0; i < prefetches_per_tile && next_row < H; ++i) {
-      __builtin_prefetch(next_input + ptrdiff_t(next_pixel) * C, 0, 2);
-      if (++next_pixel == next_row_pixels) next_pixel = 0, ++next_row, next_input += ptrdiff_t(p.in_w) * C;
+      const ptrdiff_t at = ptrdiff_t(next_row) * p.in_w * C + ptrdiff_t(next_pixel) * C;
+      if (input_lines) __builtin_prefetch(next_input + at, 0, 2);
+      if (output_lines) __builtin_prefetch(next_output + at, 1, 2);
+      if (++next_pixel == next_row_pixels) next_pixel = 0, ++next_row;
     }
   };
   auto set_output = [&](int o, int ro, int xo) {
@@ -702,11 +711,12 @@ void BandTile(const Context& c, int64_t tile, int thread_index) {
   }
 }
 
-// The first input vector of the multi-window group that follows (b, wy, wx0,
-// cb) in Run's order (further right in the band, else the next channel
-// block's first group, else the next band's), or nullptr past the last full
-// band. Only a prefetch address: it may be a group another thread runs.
-const float* NextGroupInput(const Context& c, int b, int wy, int wx0, int cb) {
+// Where the multi-window group that follows (b, wy, wx0, cb) in Run's order
+// starts (further right in the band, else the next channel block's first
+// group, else the next band's), in floats from the start of the input (and of
+// the output: same shape), or -1 past the last full band. Only a prefetch
+// address: it may be a group another thread runs.
+ptrdiff_t NextGroupOffset(const Context& c, int b, int wy, int wx0, int cb) {
   const DepthwiseProblem& p = c.p;
   int wx = wx0 + kMultiWindows;
   if (wx + kMultiWindows > p.in_w / p.window_w) {
@@ -716,8 +726,8 @@ const float* NextGroupInput(const Context& c, int b, int wy, int wx0, int cb) {
       if (++wy * p.window_h >= p.in_h) wy = 0, ++b;
     }
   }
-  if (b >= p.batch || (wy + 1) * p.window_h > p.in_h) return nullptr;
-  return c.input + ((ptrdiff_t(b) * p.in_h + ptrdiff_t(wy) * p.window_h) * p.in_w + ptrdiff_t(wx) * p.window_w) * p.channels +
+  if (b >= p.batch || (wy + 1) * p.window_h > p.in_h) return -1;
+  return ((ptrdiff_t(b) * p.in_h + ptrdiff_t(wy) * p.window_h) * p.in_w + ptrdiff_t(wx) * p.window_w) * p.channels +
          ptrdiff_t(cb) * L;
 }
 
@@ -752,7 +762,7 @@ void Run(const DepthwiseProblem& p, const float* input, const float* packed_weig
           const int full_windows = p.in_w / p.window_w;
           if (full_rows)
             for (; wx + kMultiWindows <= full_windows; wx += kMultiWindows)
-              MultiWindowTile(c, b, wy, wx, cb, thread_index, NextGroupInput(c, b, wy, wx, cb));
+              MultiWindowTile(c, b, wy, wx, cb, thread_index, NextGroupOffset(c, b, wy, wx, cb));
         }
         for (; wx < nwx; ++wx) WindowTile(c, b, wy, wx, cb, thread_index);
       }

@@ -149,7 +149,11 @@ void FullWindowBlock(const BlockArgs& a) {
 
 // NX output columns of one row over a zero-padded input: output o, tap j reads
 // in[o + j]. kAccumulate: start from the partial sums already in `out` (the
-// row-outer order below) instead of the bias.
+// row-outer order below) instead of the bias. The input is a strip whose
+// pixels are L floats apart (BandTile; a.in_pixel_stride is not read): with a
+// constant stride every input load is base + displacement, where a runtime
+// one made GCC keep 14 offsets in general registers and spill two of them
+// on every tap.
 template <int NX, bool kAccumulate>
 void PaddedBlock(const BlockArgs& a) {
   Reg acc[1][NX];
@@ -159,7 +163,7 @@ void PaddedBlock(const BlockArgs& a) {
   } else {
     InitFromBias<NX, 1>(acc, a);
   }
-  const ptrdiff_t ps = a.in_pixel_stride;
+  constexpr ptrdiff_t ps = L;
   const float* in = a.in;
   const float* k = a.k;
   for (int row = 0; row < a.rows; ++row, in += a.in_row_stride, k += a.k_row_stride) {

@@ -93,7 +93,9 @@ template <int NX, int R, int W = 0>
 void WindowBlock(const BlockArgs& a) {
   Reg acc[R][NX];
   InitFromBias<NX, R>(acc, a);
-  const ptrdiff_t ps = a.in_pixel_stride, next_row_k = ptrdiff_t(a.K) * L;
+  // With W known, so is the kernel width 2W - 1: the weight loads become
+  // base + displacement instead of needing a register per row offset.
+  const ptrdiff_t ps = a.in_pixel_stride, next_row_k = ptrdiff_t(W > 0 ? 2 * W - 1 : a.K) * L;
   const float* in = a.in;
   const float* k = a.k;
   for (int row = 0; row < a.rows; ++row, in += a.in_row_stride, k += a.k_row_stride) {
@@ -534,8 +536,9 @@ void WindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_inde
 // it alternating run by run: input, 8 MB touched between runs, medians of
 // six runs 11-15% less (e.g. 0.711 -> 0.611 ms), w=14 and 28x28x192
 // unchanged within noise; output, its lines flushed between runs, medians
-// 0.595 -> 0.520 and 0.616 -> 0.546 ms, 0-5% less when warm (the output of
-// an interpreter's op has usually left the caches since its last invoke).
+// 0.595 -> 0.520 and 0.616 -> 0.546 ms (28x28x192: 0.348 -> 0.282 ms). Warm,
+// the output prefetch costs 0-5% (interpreter A/B at 28x28x192: 5%); kept,
+// since an op's output has usually left the caches since its last invoke.
 void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int thread_index, ptrdiff_t next_group) {
   const DepthwiseProblem& p = c.p;
   const int W = p.window_w, H = p.window_h, K = p.kernel_w;

@@ -125,7 +125,7 @@ template <int W, int R>
 void FullWindowBlock(const BlockArgs& a) {
   Reg acc[R][W];
   InitFromBias<W, R>(acc, a);
-  const ptrdiff_t ps = a.in_pixel_stride, next_row_k = ptrdiff_t(a.K) * L;
+  const ptrdiff_t ps = a.in_pixel_stride, next_row_k = ptrdiff_t(2 * W - 1) * L;  // K = 2W - 1, as in WindowBlock
   const float* in = a.in;
   const float* k = a.k;
   for (int row = 0; row < a.rows; ++row, in += a.in_row_stride, k += a.k_row_stride) {

@@ -1,7 +1,7 @@
 # Two entry points for a new user: `make demo` and `make test`.
 # Everything else here is what those two need: the virtual env, the system
-# packages the tests drive (Debian's adb, qemu-user and the aarch64 cross
-# compiler), and the C++ delegate build.
+# packages the tests drive (Debian's adb, qemu-user, the aarch64 cross
+# compiler and clang), and the C++ delegate build.
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,10 +9,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 BUILD := build/delegates
 DELEGATE := $(BUILD)/libwbmm_delegate.so
-APT_PACKAGES := adb qemu-user g++-aarch64-linux-gnu cmake make g++
+APT_PACKAGES := adb qemu-user g++-aarch64-linux-gnu clang cmake make g++
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: demo test setup system-deps delegate delegate-arm64 delegate-arm64-test clean help
+.PHONY: demo test setup system-deps delegate delegate-arm64 delegate-arm64-test delegate-arm64-clang-test clean help
 
 help:
 	@echo "make demo   set up .venv, build the delegate, convert, profile (phone or loopback ADB) and compare the built-in example"
@@ -56,14 +56,21 @@ delegate-arm64:
 	cmake --build $(BUILD_ANDROID) -j $(JOBS) --target wbmm_delegate
 	@echo "built $(BUILD_ANDROID)/libwbmm_delegate.so"
 
-# The arm64 (NEON) kernels and their C++ unit tests, cross-compiled with Debian's
-# aarch64-linux-gnu-g++ and run under qemu-user: how CI proves the phone code path.
+# The arm64 (NEON) kernels and their C++ unit tests, cross-compiled and run under
+# qemu-user: how CI proves the phone code path. delegate-arm64-test builds with
+# Debian's aarch64-linux-gnu-g++, delegate-arm64-clang-test with clang (the
+# NDK's compiler family) against the same cross headers and libraries.
 BUILD_ARM64 := build/delegates-arm64
+BUILD_ARM64_CLANG := build/delegates-arm64-clang
+define arm64_test
+	cmake -S delegates -B $(1) -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/delegates/cmake/$(2) >/dev/null
+	cmake --build $(1) -j $(JOBS) --target wbmm_kernel_tests wbmm_delegate
+	qemu-aarch64 -L /usr/aarch64-linux-gnu $(1)/wbmm_kernel_tests
+endef
 delegate-arm64-test:
-	cmake -S delegates -B $(BUILD_ARM64) -DCMAKE_BUILD_TYPE=Release \
-	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/delegates/cmake/aarch64-linux-gnu.cmake >/dev/null
-	cmake --build $(BUILD_ARM64) -j $(JOBS) --target wbmm_kernel_tests wbmm_delegate
-	qemu-aarch64 -L /usr/aarch64-linux-gnu $(BUILD_ARM64)/wbmm_kernel_tests
+	$(call arm64_test,$(BUILD_ARM64),aarch64-linux-gnu.cmake)
+delegate-arm64-clang-test:
+	$(call arm64_test,$(BUILD_ARM64_CLANG),aarch64-linux-gnu-clang.cmake)
 
 demo: $(STAMP) delegate
 	$(VENV)/bin/wbmm-mobile demo --out results/demo $(DEMO_ARGS)

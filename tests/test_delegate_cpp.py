@@ -2,8 +2,9 @@
 
 The host run covers the portable and AVX2 kernels (AVX-512 when the CPU has
 it), the runtime layout check's refusals, the option table and the custom-op
-reader. The arm64 run (``make delegate-arm64-test``: Debian's
-aarch64-linux-gnu-g++, ``qemu-aarch64``) proves the NEON kernels, the code a
+reader. The arm64 runs (``make delegate-arm64-test``: Debian's
+aarch64-linux-gnu-g++; ``make delegate-arm64-clang-test``: clang, the NDK's
+compiler family; both under ``qemu-aarch64``) prove the NEON kernels, the code a
 phone runs, against the same reference. Also checks wbmm_custom_ops.h against
 converters/custom_ops.py, the single definition of the format.
 """
@@ -49,18 +50,47 @@ def test_cpp_unit_tests_pass_on_the_host():
 
 
 @pytest.mark.slow
-def test_cpp_unit_tests_pass_on_arm64_under_qemu():
-    for tool in ("aarch64-linux-gnu-g++", "qemu-aarch64", "make"):
+@pytest.mark.parametrize("target, build_dir, compiler, compiler_id", [
+    ("delegate-arm64-test", "delegates-arm64", "aarch64-linux-gnu-g++", "GNU"),
+    # clang is the NDK's compiler: it rejects flags GCC accepts and inlines differently.
+    ("delegate-arm64-clang-test", "delegates-arm64-clang", "clang++", "Clang"),
+])
+def test_cpp_unit_tests_pass_on_arm64_under_qemu(target, build_dir, compiler, compiler_id):
+    for tool in (compiler, "aarch64-linux-gnu-g++", "qemu-aarch64", "make"):
         if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: `make system-deps` installs g++-aarch64-linux-gnu and qemu-user")
-    result = subprocess.run(["make", "-s", "delegate-arm64-test"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=900)
+            pytest.fail(f"{tool} is missing: `make system-deps` installs g++-aarch64-linux-gnu, clang and qemu-user")
+    result = subprocess.run(["make", "-s", target], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     _assert_all_passed(result.stdout)
     assert "kernel sets usable here: portable,neon" in result.stdout  # the NEON kernels ran, not just compiled
-    binary = ROOT / "build" / "delegates-arm64" / "wbmm_kernel_tests"
-    assert binary.read_bytes()[18:20] == (183).to_bytes(2, "little")  # ELF e_machine = EM_AARCH64
-    assert (ROOT / "build" / "delegates-arm64" / "libwbmm_delegate.so").is_file()
+    build = ROOT / "build" / build_dir
+    assert f'set(CMAKE_CXX_COMPILER_ID "{compiler_id}")' in "".join(
+        path.read_text() for path in build.glob("CMakeFiles/*/CMakeCXXCompiler.cmake"))
+    assert (build / "wbmm_kernel_tests").read_bytes()[18:20] == (183).to_bytes(2, "little")  # e_machine = EM_AARCH64
+    assert (build / "libwbmm_delegate.so").is_file()
+    # No phone here to time NEON, so check the code instead: the blocks a phone runs keep
+    # their accumulators in registers (a spill is a q-register store to the stack).
+    spills = _neon_stack_stores(build / "CMakeFiles" / "wbmm_kernels_neon.dir" / "kernels" / "windowed_depthwise.cc.o")
+    hot = {name: count for name, count in spills.items()
+           if re.fullmatch(r"FullWindowBlock<(\d+), (\d+)>", name) or name.startswith("PaddedBlock<")}
+    assert len(hot) >= 14 + 9 + 2 * 16, sorted(hot)  # every FullWindowBlock and PaddedBlock instance was found
+    assert {name: count for name, count in hot.items() if count} == {}
+
+
+def _neon_stack_stores(obj: Path) -> dict[str, int]:
+    """Per kernel block in an aarch64 object: how many q-register stores to [sp...] it has."""
+    listing = subprocess.run(["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn", "-C", str(obj)],
+                             capture_output=True, text=True, check=True).stdout
+    counts: dict[str, int] = {}
+    name = None
+    for line in listing.splitlines():
+        header = re.match(r"[0-9a-f]+ <.*::(\w+<[^()]*>)\(.*>:$", line)
+        if header:
+            name = header.group(1)
+            counts[name] = 0
+        elif name and re.search(r"\bst(r|p|ur)\s+q\d+.*\[sp", line):
+            counts[name] += 1
+    return counts
 
 
 def test_custom_op_header_mirrors_the_python_definition():

@@ -581,7 +581,7 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
   const int next_row_pixels = W * nwin;
   auto starts_line = [](const float* vector) { return (reinterpret_cast<uintptr_t>(vector) & 63) < L * sizeof(float); };
   const float* next_input = next_group >= 0 ? c.input + next_group : nullptr;
-  float* next_output = next_group >= 0 ? c.output + next_group : nullptr;
+  const float* next_output = next_group >= 0 ? c.output + next_group : nullptr;
   const bool input_lines = next_input != nullptr && starts_line(next_input);
   const bool output_lines = next_output != nullptr && starts_line(next_output);
   const int prefetches_per_tile = input_lines || output_lines ? (H * next_row_pixels + tiles - 1) / tiles : 0;

@@ -266,15 +266,14 @@ def wbmm_cases(runs: int, warmup: int, progress, task) -> list[Case]:
 
 
 def depthwise_cases(runs: int, warmup: int, progress, task) -> list[Case]:
-    import tensorflow as tf
-
+    from converters.keras_convert import to_tflite
     from wbmm_mobile.zoo import single_layer_model
 
     converted = {}
     for kernel in DEPTHWISE_KERNELS:
         progress.update(task, description=f"depthwise {kernel}x{kernel}: converting")
         model = single_layer_model("depthwise", DEPTHWISE_SHAPE, kernel)
-        converted[kernel] = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        converted[kernel] = to_tflite(model)
     time.sleep(1.0)
     cases = []
     height, width, channels = DEPTHWISE_SHAPE
@@ -304,12 +303,11 @@ CONVNEXT_RUNS = 30  # invokes per variant: ConvNeXtTiny takes 0.1-0.25 s here
 
 
 def convnext_cases(runs: int, warmup: int, progress, task) -> list[ModelCase]:
-    import tensorflow as tf
-
+    from converters.keras_convert import to_tflite
     from wbmm_mobile.zoo import convnext_tiny
 
     progress.update(task, description="ConvNeXtTiny: converting")
-    stock = tf.lite.TFLiteConverter.from_keras_model(convnext_tiny()).convert()
+    stock = to_tflite(convnext_tiny())
     time.sleep(1.0)  # TensorFlow's threads stay busy for a while after a conversion
     x = np.random.default_rng(3).standard_normal((1, 224, 224, 3)).astype(np.float32)
     cases = []

@@ -166,14 +166,13 @@ def write_strategy_table(rows: list[dict], path: Path) -> None:
 
 
 def bench_convnext(runs: int) -> dict:
-    import tensorflow as tf
-
+    from converters.keras_convert import to_tflite
     from wbmm_mobile.zoo import convnext_tiny
 
     start = time.perf_counter()
     model = convnext_tiny()  # layer scales set to 1, so an error in a rewritten conv shows
     scaled = sum(type(layer).__name__ == "LayerScale" for layer in model.layers)
-    stock = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    stock = to_tflite(model)
     convert_s = time.perf_counter() - start
     start = time.perf_counter()
     result = rewrite_model(stock, RewriteOptions(strategy="auto", target="xnnpack"))

@@ -115,7 +115,7 @@ def rank_check(shape, window: int, runs: int, warmup: int) -> dict:
     import keras
     import tensorflow as tf
 
-    from converters.keras_convert import model_facts
+    from converters.keras_convert import model_facts, to_tflite
     from wbmm_mobile import core
     from wbmm_mobile.zoo import single_layer_model
 
@@ -133,7 +133,7 @@ def rank_check(shape, window: int, runs: int, warmup: int) -> dict:
 
     inp = keras.Input(shape, batch_size=1)
     rank6 = keras.Model(inp, Rank6Partition()(inp))
-    files = {"rank6": tf.lite.TFLiteConverter.from_keras_model(rank6).convert(),
+    files = {"rank6": to_tflite(rank6),
              "rank4 (bmm lowering)": convert_keras(model, lowering="bmm").tflite}
     x = random_inputs(files["rank6"], 0)[0]
     deviation = float(np.abs(np.asarray(rank6(x)) - np.asarray(model(x))).max())

@@ -28,7 +28,7 @@ import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -435,10 +435,20 @@ def _representative(model, data: np.ndarray | Sequence | None, seed: int, notes:
     return generator, samples[0]
 
 
-def _convert(deploy, precision: str, representative) -> bytes:
+def to_tflite(model, precision: str = "float32", representative: Callable[[], Iterable] | None = None) -> bytes:
+    """The TFLite converter on a Keras model as it is (no WBMM rewrite), without its console output.
+
+    ``precision``: float32, float16 (float16 weights) or int8 (int8 inputs, outputs and ops,
+    calibrated on ``representative``, a generator function yielding input lists). Raises
+    ConversionError with the converter's reason when it fails.
+    """
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(deploy)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and representative is None:
+        raise ValueError("int8 conversion needs representative data")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if precision == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -583,7 +593,7 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
         notes = [n for n in notes if n not in warned]
 
     with _deploy_model(model, strategy, by_layer, replaced) as deploy:
-        data = _convert(deploy, precision, representative)
+        data = to_tflite(deploy, precision, representative)
 
     if params and strategy.edits_flatbuffer:
         from converters import tflite_io

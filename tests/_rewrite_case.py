@@ -27,7 +27,8 @@ def converted_depthwise(kernel: int | tuple = 7, size: tuple = (12, 12), channel
                         dynamic: bool = False) -> bytes:
     """A one-layer Keras model (DepthwiseConv2D, or Conv2D(groups=C) when ``grouped``), converted."""
     import keras
-    import tensorflow as tf
+
+    from converters.keras_convert import to_tflite
 
     keras.utils.set_random_seed(1)
     shape = (None, None, channels) if dynamic else (*size, channels)
@@ -40,19 +41,9 @@ def converted_depthwise(kernel: int | tuple = 7, size: tuple = (12, 12), channel
                                              activation=activation, dilation_rate=dilation,
                                              depth_multiplier=depth_multiplier, bias_initializer="random_normal")
     model = keras.Model(inputs, layer(inputs))
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if quantize == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
-        rng = np.random.default_rng(0)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: (
-            [rng.uniform(-1, 1, (1, *size, channels)).astype(np.float32)] for _ in range(16))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return converter.convert()
+    rng = np.random.default_rng(0)
+    return to_tflite(model, quantize or "float32",
+                     lambda: ([rng.uniform(-1, 1, (1, *size, channels)).astype(np.float32)] for _ in range(16)))
 
 
 class Case:

@@ -142,14 +142,14 @@ def test_subprocess_error_path_and_fast_help(tmp_path):
 def plain_depthwise(tmp_path_factory):
     """A Keras model with a 9x9 depthwise conv and no WBMM layer, as .keras and as .tflite."""
     import keras
-    import tensorflow as tf
+    from converters.keras_convert import to_tflite
 
     keras.utils.set_random_seed(4)
     inp = keras.Input((12, 12, 4), batch_size=1)
     model = keras.Model(inp, keras.layers.DepthwiseConv2D(9, padding="same", name="dw9")(inp))
     folder = tmp_path_factory.mktemp("plain")
     model.save(folder / "plain_dw.keras")
-    (folder / "plain_dw.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    (folder / "plain_dw.tflite").write_bytes(to_tflite(model))
     return folder
 
 
@@ -241,13 +241,13 @@ def test_bench_a_stock_model_with_and_without_the_delegate(tmp_path, capfd):
     """--delegate-options claim_depthwise:1 --also-without-delegate: the same stock model timed on
     XNNPACK alone and with the delegate taking its 9x9 depthwise conv, side by side."""
     import keras
-    import tensorflow as tf
+    from converters.keras_convert import to_tflite
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((16, 16, 8), batch_size=1)
     model = keras.Model(inp, keras.layers.DepthwiseConv2D(9, padding="same")(inp))
     path = tmp_path / "stock_dw9.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    path.write_bytes(to_tflite(model))
     capfd.readouterr()
     json_path = tmp_path / "bench.json"
     assert main(["bench", str(path), "--runs", "3", "--warmup", "1", "--delegate-options",

@@ -8,11 +8,11 @@ import pytest
 
 from converters import tflite_io
 from converters.custom_ops import WBMM_OP, unpack_options
-from converters.keras_convert import convert_keras, verify_against_keras, wbmm_params
+from converters.keras_convert import convert_keras, to_tflite, verify_against_keras, wbmm_params
 from converters.lowerings import LOWERING_NAMES, get_lowering
 from converters.verify import load_interpreter, random_inputs, run_tflite
 from wbmm_mobile import core
-from wbmm_mobile.errors import UnsupportedLayerError, VerificationError
+from wbmm_mobile.errors import ConversionError, UnsupportedLayerError, VerificationError
 
 RTOL_FP32 = 1e-4      # the project's float32 policy, relative to max|reference|
 
@@ -190,6 +190,22 @@ def test_custom_refuses_int8_with_a_reason(two_layer_model):
     with pytest.raises(UnsupportedLayerError, match="layer 'w1'.*custom.*int8 needs --lowering bmm or gather"):
         convert_keras(two_layer_model, lowering="custom", precision="int8",
                       representative_data=np.zeros((2, 10, 12, 8), np.float32))
+
+
+def test_plain_conversion_refuses_what_it_cannot_do(two_layer_model):
+    import keras
+
+    with pytest.raises(ValueError, match="precision 'int4'"):
+        to_tflite(two_layer_model, "int4")
+    with pytest.raises(ValueError, match="int8 conversion needs representative data"):
+        to_tflite(two_layer_model, "int8")
+    # An op TFLite has no builtin for (SVD): the converter's own reason, as ConversionError.
+    import tensorflow as tf
+
+    inp = keras.Input((4, 4), batch_size=1)
+    unsupported = keras.Model(inp, keras.layers.Lambda(lambda x: tf.linalg.svd(x, compute_uv=False))(inp))
+    with pytest.raises(ConversionError, match="the TFLite converter failed at float32: .*Svd"):
+        to_tflite(unsupported)
 
 
 def test_dynamic_spatial_size_is_refused():

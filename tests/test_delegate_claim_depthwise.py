@@ -15,15 +15,13 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 import delegates
 
 keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
+pytest.importorskip("tensorflow")
+
+from converters.keras_convert import to_tflite  # noqa: E402
 
 
 def _convert(model, fp16=False) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if fp16:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    return to_tflite(model, "float16" if fp16 else "float32")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 import delegates
 
 keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
+pytest.importorskip("tensorflow")
 
 
 def _run(tflite: bytes, x: np.ndarray, delegate=None, resolver=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES):
@@ -70,7 +70,9 @@ def test_rewriter_custom_strategy_runs_on_the_delegate():
     y = keras.layers.DepthwiseConv2D(13, padding="same", bias_initializer="random_normal")(inp)
     y = keras.layers.ReLU()(y)
     y = keras.layers.DepthwiseConv2D(7, padding="valid", activation="relu6")(y)
-    original = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, y)).convert()
+    from converters.keras_convert import to_tflite
+
+    original = to_tflite(keras.Model(inp, y))
     delegate = delegates.load()
     result = rewrite_model(original, RewriteOptions(strategy="custom", delegate=delegate))
     assert result.report.rewritten_count == 2

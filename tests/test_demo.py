@@ -103,18 +103,17 @@ def test_a_listed_phone_with_a_benchmark_binary_is_used_instead_of_this_computer
     import sys
 
     import keras
-    import tensorflow as tf
 
     from android_harness.loopback.daemon import LoopbackDevice
     from android_harness.profile import ARM64_DELEGATE, profile_phone_or_here, runner_script
+    from converters.keras_convert import to_tflite
     from tests._adb_helpers import adb_binaries, start_adb_server
 
     binaries = adb_binaries()
     if not binaries:
         pytest.skip("no adb binary on this machine (make test installs Debian's adb)")
     inp = keras.Input((8, 8, 4), batch_size=1)
-    model = tf.lite.TFLiteConverter.from_keras_model(
-        keras.Model(inp, keras.layers.DepthwiseConv2D(7, padding="same")(inp))).convert()
+    model = to_tflite(keras.Model(inp, keras.layers.DepthwiseConv2D(7, padding="same")(inp)))
     path = tmp_path / "dw7.tflite"
     path.write_bytes(model)
     server = start_adb_server(binaries[0][1], tmp_path / "adb-home")

@@ -14,12 +14,12 @@ from wbmm_mobile.hostbench import compare_models, summarize, time_model
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     import keras
-    import tensorflow as tf
+    from converters.keras_convert import to_tflite
 
     inp = keras.Input((8, 8, 4), batch_size=1)
     model = keras.Model(inp, keras.layers.DepthwiseConv2D(5, padding="same")(inp))
     path = tmp_path_factory.mktemp("hb") / "tiny.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    path.write_bytes(to_tflite(model))
     return path
 
 

@@ -21,7 +21,7 @@ def tiny_models(tmp_path_factory):
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import tensorflow as tf
+    from converters.keras_convert import to_tflite
 
     folder = tmp_path_factory.mktemp("models")
     inp = keras.Input((8, 8, 4), batch_size=1)
@@ -31,7 +31,7 @@ def tiny_models(tmp_path_factory):
     paths = {}
     for name, model in (("full", full), ("partial", partial)):
         paths[name] = folder / f"{name}.tflite"
-        paths[name].write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+        paths[name].write_bytes(to_tflite(model))
     return paths
 
 

@@ -42,7 +42,7 @@ def models(tmp_path_factory):
     """A kernel-size sweep of tiny depthwise models, converted by the real TFLite converter."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import tensorflow as tf
+    from converters.keras_convert import to_tflite
 
     folder = tmp_path_factory.mktemp("models")
     paths = []
@@ -50,7 +50,7 @@ def models(tmp_path_factory):
         inp = keras.Input((12, 12, 8), batch_size=1)
         out = keras.layers.Conv2D(8, 1)(keras.layers.DepthwiseConv2D(k, padding="same")(inp))
         path = folder / f"dw_k{k}.tflite"
-        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out)).convert())
+        path.write_bytes(to_tflite(keras.Model(inp, out)))
         paths.append(str(path))
     return paths
 

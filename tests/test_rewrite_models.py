@@ -14,7 +14,7 @@ def small_net(batch_size=1) -> bytes:
     """Stem conv, a 7x7 depthwise (rewritten), a 3x3 depthwise (too small), a 9x9 stride-2
     depthwise (refused), a grouped 7x7 Conv2D (rewritten), a dense head."""
     import keras
-    import tensorflow as tf
+    from converters.keras_convert import to_tflite
 
     keras.utils.set_random_seed(3)
     x = inputs = keras.Input((16, 16, 3), batch_size=batch_size)
@@ -25,7 +25,7 @@ def small_net(batch_size=1) -> bytes:
     x = keras.layers.Conv2D(8, 7, padding="same", groups=8, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(5)(x)
-    return tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, outputs)).convert()
+    return to_tflite(keras.Model(inputs, outputs))
 
 
 @pytest.mark.parametrize("strategy", ["split", "halo"])

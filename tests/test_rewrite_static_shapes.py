@@ -19,7 +19,7 @@ SHAPE_OPS = ("SHAPE", "GATHER", "REDUCE_PROD", "PACK")
 def _block_model(free_spatial: bool = False) -> bytes:
     """A ConvNeXt-like block: 7x7 grouped conv, LayerNorm, Dense x4, GELU, Dense, residual; batch free."""
     import keras
-    import tensorflow as tf
+    from converters.keras_convert import to_tflite
 
     keras.utils.set_random_seed(3)
     inputs = keras.Input((None, None, 8) if free_spatial else (10, 10, 8))
@@ -28,7 +28,7 @@ def _block_model(free_spatial: bool = False) -> bytes:
     x = keras.layers.Dense(32, activation="gelu")(x)
     x = keras.layers.Dense(8)(x)
     model = keras.Model(inputs, keras.layers.Add()([inputs, x]))
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    return to_tflite(model)
 
 
 def _ops(data: bytes) -> Counter:

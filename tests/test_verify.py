@@ -23,22 +23,15 @@ def tiny_keras():
 
 
 def _convert(model, int8: bool = False) -> bytes:
-    import tensorflow as tf
+    from converters.keras_convert import to_tflite
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
-        rng = np.random.default_rng(0)
+    rng = np.random.default_rng(0)
 
-        def representative():
-            for _ in range(16):
-                yield [rng.uniform(-1, 1, (1, 8, 8, 4)).astype(np.float32)]
+    def representative():
+        for _ in range(16):
+            yield [rng.uniform(-1, 1, (1, 8, 8, 4)).astype(np.float32)]
 
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return converter.convert()
+    return to_tflite(model, "int8" if int8 else "float32", representative)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@
 // dispatch.
 //
 // Channels are the SIMD lanes (NHWC keeps them contiguous). Tiles are split
-// over threads: a windowed tile is a band of windows (one window row) of one
-// channel block, so the block's packed kernel stays in L1 across the band; a
+// over threads: a windowed tile is a band of windows (one window row, two
+// where window groups are 2 x 2) of one channel block, so the block's packed
+// kernel stays in L1 across the band; a
 // plain tile is a band of kPlainBandRows output rows of one channel block.
 //
 // Windowed mode, "input-stationary": up to kAccumulators outputs (one or two
@@ -301,7 +302,7 @@ struct MultiWindowArgs {
   int rows;                     // window_h
   const ptrdiff_t* k_offset;    // per output (ro, xo) of the tile: -(ro * K + xo) * L
   const ptrdiff_t* out_offset;  // per output of the tile: floats from `out` to it
-  ptrdiff_t out_window_stride;  // output floats between the same pixel of neighbouring windows
+  const ptrdiff_t* window_offset;  // per window: floats from window 0's pixel to the same pixel of it
   const float* bias;
   float* out;                   // output pixel (0, 0) of the first window
   float lo, hi;
@@ -338,7 +339,9 @@ void MultiWindowBlock(const MultiWindowArgs& a) {
     out[o] = a.out + a.out_offset[o];
     kp[o] = a.k + (kSameRow ? a.k_offset[0] - o * L : a.k_offset[o]);
   }
-  const ptrdiff_t out_ws = a.out_window_stride, k_row_stride = a.k_row_stride, in_row_stride = a.in_row_stride;
+  // Not a float, so the stores below cannot alias it: read after the loop.
+  const ptrdiff_t* window_offset = a.window_offset;
+  const ptrdiff_t k_row_stride = a.k_row_stride, in_row_stride = a.in_row_stride;
   const int rows = a.rows;
   const float lo_value = a.lo, hi_value = a.hi;
   Reg acc[NWIN][NO];
@@ -377,15 +380,17 @@ void MultiWindowBlock(const MultiWindowArgs& a) {
 #pragma GCC unroll 8
   for (int n = 0; n < NWIN; ++n)
 #pragma GCC unroll 8
-    for (int o = 0; o < NO; ++o) Vec::Store(out[o] + n * out_ws, acc[n][o]);
+    for (int o = 0; o < NO; ++o) Vec::Store(out[o] + window_offset[n], acc[n][o]);
 }
 
 // Register budget (kAccumulators + 2): NO*NWIN accumulators + NO weights + 1
 // input: 4 windows x 3 outputs, 7 loads per 12 FMAs. Only where the
 // one-load-per-FMA window loop is the limit (16-register ISAs); 32-register
-// ISAs keep the tap-stationary full-window blocks. (2 windows x 5 outputs,
-// for bands of 2 or 3 windows, measured slower than WindowTile: 28x28x192
-// w=14 0.836 vs 0.746 ms best, 14x14x384 w=7 0.125 vs 0.119.)
+// ISAs keep the tap-stationary full-window blocks. Maps 2 or 3 windows wide
+// take their 4 windows as 2 x 2 (WindowGroup); 2 windows x 5 outputs was
+// slower than one window at a time there (28x28x192 w=14 0.836 vs 0.746 ms
+// best), 2 x 2 groups are faster (interpreter A/B, medians: 28x28x192 w=14
+// 1.11-1.20x, 14x14x384 w=7 1.02-1.24x).
 constexpr bool kMultiWindow = !Vec::kFullWindowBlocks;
 constexpr int kMultiWindows = 4;
 constexpr int kMultiMaxOutputs = 3;
@@ -418,6 +423,22 @@ bool MultiWindowFits(const DepthwiseProblem& p) {
          size_t(p.window_h) * p.window_w * kMultiWindows * L * sizeof(float) <= kMultiMaxBytes;
 }
 
+// How the kMultiWindows windows of a group sit in the map: a row of them
+// where the map is that many windows wide, else 2 x 2 (14x14 at w=7, 28x28 at
+// w=14: a map 2 or 3 windows wide would otherwise go one window at a time, at
+// one load per FMA), else no groups (rows == 0).
+struct WindowGroup {
+  int rows = 0, columns = 0;
+};
+
+WindowGroup ChooseWindowGroup(const DepthwiseProblem& p) {
+  if (!MultiWindowFits(p)) return {};
+  const int across = p.in_w / p.window_w, down = p.in_h / p.window_h;
+  if (across >= kMultiWindows) return {1, kMultiWindows};
+  if (across >= 2 && down >= 2) return {2, kMultiWindows / 2};
+  return {};
+}
+
 // How many outputs the next tile takes when `left` remain: max_outputs, except
 // that the last two tiles share what is left evenly (49 = 15*3 + 2 + 2, not
 // 16*3 + 1: a 1-output tile has NWIN accumulators, far below the FMA latency).
@@ -436,6 +457,7 @@ struct Context {
   float* thread_scratch;
   size_t thread_stride;
   int blocks;
+  WindowGroup group;                        // windowed
   ColumnSplit full_one_row, full_two_rows;  // windowed: a full window's width
   ColumnSplit whole_row;                    // plain: out_w
 };
@@ -524,9 +546,10 @@ void WindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_inde
 }
 
 
-// kMultiWindows full windows starting at window column wx0 of one full
-// channel block (no tail, no edge): the windows' outputs in row-major tiles
-// (NextTileOutputs), each a MultiWindowBlock over the windows' whole input.
+// A group of kMultiWindows full windows (c.group of them down and across)
+// whose first is window (wy, wx0), of one full channel block (no tail, no
+// edge): the windows' outputs in row-major tiles (NextTileOutputs), each a
+// MultiWindowBlock over the windows' whole input.
 //
 // next_group: where the group the caller runs next starts, in floats from the
 // start of the input and of the output (windowed: both have the same shape),
@@ -549,6 +572,9 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
   constexpr int nwin = kMultiWindows, most = kMultiMaxOutputs;
   const int y0 = wy * H, x0 = wx0 * W, c0 = cb * L;
   const ptrdiff_t C = p.channels;
+  ptrdiff_t window_offset[nwin];  // same pixel, in the input and in the output
+  for (int n = 0; n < nwin; ++n)
+    window_offset[n] = (ptrdiff_t(n / c.group.columns) * H * p.in_w + ptrdiff_t(n % c.group.columns) * W) * C;
   // The windows' input, copied dense as [row][column][window][lanes]: read in
   // place, NHWC puts every pixel vector on its own cache line at a stride that
   // maps the windows onto a few L1 sets (measured 2x slower at 28x28x192).
@@ -558,7 +584,7 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
   for (int r = 0; r < H; ++r)
     for (int x = 0; x < W; ++x)
       for (int n = 0; n < nwin; ++n, dst += L)
-        Vec::Store(dst, Vec::Load(src + (ptrdiff_t(r) * p.in_w + n * W + x) * C));
+        Vec::Store(dst, Vec::Load(src + (ptrdiff_t(r) * p.in_w + x) * C + window_offset[n]));
   ptrdiff_t k_offset[kMultiMaxOutputs], out_offset[kMultiMaxOutputs];
   MultiWindowArgs a{};
   a.in = packed;
@@ -568,7 +594,7 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
   a.rows = H;
   a.k_offset = k_offset;
   a.out_offset = out_offset;
-  a.out_window_stride = ptrdiff_t(W) * C;
+  a.window_offset = window_offset;
   a.bias = c.bias + c0;
   a.out = c.output + ((ptrdiff_t(b) * p.out_h + y0) * p.out_w + x0) * C + c0;
   a.lo = p.out_min;
@@ -578,16 +604,16 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
   const int spanning_outputs = H * (W - same_row_columns);
   int tiles = H * (W / most);
   for (int left = spanning_outputs; left > 0; left -= NextTileOutputs(left, most)) ++tiles;
-  const int next_row_pixels = W * nwin;
+  const int next_rows = H * c.group.rows, next_row_pixels = W * c.group.columns;
   auto starts_line = [](const float* vector) { return (reinterpret_cast<uintptr_t>(vector) & 63) < L * sizeof(float); };
   const float* next_input = next_group >= 0 ? c.input + next_group : nullptr;
   const float* next_output = next_group >= 0 ? c.output + next_group : nullptr;
   const bool input_lines = next_input != nullptr && starts_line(next_input);
   const bool output_lines = next_output != nullptr && starts_line(next_output);
-  const int prefetches_per_tile = input_lines || output_lines ? (H * next_row_pixels + tiles - 1) / tiles : 0;
+  const int prefetches_per_tile = input_lines || output_lines ? (next_rows * next_row_pixels + tiles - 1) / tiles : 0;
   int next_row = 0, next_pixel = 0;
   auto prefetch_next_group = [&] {
-    for (int i = 0; i < prefetches_per_tile && next_row < H; ++i) {
+    for (int i = 0; i < prefetches_per_tile && next_row < next_rows; ++i) {
       const ptrdiff_t at = ptrdiff_t(next_row) * p.in_w * C + ptrdiff_t(next_pixel) * C;
       if (input_lines) __builtin_prefetch(next_input + at, 0, 2);
       if (output_lines) __builtin_prefetch(next_output + at, 1, 2);
@@ -604,7 +630,7 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
     // invoke (C++ harness, 8 MB touched between runs, medians: w=7
     // 56x56x96 0.593 -> 0.483 ms, w=14 2.43 -> 2.01 ms).
     for (int n_win = 0; n_win < nwin; ++n_win)
-      __builtin_prefetch(a.out + out_offset[o] + n_win * a.out_window_stride, 1, 3);
+      __builtin_prefetch(a.out + out_offset[o] + window_offset[n_win], 1, 3);
   };
   for (int ro = 0; ro < H; ++ro)
     for (int xo = 0; xo < same_row_columns; xo += most) {
@@ -725,19 +751,21 @@ void BandTile(const Context& c, int64_t tile, int thread_index) {
 // Where the multi-window group that follows (b, wy, wx0, cb) in Run's order
 // starts (further right in the band, else the next channel block's first
 // group, else the next band's), in floats from the start of the input (and of
-// the output: same shape), or -1 past the last full band. Only a prefetch
-// address: it may be a group another thread runs.
+// the output: same shape), or -1 past the last full band. A band is
+// c.group.rows window rows. Only a prefetch address: it may be a group
+// another thread runs.
 ptrdiff_t NextGroupOffset(const Context& c, int b, int wy, int wx0, int cb) {
   const DepthwiseProblem& p = c.p;
-  int wx = wx0 + kMultiWindows;
-  if (wx + kMultiWindows > p.in_w / p.window_w) {
+  int wx = wx0 + c.group.columns;
+  if (wx + c.group.columns > p.in_w / p.window_w) {
     wx = 0;
     if (++cb == c.blocks) {
       cb = 0;
-      if (++wy * p.window_h >= p.in_h) wy = 0, ++b;
+      wy += c.group.rows;
+      if (wy * p.window_h >= p.in_h) wy = 0, ++b;
     }
   }
-  if (b >= p.batch || (wy + 1) * p.window_h > p.in_h) return -1;
+  if (b >= p.batch || (wy + c.group.rows) * p.window_h > p.in_h) return -1;
   return ((ptrdiff_t(b) * p.in_h + ptrdiff_t(wy) * p.window_h) * p.in_w + ptrdiff_t(wx) * p.window_w) * p.channels +
          ptrdiff_t(cb) * L;
 }
@@ -751,34 +779,39 @@ void Parallel(ThreadPool* pool, int64_t n, Fn& fn) {
 void Run(const DepthwiseProblem& p, const float* input, const float* packed_weights, const float* packed_bias,
          float* output, float* scratch, ThreadPool* pool) {
   const int blocks = (p.channels + L - 1) / L;
-  Context c{p, input, packed_weights, packed_bias, output, scratch, ThreadScratchFloats(p, L), blocks, {}, {}, {}};
+  Context c{p, input, packed_weights, packed_bias, output, scratch, ThreadScratchFloats(p, L), blocks, {}, {}, {}, {}};
   if (p.windowed()) {
     c.full_one_row = SplitColumns(p.window_w, Vec::kMaxColumns);
     c.full_two_rows = SplitColumns(p.window_w, kMaxTwoRowColumns);
-    const bool multi = MultiWindowFits(p);
-    const int64_t nwy = (p.in_h + p.window_h - 1) / p.window_h;
-    const int64_t nwx = (p.in_w + p.window_w - 1) / p.window_w;
-    // A tile is one band of windows (one window row) of one channel block:
-    // the block's packed kernel stays in L1 across the band's windows, the
-    // band's input (wh rows, all channels) stays in L2 across channel blocks.
+    c.group = ChooseWindowGroup(p);
+    const int nwy = (p.in_h + p.window_h - 1) / p.window_h;
+    const int nwx = (p.in_w + p.window_w - 1) / p.window_w;
+    // A tile is one band of windows (as many window rows as a group spans) of
+    // one channel block: the block's packed kernel stays in L1 across the
+    // band's windows, the band's input (all channels) stays in L2 across
+    // channel blocks.
+    const int band_rows = std::max(c.group.rows, 1);
+    const int bands = (nwy + band_rows - 1) / band_rows;
     auto work = [&](int64_t begin, int64_t end, int thread_index) {
       for (int64_t t = begin; t < end; ++t) {
         const int cb = int(t % blocks);
         const int64_t band = t / blocks;
-        const int b = int(band / nwy), wy = int(band % nwy);
-        int wx = 0;
-        if (multi) {
+        const int b = int(band / bands), wy0 = int(band % bands) * band_rows;
+        int grouped_columns = 0;  // windows [0, grouped_columns) of every row of the band ran in groups
+        if (c.group.rows > 0) {
           // Whole windows (inside the map, full channel block) in groups of kMultiWindows.
-          const bool full_rows = (wy + 1) * p.window_h <= p.in_h && (cb + 1) * L <= p.channels;
+          const bool full_rows = (wy0 + c.group.rows) * p.window_h <= p.in_h && (cb + 1) * L <= p.channels;
           const int full_windows = p.in_w / p.window_w;
           if (full_rows)
-            for (; wx + kMultiWindows <= full_windows; wx += kMultiWindows)
-              MultiWindowTile(c, b, wy, wx, cb, thread_index, NextGroupOffset(c, b, wy, wx, cb));
+            for (; grouped_columns + c.group.columns <= full_windows; grouped_columns += c.group.columns)
+              MultiWindowTile(c, b, wy0, grouped_columns, cb, thread_index,
+                              NextGroupOffset(c, b, wy0, grouped_columns, cb));
         }
-        for (; wx < nwx; ++wx) WindowTile(c, b, wy, wx, cb, thread_index);
+        for (int wy = wy0; wy < std::min(wy0 + band_rows, nwy); ++wy)
+          for (int wx = grouped_columns; wx < nwx; ++wx) WindowTile(c, b, wy, wx, cb, thread_index);
       }
     };
-    Parallel(pool, int64_t(blocks) * p.batch * nwy, work);
+    Parallel(pool, int64_t(blocks) * p.batch * bands, work);
     return;
   }
   c.whole_row = SplitColumns(p.out_w, Vec::kMaxColumns);

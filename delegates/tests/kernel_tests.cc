@@ -198,21 +198,29 @@ WBMM_TEST(WindowedMatchesDenseMForm) {
 // 2 (2 outputs, and the 2+2 end of 4, 7 or 49 outputs), 3; up to w=14, whose
 // group only fits with the 32 KB limit. Each shape runs without and with a
 // fused activation clamp (the clamp is applied in the tile's epilogue), with
-// a channel tail (its last block goes window by window) and bands of 4, 5
-// and 9 windows (groups plus leftovers), on 1 and 2 threads.
+// a channel tail (its last block goes window by window), bands of 4, 5 and 9
+// windows (groups plus leftovers) and maps 2 or 3 windows wide, whose groups
+// are 2 x 2 windows (with a window column, a window row or a map edge left
+// over), on 1 and 2 threads.
 WBMM_TEST(MultiWindowTilesAndClampMatchReference) {
+  struct Layout {
+    int across, down, extra_h, extra_w, channels, threads;
+  };
+  const Layout layouts[] = {{4, 2, 0, 0, 16, 1}, {4, 2, 0, 0, 16, 1}, {5, 2, 0, 0, 19, 2}, {9, 2, 0, 0, 19, 2},
+                            {2, 2, 0, 0, 16, 1}, {3, 3, 0, 0, 16, 1}, {2, 2, 1, 0, 19, 2}, {3, 4, 0, 1, 19, 2}};
   Rng rng{2024};
   const int windows[][2] = {{1, 1}, {1, 2}, {2, 2}, {1, 3}, {2, 3}, {7, 7}, {3, 5}, {8, 15}, {14, 14}};
   for (const wbmm::KernelSet* set : AllKernelSets()) {
     for (const auto& window : windows) {
-      for (int variant = 0; variant < 4; ++variant) {
+      for (int variant = 0; variant < 8; ++variant) {
+        const Layout& layout = layouts[variant];
         const bool clamp = variant % 2 == 1;
         DepthwiseProblem p;
         p.window_h = window[0];
         p.window_w = window[1];
-        p.in_h = 2 * p.window_h;
-        p.in_w = (variant < 2 ? 4 : (variant == 2 ? 5 : 9)) * p.window_w;
-        p.channels = variant < 2 ? 16 : 19;
+        p.in_h = layout.down * p.window_h + layout.extra_h;
+        p.in_w = layout.across * p.window_w + layout.extra_w;
+        p.channels = layout.channels;
         p.kernel_h = 2 * p.window_h - 1;
         p.kernel_w = 2 * p.window_w - 1;
         p.out_h = p.in_h;
@@ -221,7 +229,7 @@ WBMM_TEST(MultiWindowTilesAndClampMatchReference) {
           p.out_min = -0.5f;
           p.out_max = 0.75f;
         }
-        const int threads = 1 + variant / 2;
+        const int threads = layout.threads;
         auto [x, k, bias] = RandomOperands(rng, p);
         const auto want = ReferenceWbmm(p, x, k, bias, true);
         const auto got = RunKernel(*set, p, x, k.data(), wbmm::WeightType::kFloat32, bias, true, threads);

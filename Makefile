@@ -37,7 +37,7 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(DELEGATE): $(wildcard delegates/*.cc delegates/*.h delegates/CMakeLists.txt delegates/kernels/* delegates/tests/* delegates/cmake/*)
+$(DELEGATE): $(wildcard delegates/*.cc delegates/*.h delegates/CMakeLists.txt delegates/kernels/* delegates/tests/* delegates/bench/* delegates/cmake/*)
 	cmake -S delegates -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
@@ -53,8 +53,8 @@ delegate-arm64:
 	cmake -S delegates -B $(BUILD_ANDROID) -DCMAKE_BUILD_TYPE=Release -DWBMM_BUILD_TESTS=OFF \
 	  -DCMAKE_TOOLCHAIN_FILE=$(ANDROID_NDK_HOME)/build/cmake/android.toolchain.cmake \
 	  -DANDROID_ABI=arm64-v8a -DANDROID_PLATFORM=android-26 >/dev/null
-	cmake --build $(BUILD_ANDROID) -j $(JOBS) --target wbmm_delegate
-	@echo "built $(BUILD_ANDROID)/libwbmm_delegate.so"
+	cmake --build $(BUILD_ANDROID) -j $(JOBS) --target wbmm_delegate wbmm_kernel_bench
+	@echo "built $(BUILD_ANDROID)/libwbmm_delegate.so and $(BUILD_ANDROID)/wbmm_kernel_bench"
 
 # The arm64 (NEON) kernels and their C++ unit tests, cross-compiled and run under
 # qemu-user: how CI proves the phone code path. delegate-arm64-test builds with
@@ -64,7 +64,7 @@ BUILD_ARM64 := build/delegates-arm64
 BUILD_ARM64_CLANG := build/delegates-arm64-clang
 define arm64_test
 	cmake -S delegates -B $(1) -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/delegates/cmake/$(2) >/dev/null
-	cmake --build $(1) -j $(JOBS) --target wbmm_kernel_tests wbmm_delegate
+	cmake --build $(1) -j $(JOBS) --target wbmm_kernel_tests wbmm_delegate wbmm_kernel_bench
 	qemu-aarch64 -L /usr/aarch64-linux-gnu $(1)/wbmm_kernel_tests
 endef
 delegate-arm64-test:

@@ -11,6 +11,7 @@ converters/custom_ops.py, the single definition of the format.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -49,6 +50,44 @@ def test_cpp_unit_tests_pass_on_the_host():
     assert "portable" in result.stdout
 
 
+def _kernel_bench(*args: str, runner: tuple[str, ...] = (), build: Path = BUILD) -> subprocess.CompletedProcess:
+    return subprocess.run([*runner, str(build / "wbmm_kernel_bench"), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("mode, size, taps", [("--window", 7, 49), ("--kernel", 13, 169)])
+def test_kernel_bench_times_three_variants_and_writes_json(tmp_path, mode, size, taps):
+    _cmake_build("wbmm_kernel_bench")
+    out = tmp_path / "bench.json"
+    result = _kernel_bench(mode, str(size), "--shape", "20x21x19", "--threads", "2", "--runs", "5",
+                           "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert report[mode[2:]] == size and report["shape"] == [20, 21, 19] and report["threads"] == 2
+    assert report["fmas"] == 20 * 21 * 19 * taps  # the dense form's count: d or K*K taps per output
+    assert [v["name"] for v in report["variants"]] == ["1 thread", "2 threads", "2 x 1 thread, independent"]
+    for variant in report["variants"]:
+        assert 0 < variant["best_ms"] <= variant["median_ms"]
+    assert report["threads_speedup"] > 0 and report["capacity"] > 0
+    assert "2 threads vs 1:" in result.stdout
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["--kernel", "4"], "--kernel wants an odd size"),
+    (["--window", "7", "--kernel", "13"], "give exactly one of --window W and --kernel K"),
+    (["--window", "0"], "--window wants a positive integer, got '0'"),
+    (["--window", "7", "--shape", "56x56"], "--shape wants HxWxC"),
+    (["--window", "7", "--isa", "sparc"], "kernel set 'sparc' is not usable here (usable: portable"),
+    (["--window", "7", "--json", "/nonexistent-dir/x.json", "--runs", "1"], "cannot write /nonexistent-dir/x.json"),
+    (["--frobnicate"], "unknown option --frobnicate"),
+])
+def test_kernel_bench_refuses_bad_input_in_one_line(args, reason):
+    _cmake_build("wbmm_kernel_bench")
+    result = _kernel_bench(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target, build_dir, compiler, compiler_id", [
     ("delegate-arm64-test", "delegates-arm64", "aarch64-linux-gnu-g++", "GNU"),
@@ -68,6 +107,11 @@ def test_cpp_unit_tests_pass_on_arm64_under_qemu(target, build_dir, compiler, co
         path.read_text() for path in build.glob("CMakeFiles/*/CMakeCXXCompiler.cmake"))
     assert (build / "wbmm_kernel_tests").read_bytes()[18:20] == (183).to_bytes(2, "little")  # e_machine = EM_AARCH64
     assert (build / "libwbmm_delegate.so").is_file()
+    # The kernel benchmark a phone would run: NEON kernels, 2 threads agreeing with 1.
+    bench = _kernel_bench("--window", "7", "--shape", "14x14x16", "--runs", "2", runner=("qemu-aarch64",),
+                          build=build)
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    assert "neon kernels" in bench.stdout
     # No phone here to time NEON, so check the code instead: the blocks a phone runs keep
     # their accumulators in registers (a spill is a q-register store to the stack).
     spills = _neon_stack_stores(build / "CMakeFiles" / "wbmm_kernels_neon.dir" / "kernels" / "windowed_depthwise.cc.o")

@@ -145,6 +145,10 @@ int main(int argc, char** argv) {
   const wbmm::DepthwiseProblem p = Problem(o);
   if (const char* why = wbmm::ValidateProblem(p); *why != '\0') Fail(std::string("bad problem: ") + why);
 
+  // Opened before the timing, so an unwritable path fails before minutes of runs, not after.
+  FILE* json = o.json.empty() ? nullptr : std::fopen(o.json.c_str(), "w");
+  if (!o.json.empty() && json == nullptr) Fail("cannot write " + o.json + ": " + std::strerror(errno));
+
   // One input, weights and scratch per independent run of the capacity variant.
   const int lanes = set->lanes;
   std::mt19937 rng(7);
@@ -217,9 +221,8 @@ int main(int argc, char** argv) {
   std::printf("  %d threads vs 1: %.2fx; capacity: %.2fx (%.0f%% of it)\n", o.threads, speedup, capacity,
               100 * speedup / capacity);
 
-  if (!o.json.empty()) {
-    FILE* f = std::fopen(o.json.c_str(), "w");
-    if (f == nullptr) Fail("cannot write " + o.json + ": " + std::strerror(errno));
+  if (json != nullptr) {
+    FILE* f = json;
     std::fprintf(f, "{\"isa\": \"%s\", \"shape\": [%d, %d, %d], \"%s\": %d, \"threads\": %d, \"runs\": %d, "
                  "\"cold\": %s, \"fmas\": %.0f, \"variants\": [",
                  set->isa, o.height, o.width, o.channels, p.windowed() ? "window" : "kernel",

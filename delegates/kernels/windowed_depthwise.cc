@@ -7,8 +7,8 @@
 // Channels are the SIMD lanes (NHWC keeps them contiguous). Tiles are split
 // over threads: a windowed tile is a band of windows (one window row, two
 // where window groups are 2 x 2) of one channel block, so the block's packed
-// kernel stays in L1 across the band; a
-// plain tile is a band of kPlainBandRows output rows of one channel block.
+// kernel stays in L1 across the band; a plain tile is a band of
+// kPlainBandRows output rows of one channel block.
 //
 // Windowed mode, "input-stationary": up to kAccumulators outputs (one or two
 // rows of a window, NX columns) live in registers; each input pixel of the

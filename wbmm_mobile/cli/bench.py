@@ -5,16 +5,9 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+from wbmm_mobile.cli._arguments import at_least
+
 HELP = "benchmark .tflite models here (ai-edge-litert): median, p5, p95 and speedups vs the first model"
-
-
-def _at_least(minimum: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    return parse
 
 
 def _delegate_options(text: str) -> dict[str, str]:
@@ -29,9 +22,9 @@ def _delegate_options(text: str) -> dict[str, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", metavar="MODEL.tflite", nargs="+",
                         help="one or more models; speedups are relative to the first")
-    parser.add_argument("--threads", type=_at_least(1), default=1, help="interpreter threads (default: 1)")
-    parser.add_argument("--runs", type=_at_least(1), default=50, help="timed invokes per model, after warm-up (default: 50)")
-    parser.add_argument("--warmup", type=_at_least(0), default=5, help="untimed invokes before timing (default: 5)")
+    parser.add_argument("--threads", type=at_least(1), default=1, help="interpreter threads (default: 1)")
+    parser.add_argument("--runs", type=at_least(1), default=50, help="timed invokes per model, after warm-up (default: 50)")
+    parser.add_argument("--warmup", type=at_least(0), default=5, help="untimed invokes before timing (default: 5)")
     parser.add_argument("--min-secs", type=float, default=0.0,
                         help="keep invoking until this many seconds were timed, even past --runs (default: 0)")
     parser.add_argument("--kernels", choices=("xnnpack", "builtin"), default="xnnpack",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from wbmm_mobile.cli._arguments import at_least
+
 HELP = "time the delegate's kernels alone on an Android device: 1 and N threads against its capacity"
 
 
@@ -19,18 +21,8 @@ def _shape(text: str) -> str:
     return "x".join(parts)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
-    return value
-
-
 def _odd_positive(text: str) -> int:
-    value = _positive(text)
+    value = at_least(1)(text)
     if value % 2 == 0:
         raise argparse.ArgumentTypeError(f"{text!r}: a 'same' depthwise conv needs an odd kernel")
     return value
@@ -38,13 +30,13 @@ def _odd_positive(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--window", type=_positive, metavar="W", help="the WBMM operator with W x W windows")
+    what.add_argument("--window", type=at_least(1), metavar="W", help="the WBMM operator with W x W windows")
     what.add_argument("--kernel", type=_odd_positive, metavar="K", help="an exact K x K 'same' depthwise conv (odd K)")
     parser.add_argument("--shape", type=_shape, default="56x56x96", metavar="HxWxC",
                         help="input map (default: 56x56x96)")
-    parser.add_argument("--threads", type=_positive, default=4, metavar="N",
+    parser.add_argument("--threads", type=at_least(1), default=4, metavar="N",
                         help="threads of the multi-thread variant (default: 4, a phone's big cores)")
-    parser.add_argument("--runs", type=_positive, default=300, metavar="R", help="timed runs per variant (default: 300)")
+    parser.add_argument("--runs", type=at_least(1), default=300, metavar="R", help="timed runs per variant (default: 300)")
     parser.add_argument("--cold", action="store_true", help="evict the caches between runs (default: warm)")
     parser.add_argument("--isa", default="auto", help="kernel set: auto, portable, neon, ... (default: auto)")
     parser.add_argument("--device", metavar="SERIAL",

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from wbmm_mobile.cli._arguments import at_least
+
 HELP = "rewrite large depthwise convolutions of a .tflite (exactly, or as WBMM windows)"
 
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exact: same function up to float rounding (default); windowed: each odd KxK conv "
                              "becomes WBMM with window (K+1)/2, which changes the function (a warning and the "
                              "measured deviation are reported)")
-    parser.add_argument("--min-kernel", type=_positive_int, default=7, metavar="K",
+    parser.add_argument("--min-kernel", type=at_least(1), default=7, metavar="K",
                         help="rewrite only kernels with max(kh, kw) >= K (default: 7)")
     parser.add_argument("--target", choices=TARGETS, default="xnnpack",
                         help="the runtime the model is for; decides what `auto` picks and which kernels verify it "

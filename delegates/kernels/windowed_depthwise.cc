@@ -418,6 +418,31 @@ constexpr int kMultiMaxWidth = 16;
 const auto kMulti = MultiTable(std::make_index_sequence<kMultiMaxWidth>());
 const auto kMultiSameRow = SameRowTable(std::make_index_sequence<kMultiMaxWidth>());
 
+// One full window on its own (a map one window wide or tall, a window no
+// group took), where the window width splits into equal row pieces of 4-7
+// outputs: each piece a same-row tile of that one window,
+// MultiWindowBlock<NO, 1, W, true>, at 1 weight load and 1 input load per NO
+// FMAs where WindowTile makes one load per FMA. At most 7: NO accumulators,
+// NO weights and the input fill 15 of the 16 registers. Interpreter A/B,
+// four or five runs of 1500-3000 invokes: medians 14x14x384 w=14 1.06-1.22x, 7x7x768
+// w=7 1.04-1.11x faster, bests 3-5% slower (WindowTile's two-row blocks share
+// each input load across two rows; this path wins on the cache misses of
+// reading a 384- or 768-channel window in place); outputs bit-identical.
+constexpr int kSingleMaxOutputs = 7;
+constexpr int SinglePiece(int width) {
+  const int pieces = (width + kSingleMaxOutputs - 1) / kSingleMaxOutputs;
+  return width % pieces == 0 && width / pieces >= 4 ? width / pieces : 0;
+}
+template <size_t... I>
+constexpr auto SingleTable(std::index_sequence<I...>) {
+  return std::array<MultiFn, sizeof...(I)>{{(SinglePiece(int(I) + 1) > 0
+                                                 ? &MultiWindowBlock<std::max(SinglePiece(int(I) + 1), 1), 1,
+                                                                     int(I) + 1, true>
+                                                 : nullptr)...}};
+}
+// kSingle[W - 1]: nullptr where W does not split that way (or the ISA has 32 registers).
+const auto kSingle = SingleTable(std::make_index_sequence<kMultiMaxWidth>());
+
 bool MultiWindowFits(const DepthwiseProblem& p) {
   return kMultiWindow && p.window_w <= kMultiMaxWidth &&
          size_t(p.window_h) * p.window_w * kMultiWindows * L * sizeof(float) <= kMultiMaxBytes;
@@ -545,6 +570,70 @@ void WindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_inde
       ScatterTail(out + ptrdiff_t(r) * vw * L, vw, cl, tail_destination + r * ptrdiff_t(p.out_w) * C, C);
 }
 
+// Copies the input of NWIN full windows of channel block cb into the
+// thread's scratch, dense as [row][column][window][lanes] (read in place, NHWC
+// puts every pixel vector on its own cache line at a stride that maps the
+// windows onto a few L1 sets: measured 2x slower at 28x28x192), and returns
+// the arguments of the MultiWindowBlocks that read it. The first window's
+// pixel (0, 0) is (b, y0, x0); window n is window_offset[n] floats further,
+// in the input and in the output. The caller fills k_offset and out_offset
+// per tile.
+template <int NWIN>
+MultiWindowArgs PackWindows(const Context& c, int b, int y0, int x0, int cb, int thread_index,
+                            const ptrdiff_t* window_offset, ptrdiff_t* k_offset, ptrdiff_t* out_offset) {
+  const DepthwiseProblem& p = c.p;
+  const int W = p.window_w, H = p.window_h, K = p.kernel_w, c0 = cb * L;
+  const ptrdiff_t C = p.channels;
+  float* packed = c.thread_scratch + c.thread_stride * thread_index;
+  const float* src = c.input + ((ptrdiff_t(b) * p.in_h + y0) * p.in_w + x0) * C + c0;
+  float* dst = packed;
+  for (int r = 0; r < H; ++r)
+    for (int x = 0; x < W; ++x)
+      for (int n = 0; n < NWIN; ++n, dst += L)
+        Vec::Store(dst, Vec::Load(src + (ptrdiff_t(r) * p.in_w + x) * C + window_offset[n]));
+  MultiWindowArgs a{};
+  a.in = packed;
+  a.in_row_stride = ptrdiff_t(W) * NWIN * L;
+  a.k = c.weights + (ptrdiff_t(cb) * p.kernel_h + H - 1) * K * L + ptrdiff_t(W - 1) * L;
+  a.k_row_stride = ptrdiff_t(K) * L;
+  a.rows = H;
+  a.k_offset = k_offset;
+  a.out_offset = out_offset;
+  a.window_offset = window_offset;
+  a.bias = c.bias + c0;
+  a.out = c.output + ((ptrdiff_t(b) * p.out_h + y0) * p.out_w + x0) * C + c0;
+  a.lo = p.out_min;
+  a.hi = p.out_max;
+  return a;
+}
+
+// One full window (b, wy, wx) of one full channel block, as kSingle's row
+// pieces over a dense copy of its input (PackWindows).
+void SingleWindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_index) {
+  const DepthwiseProblem& p = c.p;
+  const int W = p.window_w, H = p.window_h, K = p.kernel_w, piece = SinglePiece(W);
+  const ptrdiff_t C = p.channels;
+  const ptrdiff_t window_offset[1] = {0};
+  ptrdiff_t k_offset[1], out_offset[kSingleMaxOutputs];
+  const MultiWindowArgs a =
+      PackWindows<1>(c, b, wy * H, wx * W, cb, thread_index, window_offset, k_offset, out_offset);
+  for (int ro = 0; ro < H; ++ro)
+    for (int xo = 0; xo < W; xo += piece) {
+      k_offset[0] = -(ptrdiff_t(ro) * K + xo) * L;
+      for (int o = 0; o < piece; ++o) out_offset[o] = (ptrdiff_t(ro) * p.out_w + xo + o) * C;
+      kSingle[W - 1](a);
+    }
+}
+
+// Window (b, wy, wx) of channel block cb, on whichever path fits it.
+void AnyWindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_index) {
+  const DepthwiseProblem& p = c.p;
+  const bool whole = (wy + 1) * p.window_h <= p.in_h && (wx + 1) * p.window_w <= p.in_w && (cb + 1) * L <= p.channels;
+  if (whole && kMultiWindow && p.window_w <= kMultiMaxWidth && kSingle[p.window_w - 1] != nullptr)
+    SingleWindowTile(c, b, wy, wx, cb, thread_index);
+  else
+    WindowTile(c, b, wy, wx, cb, thread_index);
+}
 
 // A group of kMultiWindows full windows (c.group of them down and across)
 // whose first is window (wy, wx0), of one full channel block (no tail, no
@@ -570,35 +659,14 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
   const DepthwiseProblem& p = c.p;
   const int W = p.window_w, H = p.window_h, K = p.kernel_w;
   constexpr int nwin = kMultiWindows, most = kMultiMaxOutputs;
-  const int y0 = wy * H, x0 = wx0 * W, c0 = cb * L;
+  const int y0 = wy * H, x0 = wx0 * W;
   const ptrdiff_t C = p.channels;
   ptrdiff_t window_offset[nwin];  // same pixel, in the input and in the output
   for (int n = 0; n < nwin; ++n)
     window_offset[n] = (ptrdiff_t(n / c.group.columns) * H * p.in_w + ptrdiff_t(n % c.group.columns) * W) * C;
-  // The windows' input, copied dense as [row][column][window][lanes]: read in
-  // place, NHWC puts every pixel vector on its own cache line at a stride that
-  // maps the windows onto a few L1 sets (measured 2x slower at 28x28x192).
-  float* packed = c.thread_scratch + c.thread_stride * thread_index;
-  const float* src = c.input + ((ptrdiff_t(b) * p.in_h + y0) * p.in_w + x0) * C + c0;
-  float* dst = packed;
-  for (int r = 0; r < H; ++r)
-    for (int x = 0; x < W; ++x)
-      for (int n = 0; n < nwin; ++n, dst += L)
-        Vec::Store(dst, Vec::Load(src + (ptrdiff_t(r) * p.in_w + x) * C + window_offset[n]));
   ptrdiff_t k_offset[kMultiMaxOutputs], out_offset[kMultiMaxOutputs];
-  MultiWindowArgs a{};
-  a.in = packed;
-  a.in_row_stride = ptrdiff_t(W) * nwin * L;
-  a.k = c.weights + (ptrdiff_t(cb) * p.kernel_h + H - 1) * K * L + ptrdiff_t(W - 1) * L;
-  a.k_row_stride = ptrdiff_t(K) * L;
-  a.rows = H;
-  a.k_offset = k_offset;
-  a.out_offset = out_offset;
-  a.window_offset = window_offset;
-  a.bias = c.bias + c0;
-  a.out = c.output + ((ptrdiff_t(b) * p.out_h + y0) * p.out_w + x0) * C + c0;
-  a.lo = p.out_min;
-  a.hi = p.out_max;
+  const MultiWindowArgs a =
+      PackWindows<nwin>(c, b, y0, x0, cb, thread_index, window_offset, k_offset, out_offset);
   // Same-row tiles first, then the columns they leave, row-major (MultiWindowBlock).
   const int same_row_columns = W / most * most;
   const int spanning_outputs = H * (W - same_row_columns);
@@ -808,7 +876,7 @@ void Run(const DepthwiseProblem& p, const float* input, const float* packed_weig
                               NextGroupOffset(c, b, wy0, grouped_columns, cb));
         }
         for (int wy = wy0; wy < std::min(wy0 + band_rows, nwy); ++wy)
-          for (int wx = grouped_columns; wx < nwx; ++wx) WindowTile(c, b, wy, wx, cb, thread_index);
+          for (int wx = grouped_columns; wx < nwx; ++wx) AnyWindowTile(c, b, wy, wx, cb, thread_index);
       }
     };
     Parallel(pool, int64_t(blocks) * p.batch * bands, work);

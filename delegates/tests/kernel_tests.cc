@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -199,20 +200,22 @@ WBMM_TEST(WindowedMatchesDenseMForm) {
 // group only fits with the 32 KB limit. Each shape runs without and with a
 // fused activation clamp (the clamp is applied in the tile's epilogue), with
 // a channel tail (its last block goes window by window), bands of 4, 5 and 9
-// windows (groups plus leftovers) and maps 2 or 3 windows wide, whose groups
+// windows (groups plus leftovers), maps 2 or 3 windows wide, whose groups
 // are 2 x 2 windows (with a window column, a window row or a map edge left
-// over), on 1 and 2 threads.
+// over), and maps one window wide or tall, whose windows go one by one (as
+// same-row tiles where the width splits into 4-7 outputs), on 1 and 2 threads.
 WBMM_TEST(MultiWindowTilesAndClampMatchReference) {
   struct Layout {
     int across, down, extra_h, extra_w, channels, threads;
   };
   const Layout layouts[] = {{4, 2, 0, 0, 16, 1}, {4, 2, 0, 0, 16, 1}, {5, 2, 0, 0, 19, 2}, {9, 2, 0, 0, 19, 2},
-                            {2, 2, 0, 0, 16, 1}, {3, 3, 0, 0, 16, 1}, {2, 2, 1, 0, 19, 2}, {3, 4, 0, 1, 19, 2}};
+                            {2, 2, 0, 0, 16, 1}, {3, 3, 0, 0, 16, 1}, {2, 2, 1, 0, 19, 2}, {3, 4, 0, 1, 19, 2},
+                            {1, 1, 0, 0, 16, 1}, {1, 2, 0, 1, 19, 2}, {3, 1, 1, 0, 16, 1}, {1, 1, 0, 0, 24, 2}};
   Rng rng{2024};
   const int windows[][2] = {{1, 1}, {1, 2}, {2, 2}, {1, 3}, {2, 3}, {7, 7}, {3, 5}, {8, 15}, {14, 14}};
   for (const wbmm::KernelSet* set : AllKernelSets()) {
     for (const auto& window : windows) {
-      for (int variant = 0; variant < 8; ++variant) {
+      for (int variant = 0; variant < int(std::size(layouts)); ++variant) {
         const Layout& layout = layouts[variant];
         const bool clamp = variant % 2 == 1;
         DepthwiseProblem p;

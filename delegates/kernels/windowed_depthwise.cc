@@ -440,7 +440,8 @@ constexpr auto SingleTable(std::index_sequence<I...>) {
                                                                      int(I) + 1, true>
                                                  : nullptr)...}};
 }
-// kSingle[W - 1]: nullptr where W does not split that way (or the ISA has 32 registers).
+// kSingle[W - 1]: nullptr where W does not split that way. Used only where kMultiWindow
+// (16-register ISAs; the others have the full-window blocks).
 const auto kSingle = SingleTable(std::make_index_sequence<kMultiMaxWidth>());
 
 bool MultiWindowFits(const DepthwiseProblem& p) {

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from android_harness.device import Device
-from android_harness.profile import REMOTE_DIR, elf_abi
+from android_harness.profile import REMOTE_DIR, check_built_for
 from wbmm_mobile.errors import BenchmarkFailedError, BenchmarkOutputError, DelegateNotBuiltError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,9 +51,7 @@ def choose_binary(device_abi: str, given: str | Path | None = None) -> Path:
         hint = "make delegate-arm64 ANDROID_NDK_HOME=<NDK> builds it" if device_abi == "arm64-v8a" \
             else "make delegate builds it"
         raise DelegateNotBuiltError(f"{path}: wbmm_kernel_bench not found ({hint})")
-    built_for = elf_abi(path)
-    if built_for is not None and built_for != device_abi:
-        raise DelegateNotBuiltError(f"{path} is built for {built_for}, the device is {device_abi}")
+    check_built_for(path, device_abi)
     return path
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "config_flags",
     "find_benchmark_binary",
     "elf_abi",
+    "check_built_for",
     "BENCHMARK_CACHE_DIR",
     "REMOTE_DIR",
     "runner_script",
@@ -126,6 +127,15 @@ def elf_abi(path: str | Path) -> str | None:
     little = head[5] == 1
     machine = int.from_bytes(head[18:20], "little" if little else "big")
     return _ELF_MACHINES.get(machine)
+
+
+def check_built_for(path: str | Path, device_abi: str | None) -> str | None:
+    """The ABI ``path`` is built for (None when unknown); DelegateNotBuiltError when it is known
+    and differs from ``device_abi`` (None: any ABI goes)."""
+    built_for = elf_abi(path)
+    if device_abi and built_for and built_for != device_abi:
+        raise DelegateNotBuiltError(f"{path} is built for {built_for}, the device is {device_abi}")
+    return built_for
 
 
 def find_benchmark_binary(abi: str, given: str | Path | None = None) -> Path:
@@ -362,10 +372,7 @@ class _DeviceWorker:
         lib = Path(self.plan.delegate_lib)
         if not lib.is_file():
             raise DelegateNotBuiltError(f"{lib}: delegate library not found")
-        lib_abi = elf_abi(lib)
-        device_abi = None if info.is_loopback else info.abi
-        if device_abi and lib_abi and lib_abi != device_abi:
-            raise DelegateNotBuiltError(f"{lib} is built for {lib_abi}, the device is {device_abi}")
+        lib_abi = check_built_for(lib, None if info.is_loopback else info.abi)
         remote = f"{REMOTE_DIR}/lib/{lib_abi or 'unknown'}/{lib.name}"
         synced = device.sync_file(lib, remote, mode=0o755)
         return remote, {"path": str(lib), "sha256": synced.sha256, "abi": lib_abi, "remote": remote}

@@ -222,16 +222,15 @@ int main(int argc, char** argv) {
               100 * speedup / capacity);
 
   if (json != nullptr) {
-    FILE* f = json;
-    std::fprintf(f, "{\"isa\": \"%s\", \"shape\": [%d, %d, %d], \"%s\": %d, \"threads\": %d, \"runs\": %d, "
+    std::fprintf(json, "{\"isa\": \"%s\", \"shape\": [%d, %d, %d], \"%s\": %d, \"threads\": %d, \"runs\": %d, "
                  "\"cold\": %s, \"fmas\": %.0f, \"variants\": [",
                  set->isa, o.height, o.width, o.channels, p.windowed() ? "window" : "kernel",
                  p.windowed() ? o.window : o.kernel, o.threads, o.runs, o.cold ? "true" : "false", fmas);
     for (size_t i = 0; i < variants.size(); ++i)
-      std::fprintf(f, "%s{\"name\": \"%s\", \"median_ms\": %.6f, \"best_ms\": %.6f}", i ? ", " : "",
+      std::fprintf(json, "%s{\"name\": \"%s\", \"median_ms\": %.6f, \"best_ms\": %.6f}", i ? ", " : "",
                    variants[i].name, variants[i].median, variants[i].best);
-    std::fprintf(f, "], \"threads_speedup\": %.4f, \"capacity\": %.4f}\n", speedup, capacity);
-    if (std::fclose(f) != 0) Fail("cannot write " + o.json + ": " + std::strerror(errno));
+    std::fprintf(json, "], \"threads_speedup\": %.4f, \"capacity\": %.4f}\n", speedup, capacity);
+    if (std::fclose(json) != 0) Fail("cannot write " + o.json + ": " + std::strerror(errno));
   }
   return 0;
 }

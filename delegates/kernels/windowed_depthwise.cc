@@ -486,6 +486,7 @@ struct Context {
   WindowGroup group;                        // windowed
   ColumnSplit full_one_row, full_two_rows;  // windowed: a full window's width
   ColumnSplit whole_row;                    // plain: out_w
+  int prefetch_near = 1, prefetch_far = 1;  // windowed: groups ahead (MultiWindowTile, kPrefetchAheadBytes)
 };
 
 // One window of one channel block.
@@ -641,22 +642,32 @@ void AnyWindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_i
 // edge): the windows' outputs in row-major tiles (NextTileOutputs), each a
 // MultiWindowBlock over the windows' whole input.
 //
-// next_group: where the group the caller runs next starts, in floats from the
-// start of the input and of the output (windowed: both have the same shape),
-// or -1. When that group starts new cache lines (the previous channel block
-// did not already bring them), its input lines are asked for into L2 and its
-// output lines for writing, a few at a time between this group's tiles: a
-// group's ~10k FMAs cover the latency, while the group's own copy below would
-// wait on each input line and its stores on each output line (NHWC puts
-// every pixel vector of a block on its own line, at strides the hardware
-// prefetchers do not follow). C++ harness, w=7 56x56x96, with and without
-// it alternating run by run: input, 8 MB touched between runs, medians of
-// six runs 11-15% less (e.g. 0.711 -> 0.611 ms), w=14 and 28x28x192
-// unchanged within noise; output, its lines flushed between runs, medians
-// 0.595 -> 0.520 and 0.616 -> 0.546 ms (28x28x192: 0.348 -> 0.282 ms). Warm,
-// the output prefetch costs 0-5% (interpreter A/B at 28x28x192: 5%); kept,
-// since an op's output has usually left the caches since its last invoke.
-void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int thread_index, ptrdiff_t next_group) {
+// near_group, far_group: where two groups the caller runs later start
+// (c.prefetch_near and c.prefetch_far groups ahead in Run's order), in floats
+// from the start of the input and of the output (windowed: both have the same
+// shape), or -1. When such a group starts new cache lines (the previous
+// channel block did not already bring them), its input lines are asked for
+// into L2 and its output lines for writing, a few at a time between this
+// group's tiles: the near group's second half, the far group's first half,
+// so every group of a band asks for about the same number of lines, at least
+// a group ahead. The group's own copy below would otherwise wait on each input
+// line and its stores on each output line (NHWC puts every pixel vector of a
+// block on its own line, at strides the hardware prefetchers do not follow).
+// C++ harness, w=7 56x56x96, with and without the prefetches alternating run
+// by run (then all of the next group's lines during this group): input, 8 MB
+// touched between runs, medians of six runs 11-15% less (e.g. 0.711 -> 0.611
+// ms), w=14 and 28x28x192 unchanged within noise; output, its lines flushed
+// between runs, medians 0.595 -> 0.520 and 0.616 -> 0.546 ms (28x28x192:
+// 0.348 -> 0.282 ms). Warm, the output prefetch costs 0-5% (interpreter A/B at
+// 28x28x192: 5%); kept, since an op's output has usually left the caches
+// since its last invoke. Spreading them as above instead of all of the next
+// group's during this one: a new-lines group is every other one at 56x56x96,
+// so half the groups asked for twice a group's lines in a burst, one group
+// ahead. Interpreter A/B, medians of three runs of 1500 invokes, outputs
+// bit-identical: w=7 1.03-1.04x at 56x56x96, 1.01-1.07x at 28x28x192,
+// 1.04-1.08x at 14x14x384; w=14 1.00-1.04x; 2 threads 1.00-1.17x.
+void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int thread_index, ptrdiff_t near_group,
+                     ptrdiff_t far_group) {
   const DepthwiseProblem& p = c.p;
   const int W = p.window_w, H = p.window_h, K = p.kernel_w;
   constexpr int nwin = kMultiWindows, most = kMultiMaxOutputs;
@@ -673,21 +684,32 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
   const int spanning_outputs = H * (W - same_row_columns);
   int tiles = H * (W / most);
   for (int left = spanning_outputs; left > 0; left -= NextTileOutputs(left, most)) ++tiles;
-  const int next_rows = H * c.group.rows, next_row_pixels = W * c.group.columns;
+  // A group's pixels, row-major: group_rows rows of group_row_pixels.
+  const int group_rows = H * c.group.rows, group_row_pixels = W * c.group.columns;
+  const int group_pixels = group_rows * group_row_pixels;
+  struct PrefetchStream {
+    const float* input = nullptr;   // the group's first pixel, or nullptr: its lines are not new
+    const float* output = nullptr;
+    int next = 0, end = 0, per_tile = 0;  // its pixels [next, end), per_tile of them per tile
+  };
   auto starts_line = [](const float* vector) { return (reinterpret_cast<uintptr_t>(vector) & 63) < L * sizeof(float); };
-  const float* next_input = next_group >= 0 ? c.input + next_group : nullptr;
-  const float* next_output = next_group >= 0 ? c.output + next_group : nullptr;
-  const bool input_lines = next_input != nullptr && starts_line(next_input);
-  const bool output_lines = next_output != nullptr && starts_line(next_output);
-  const int prefetches_per_tile = input_lines || output_lines ? (next_rows * next_row_pixels + tiles - 1) / tiles : 0;
-  int next_row = 0, next_pixel = 0;
-  auto prefetch_next_group = [&] {
-    for (int i = 0; i < prefetches_per_tile && next_row < next_rows; ++i) {
-      const ptrdiff_t at = ptrdiff_t(next_row) * p.in_w * C + ptrdiff_t(next_pixel) * C;
-      if (input_lines) __builtin_prefetch(next_input + at, 0, 2);
-      if (output_lines) __builtin_prefetch(next_output + at, 1, 2);
-      if (++next_pixel == next_row_pixels) next_pixel = 0, ++next_row;
-    }
+  auto stream = [&](ptrdiff_t group, int first, int end) {
+    PrefetchStream s;
+    if (group < 0) return s;
+    if (starts_line(c.input + group)) s.input = c.input + group;
+    if (starts_line(c.output + group)) s.output = c.output + group;
+    if (s.input != nullptr || s.output != nullptr) s.next = first, s.end = end, s.per_tile = (end - first + tiles - 1) / tiles;
+    return s;
+  };
+  PrefetchStream streams[2] = {stream(near_group, group_pixels / 2, group_pixels), stream(far_group, 0, group_pixels / 2)};
+  auto prefetch_later_groups = [&] {
+    for (PrefetchStream& s : streams)
+      for (int i = 0; i < s.per_tile && s.next < s.end; ++i, ++s.next) {
+        const int row = s.next / group_row_pixels, pixel = s.next - row * group_row_pixels;
+        const ptrdiff_t at = (ptrdiff_t(row) * p.in_w + pixel) * C;
+        if (s.input != nullptr) __builtin_prefetch(s.input + at, 0, 2);
+        if (s.output != nullptr) __builtin_prefetch(s.output + at, 1, 2);
+      }
   };
   auto set_output = [&](int o, int ro, int xo) {
     k_offset[o] = -(ptrdiff_t(ro) * K + xo) * L;
@@ -703,14 +725,14 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
   };
   for (int ro = 0; ro < H; ++ro)
     for (int xo = 0; xo < same_row_columns; xo += most) {
-      prefetch_next_group();
+      prefetch_later_groups();
       for (int o = 0; o < most; ++o) set_output(o, ro, xo + o);
       kMultiSameRow[W - 1](a);
     }
   int ro = 0, xo = same_row_columns;  // the next row-spanning tile's first output
   for (int left = spanning_outputs; left > 0;) {
     const int n = NextTileOutputs(left, most);
-    prefetch_next_group();
+    prefetch_later_groups();
     for (int o = 0; o < n; ++o) {
       set_output(o, ro, xo);
       if (++xo == W) xo = same_row_columns, ++ro;
@@ -817,27 +839,36 @@ void BandTile(const Context& c, int64_t tile, int thread_index) {
   }
 }
 
-// Where the multi-window group that follows (b, wy, wx0, cb) in Run's order
-// starts (further right in the band, else the next channel block's first
-// group, else the next band's), in floats from the start of the input (and of
-// the output: same shape), or -1 past the last full band. A band is
-// c.group.rows window rows. Only a prefetch address: it may be a group
-// another thread runs.
-ptrdiff_t NextGroupOffset(const Context& c, int b, int wy, int wx0, int cb) {
+// Where the multi-window group `steps` groups after (b, wy, wx0, cb) in Run's
+// order starts (a group's successor is the one further right in the band,
+// else the next channel block's first group, else the next band's), in
+// floats from the start of the input (and of the output: same shape), or -1
+// past the last full band. A band is c.group.rows window rows. Only a
+// prefetch address: it may be a group another thread runs.
+ptrdiff_t GroupOffsetAhead(const Context& c, int b, int wy, int wx0, int cb, int steps) {
   const DepthwiseProblem& p = c.p;
-  int wx = wx0 + c.group.columns;
-  if (wx + c.group.columns > p.in_w / p.window_w) {
-    wx = 0;
-    if (++cb == c.blocks) {
-      cb = 0;
-      wy += c.group.rows;
-      if (wy * p.window_h >= p.in_h) wy = 0, ++b;
+  int wx = wx0;
+  for (int step = 0; step < steps; ++step) {
+    wx += c.group.columns;
+    if (wx + c.group.columns > p.in_w / p.window_w) {
+      wx = 0;
+      if (++cb == c.blocks) {
+        cb = 0;
+        wy += c.group.rows;
+        if (wy * p.window_h >= p.in_h) wy = 0, ++b;
+      }
     }
   }
   if (b >= p.batch || (wy + c.group.rows) * p.window_h > p.in_h) return -1;
   return ((ptrdiff_t(b) * p.in_h + ptrdiff_t(wy) * p.window_h) * p.in_w + ptrdiff_t(wx) * p.window_w) * p.channels +
          ptrdiff_t(cb) * L;
 }
+
+// How far ahead MultiWindowTile asks for lines: at most this many bytes of
+// later groups' input and output lines in flight, so they stay in L2 until
+// used: 4 groups ahead at w=7 (~25 KB of lines a group), 2 at w=14 (~100 KB,
+// where 4 was 1-2% slower in interpreter A/B).
+constexpr size_t kPrefetchAheadBytes = 200 * 1024;
 
 template <class Fn>
 void Parallel(ThreadPool* pool, int64_t n, Fn& fn) {
@@ -853,6 +884,11 @@ void Run(const DepthwiseProblem& p, const float* input, const float* packed_weig
     c.full_one_row = SplitColumns(p.window_w, Vec::kMaxColumns);
     c.full_two_rows = SplitColumns(p.window_w, kMaxTwoRowColumns);
     c.group = ChooseWindowGroup(p);
+    if (c.group.rows > 0) {
+      const size_t group_line_bytes = size_t(2) * kMultiWindows * p.window_h * p.window_w * 64;  // input and output
+      c.prefetch_far = int(std::clamp<size_t>(kPrefetchAheadBytes / group_line_bytes, 1, 4));
+      c.prefetch_near = std::max(1, c.prefetch_far / 2);
+    }
     const int nwy = (p.in_h + p.window_h - 1) / p.window_h;
     const int nwx = (p.in_w + p.window_w - 1) / p.window_w;
     // A tile is one band of windows (as many window rows as a group spans) of
@@ -874,7 +910,8 @@ void Run(const DepthwiseProblem& p, const float* input, const float* packed_weig
           if (full_rows)
             for (; grouped_columns + c.group.columns <= full_windows; grouped_columns += c.group.columns)
               MultiWindowTile(c, b, wy0, grouped_columns, cb, thread_index,
-                              NextGroupOffset(c, b, wy0, grouped_columns, cb));
+                              GroupOffsetAhead(c, b, wy0, grouped_columns, cb, c.prefetch_near),
+                              GroupOffsetAhead(c, b, wy0, grouped_columns, cb, c.prefetch_far));
         }
         for (int wy = wy0; wy < std::min(wy0 + band_rows, nwy); ++wy)
           for (int wx = grouped_columns; wx < nwx; ++wx) AnyWindowTile(c, b, wy, wx, cb, thread_index);

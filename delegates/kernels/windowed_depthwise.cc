@@ -665,7 +665,7 @@ void AnyWindowTile(const Context& c, int b, int wy, int wx, int cb, int thread_i
 // so half the groups asked for twice a group's lines in a burst, one group
 // ahead. Interpreter A/B, medians of three runs of 1500 invokes, outputs
 // bit-identical: w=7 1.03-1.04x at 56x56x96, 1.01-1.07x at 28x28x192,
-// 1.04-1.08x at 14x14x384; w=14 1.00-1.04x; 2 threads 1.00-1.17x.
+// 1.04-1.08x at 14x14x384; w=14 1.00-1.04x; 2 threads 0.99-1.17x.
 void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int thread_index, ptrdiff_t near_group,
                      ptrdiff_t far_group) {
   const DepthwiseProblem& p = c.p;

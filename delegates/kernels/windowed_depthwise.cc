@@ -698,10 +698,14 @@ void MultiWindowTile(const Context& c, int b, int wy, int wx0, int cb, int threa
     if (group < 0) return s;
     if (starts_line(c.input + group)) s.input = c.input + group;
     if (starts_line(c.output + group)) s.output = c.output + group;
-    if (s.input != nullptr || s.output != nullptr) s.next = first, s.end = end, s.per_tile = (end - first + tiles - 1) / tiles;
+    if (s.input == nullptr && s.output == nullptr) return s;
+    s.next = first;
+    s.end = end;
+    s.per_tile = (end - first + tiles - 1) / tiles;
     return s;
   };
-  PrefetchStream streams[2] = {stream(near_group, group_pixels / 2, group_pixels), stream(far_group, 0, group_pixels / 2)};
+  PrefetchStream streams[2] = {stream(near_group, group_pixels / 2, group_pixels),
+                               stream(far_group, 0, group_pixels / 2)};
   auto prefetch_later_groups = [&] {
     for (PrefetchStream& s : streams)
       for (int i = 0; i < s.per_tile && s.next < s.end; ++i, ++s.next) {

@@ -152,6 +152,22 @@ def parallel_capacity(n: int = 384, repeats: int = 40) -> float:
     return serial / (time.perf_counter() - start)
 
 
+def source_revision() -> str:
+    """The commit the timed kernels were built from ("-dirty" with uncommitted changes to tracked
+    files), so runs at different commits can be told apart; "unknown" outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if changed else "")
+
+
 def _interpreter(model: bytes, *, kernels: str, delegate=None, threads: int = 1):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -427,6 +443,7 @@ def main(argv=None) -> int:
         "command": "python benchmarks/delegate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started_unix": started,
         "seconds": time.time() - started,
+        "source_revision": source_revision(),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "load_average": os.getloadavg()},
         "delegate_isa": isa,

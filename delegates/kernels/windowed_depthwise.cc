@@ -871,7 +871,7 @@ ptrdiff_t GroupOffsetAhead(const Context& c, int b, int wy, int wx0, int cb, int
 // How far ahead MultiWindowTile asks for lines: at most this many bytes of
 // later groups' input and output lines in flight, so they stay in L2 until
 // used: 4 groups ahead at w=7 (~25 KB of lines a group), 2 at w=14 (~100 KB,
-// where 4 was 1-2% slower in interpreter A/B).
+// where 4 was about 1% slower in interpreter A/B).
 constexpr size_t kPrefetchAheadBytes = 200 * 1024;
 
 template <class Fn>

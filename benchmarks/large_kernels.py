@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from converters import strategy, tflite_io  # noqa: E402
+from converters.layer_models import depthwise_model  # noqa: E402
 from converters.rewrite import RewriteOptions, rewrite_model  # noqa: E402
 from converters.verify import load_interpreter, random_inputs  # noqa: E402
 from wbmm_mobile.hostbench import time_round_robin  # noqa: E402
@@ -102,7 +103,7 @@ def bench_layers(runs: int, with_builtin_rewrites: bool) -> list[dict]:
     for height, width, channels in SHAPES:
         for k in KERNELS:
             shape = strategy.LayerShape(height, width, channels, k)
-            stock = strategy.depthwise_model(shape)
+            stock = depthwise_model(shape)
             name = f"{height}x{width}x{channels} K={k}"
             models = {}
             picks = {}

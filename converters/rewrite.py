@@ -29,7 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from converters import strategy as strategy_mod
-from converters import tflite_io
+from converters import strategy_measure, tflite_io
+from converters.layer_models import single_layer_model
 from converters.rewrites import (_depthwise, depthwise_builtin_kernel, depthwise_custom, depthwise_dilated,
                                 depthwise_halo, depthwise_split, depthwise_windowed, static_shapes)
 from converters.rewrites._graph import GraphEditor, prune_unused
@@ -76,6 +77,7 @@ class RewriteOptions:
     target: str = "xnnpack"
     min_kernel: int = 7
     measure: bool = False
+    strategy_table: Any = None     # what answers `auto`'s measured choices (converters.strategy_table.load_for); None: shipped
     verify: bool = True
     inputs: Sequence[np.ndarray] | str | os.PathLike | None = None   # arrays, or an .npz path
     seed: int = 0
@@ -125,6 +127,7 @@ class RewriteReport:
     ops_before: dict[str, int] = field(default_factory=dict)
     ops_after: dict[str, int] = field(default_factory=dict)
     static_shapes: static_shapes.StaticShapesReport | None = None
+    strategy_table: str | None = None   # the table (and device) `auto` picked from, when not the shipped one
 
     @property
     def rewritten_count(self) -> int:
@@ -155,6 +158,8 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
         options.inputs = load_inputs_npz(options.inputs, bytes(data))
     report = RewriteReport(options.mode, options.target, options.strategy, options.min_kernel,
                            bytes_before=len(data), ops_before=_op_counts(model))
+    timings = _timing_source(options)
+    report.strategy_table = getattr(timings, "description", None)
     if options.mode == "windowed":
         report.warnings.append("windowed mode changes the function: each KxK conv becomes WBMM with window "
                                "(K+1)/2 and sees zeros across window borders (see the measured deviation)")
@@ -168,7 +173,7 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
                 report.static_shapes = static_shapes.rewrite(model, bytes(data))
                 bar.describe("rewriting layers")
             for g in range(len(model.subgraphs)):
-                _rewrite_subgraph(model, g, options, report, custom_layers, bar.advance)
+                _rewrite_subgraph(model, g, options, report, custom_layers, bar.advance, timings)
             # Nothing changed: hand back the input bytes untouched rather than a re-serialisation.
             out = tflite_io.model_to_bytes(model) if report.changed else bytes(data)
         except WbmmError:
@@ -188,6 +193,23 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
                 raise
             bar.advance()
     return RewriteResult(out, report)
+
+
+def _timing_source(options: RewriteOptions):
+    """What answers `auto`'s measured choices: the given table, timings made now (--measure), or None
+    (``converters.strategy`` then reads the shipped table)."""
+    if options.strategy_table is not None:
+        return options.strategy_table
+    if options.measure:
+        return strategy_measure.MeasuredHere(rewrite_one_strategy)
+    return None
+
+
+def rewrite_one_strategy(data: bytes, strategy: str, target: str) -> bytes | None:
+    """``data`` with every depthwise conv rewritten by ``strategy`` (unverified; any kernel size), or None
+    when the strategy refuses them all: the one-layer candidates that ``--measure`` times."""
+    result = rewrite_model(data, RewriteOptions(strategy=strategy, target=target, min_kernel=1, verify=False))
+    return result.model if any(layer.rewritten for layer in result.report.layers) else None
 
 
 class _ProgressBar:
@@ -281,7 +303,7 @@ def load_inputs_npz(path: str | os.PathLike, model: bytes) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- the loop
 
 def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteReport, custom_layers: list,
-                      advance=lambda: None) -> None:
+                      advance=lambda: None, timings=None) -> None:
     graph = model.subgraphs[g]
     if not graph.operators:
         return
@@ -305,7 +327,7 @@ def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteRep
         else:
             chosen = strategy_mod.pick(strategy_mod.LayerShape(layer.x.shape[1], layer.x.shape[2], layer.channels,
                                                                max(layer.kernel_size), layer.padding_name),
-                                       options.target, options.strategy, options.measure)
+                                       options.target, options.strategy, table=timings)
             order, why = chosen.order, chosen.reason
         if order == ("keep",):
             entry.reason = f"kept: {why}"
@@ -375,8 +397,7 @@ def _check_custom_layers(layers: list, make_delegate, seed: int) -> str:
     worst = 0.0
     for layer in layers:
         kernel = layer.kernel.astype(np.float16 if layer.weights_float16 else np.float32)
-        model = strategy_mod.single_layer_model(layer.x.shape, kernel, layer.bias, layer.padding_name,
-                                                layer.activation)
+        model = single_layer_model(layer.x.shape, kernel, layer.bias, layer.padding_name, layer.activation)
         custom = rewrite_model(model, RewriteOptions(strategy="custom", min_kernel=1, verify=False)).model
         x = rng.uniform(-1, 1, size=layer.x.shape).astype(np.float32)
         got = verify.run_tflite(custom, [x], delegate=make_delegate())[0]

@@ -7,14 +7,17 @@ GPU delegate has rejected batched BATCH_MATMUL with a constant operand, so ``spl
 For ``xnnpack`` and ``cpu`` the choice between ``split``, ``dilated``, ``halo``, ``builtin_kernel``
 (XNNPACK only) and keeping the layer is a measurement: either the shipped table
 ``strategy_measurements.json`` (made by ``benchmarks/large_kernels.py
---write-strategy-table`` on the machine it names, nearest shape in log space), or, with
+--write-strategy-table`` on the machine it names, nearest shape in log space), a device's
+table measured by ``wbmm-mobile tune`` (``converters.strategy_table``), or, with
 ``measure=True``, timings of the candidates on a one-layer model of the layer's exact
-shape on this machine. Anything but ``split`` must take at most ``REWRITE_MARGIN`` (or, to
+shape on this machine (``converters.strategy_measure.MeasuredHere``). Whatever answers is
+passed as ``table``: this module holds the policy only and times nothing. Anything but ``split`` must take at most ``REWRITE_MARGIN`` (or, to
 keep the stock conv, ``KEEP_MARGIN``) times split's time to be picked, so timing noise
 never trades a measured ``split`` for a slower choice. On builtin kernels the stock
 depthwise kernel usually wins, and ``auto`` then keeps the layer and says so.
 
-Not for: building the rewrites (``converters/rewrites/``) or the rewrite loop.
+Not for: building the rewrites (``converters/rewrites/``), the rewrite loop, one-layer models
+(``converters.layer_models``) or timing (``converters.strategy_measure``, ``android_harness.tune``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import numpy as np
+from typing import Protocol
 
 from wbmm_mobile import backends
 
@@ -53,7 +55,10 @@ class LayerShape:
 
 
 def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool = False,
-         table_path: Path | None = None) -> Pick:
+         table_path: Path | None = None, table: TimingSource | None = None) -> Pick:
+    """The strategies to try for one layer. ``table`` answers the measured choices (a device's
+    table from ``converters.strategy_table``, or ``converters.strategy_measure.MeasuredHere``
+    for ``measure``); by default the shipped table at ``table_path`` (``TABLE_PATH``)."""
     target = backends.canonical(target, TARGETS, what="target")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -68,18 +73,12 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
         return Pick(("split",), "gpu: the TFLite GPU delegate rejects batched BATCH_MATMUL with a constant "
                                 "operand; split keeps to depthwise convs")
     kernels = target
-    if measure:
-        times = measure_strategies(shape, kernels,
-                                   strategies=("split", "dilated", "halo", "builtin_kernel") if kernels == "xnnpack"
-                                   else ("split", "dilated", "halo"))
-        source = "measured now on this machine"
-    else:
-        nearest, times, machine = lookup(shape, kernels, table_path)
-        if times is None:
-            return Pick(("split", "halo"), f"{kernels}: no shipped measurement; split is the safe default")
-        source = f"shipped table, nearest measured shape {nearest.height}x{nearest.width}x{nearest.channels} " \
-                 f"K={nearest.kernel}, {machine}"
-    return _pick_from_times(times, kernels, source)
+    if measure and table is None:
+        raise ValueError("measure=True times the candidates: pass table=converters.strategy_measure.MeasuredHere(...)")
+    answer = (table or ShippedTable(table_path)).lookup(shape, kernels)
+    if answer.times is None:
+        return Pick(("split", "halo"), f"{kernels}: no {answer.source}; split is the safe default")
+    return _pick_from_times(answer.times, kernels, answer.source)
 
 
 def _pick_from_times(times: dict[str, float], kernels: str, source: str) -> Pick:
@@ -110,95 +109,52 @@ def _load_table(path: str) -> dict:
         return {}
 
 
-def lookup(shape: LayerShape, kernels: str, table_path: Path | None = None):
-    """(nearest measured shape, {strategy: ms}, machine) from the table, nearest in log-space."""
-    table = _load_table(str(table_path or TABLE_PATH))
-    # Tables written before the rename say "builtin" for "cpu".
-    rows = [r for r in table.get("layers", []) if backends.ALIASES.get(r.get("kernels"), r.get("kernels")) == kernels]
-    if not rows:
-        return shape, None, None
+@dataclass(frozen=True)
+class TableAnswer:
+    """What a strategy table says for one layer: the shape whose timings it gives, {strategy: ms}
+    (None: no timings for these kernels; ``source`` then says what is missing), and where they come from."""
+    nearest: LayerShape
+    times: dict[str, float] | None
+    source: str
 
+
+class TimingSource(Protocol):
+    """Anything that answers ``pick`` with timings per strategy: ShippedTable, a device table, MeasuredHere."""
+
+    def lookup(self, shape: LayerShape, kernels: str) -> TableAnswer: ...
+
+
+def nearest_row(rows: list[dict], shape: LayerShape) -> tuple[dict, float]:
+    """The measured row nearest to ``shape`` (log-space; the kernel counts twice) and its distance (0: same shape)."""
     def distance(row) -> float:
         return (abs(math.log(row["height"] * row["width"] / (shape.height * shape.width)))
                 + abs(math.log(row["channels"] / shape.channels)) + 2 * abs(math.log(row["kernel"] / shape.kernel)))
 
     best = min(rows, key=distance)
-    nearest = LayerShape(best["height"], best["width"], best["channels"], best["kernel"])
-    return nearest, best["median_ms"], table.get("machine", "machine unknown")
+    return best, distance(best)
 
 
-def depthwise_model(shape: LayerShape, seed: int = 0, bias: bool = True) -> bytes:
-    """A one-layer .tflite (1xHxWxC float32 -> DEPTHWISE_CONV_2D KxK, seeded weights) built
-    directly with the schema, for timing rewrites of one layer without the TensorFlow converter."""
-    rng = np.random.default_rng(seed)
-    k = shape.kernel
-    kernel = (rng.standard_normal((k, k, shape.channels)) / k).astype(np.float32)
-    b = rng.standard_normal(shape.channels).astype(np.float32) if bias else None
-    return single_layer_model((1, shape.height, shape.width, shape.channels), kernel, b, shape.padding)
+def shape_words(row: dict, distance: float) -> str:
+    """How a table's timings relate to the layer: its own shape, or the nearest one and how far."""
+    measured = f"{row['height']}x{row['width']}x{row['channels']} K={row['kernel']}"
+    if distance == 0:
+        return f"measured shape {measured} (this layer's)"
+    return f"nearest measured shape {measured} (log-distance {distance:.2f})"
 
 
-def single_layer_model(x_shape: tuple[int, ...], kernel: np.ndarray, bias: np.ndarray | None = None,
-                       padding: str = "SAME", activation: int = 0) -> bytes:
-    """A .tflite holding one DEPTHWISE_CONV_2D with this (kh, kw, C) kernel; a float16 kernel is
-    stored as float16 behind a DEQUANTIZE, the converter's float16 layout."""
-    from ai_edge_litert import schema_py_generated as schema
+@dataclass(frozen=True)
+class ShippedTable:
+    """``strategy_measurements.json`` (or another file of its layout): one machine's timings per shape."""
+    path: Path | None = None
 
-    from converters import tflite_io
-    from converters.rewrites._graph import Builtin, GraphEditor, Options
-
-    model = schema.ModelT()
-    model.version = 3
-    model.description = b"wbmm-mobile one-layer depthwise model"
-    model.buffers = [schema.BufferT()]
-    model.operatorCodes = []
-    graph = schema.SubGraphT()
-    graph.tensors, graph.operators = [], []
-    model.subgraphs = [graph]
-    editor = GraphEditor(model, 0)
-    kh, kw, channels = kernel.shape
-    x = editor.tensor("input", tuple(x_shape))
-    w = editor.weight("kernel", kernel.reshape(1, kh, kw, channels), store_float16=kernel.dtype == np.float16)
-    b = editor.constant("bias", np.asarray(bias, dtype=np.float32)) if bias is not None else \
-        editor.constant("bias", np.zeros(channels, dtype=np.float32))
-    valid = padding.upper() == "VALID"
-    out_hw = (x_shape[1] - kh + 1, x_shape[2] - kw + 1) if valid else tuple(x_shape[1:3])
-    out = editor.tensor("output", (x_shape[0], *out_hw, channels))
-    options = schema.DepthwiseConv2DOptionsT()
-    options.padding = schema.Padding.VALID if valid else schema.Padding.SAME
-    options.strideH = options.strideW = options.depthMultiplier = 1
-    options.dilationHFactor = options.dilationWFactor = 1
-    options.fusedActivationFunction = activation
-    editor.op(Builtin.DEPTHWISE_CONV_2D, [x, w, b], [out], Options.DepthwiseConv2DOptions, options)
-    graph.operators = editor.ops
-    graph.inputs = np.array([x.index], dtype=np.int32)
-    graph.outputs = np.array([out.index], dtype=np.int32)
-    signature = schema.SignatureDefT()
-    signature.signatureKey = b"serving_default"
-    signature.subgraphIndex = 0
-    for label, tensor, target in (("input", x, "inputs"), ("output", out, "outputs")):
-        entry = schema.TensorMapT()
-        entry.name = label.encode()
-        entry.tensorIndex = tensor.index
-        setattr(signature, target, [entry])
-    model.signatureDefs = [signature]
-    return tflite_io.model_to_bytes(model)
-
-
-@lru_cache(maxsize=64)
-def measure_strategies(shape: LayerShape, kernels: str, threads: int = 1, runs: int = 20,
-                       strategies: tuple[str, ...] = ("split", "halo")) -> dict[str, float]:
-    """Median ms of each exact rewrite of a one-layer model of ``shape`` (plus the stock conv)."""
-    from converters.rewrite import RewriteOptions, rewrite_model
-    from wbmm_mobile.hostbench import time_model
-
-    stock = depthwise_model(shape)
-    times = {"depthwise": time_model(stock, threads=threads, runs=runs, warmup=3, kernels=kernels,
-                                     progress=False).median_ms}
-    for name in strategies:
-        options = RewriteOptions(strategy=name, target=kernels, min_kernel=1, verify=False)
-        result = rewrite_model(stock, options)
-        if not any(layer.rewritten for layer in result.report.layers):
-            continue
-        times[name] = time_model(result.model, threads=threads, runs=runs, warmup=3, kernels=kernels,
-                                 progress=False).median_ms
-    return times
+    def lookup(self, shape: LayerShape, kernels: str) -> TableAnswer:
+        table = _load_table(str(self.path or TABLE_PATH))
+        # Tables written before the rename say "builtin" for "cpu".
+        rows = [r for r in table.get("layers", [])
+                if backends.ALIASES.get(r.get("kernels"), r.get("kernels")) == kernels]
+        if not rows:
+            return TableAnswer(shape, None, "shipped measurement")
+        best, distance = nearest_row(rows, shape)
+        nearest = LayerShape(best["height"], best["width"], best["channels"], best["kernel"])
+        return TableAnswer(nearest, best["median_ms"], f"shipped table, {shape_words(best, distance)}, "
+                                                       f"{table.get('machine', 'machine unknown')}")

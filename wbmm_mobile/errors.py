@@ -35,6 +35,7 @@ __all__ = [
     "BenchmarkFailedError",
     "BenchmarkFlagsIgnoredError",
     "ResultsFileError",
+    "StrategyTableError",
     "PowerMeasurementError",
 ]
 
@@ -146,3 +147,8 @@ class ResultsFileError(WbmmError, ValueError):
 
 class PowerMeasurementError(WbmmError, RuntimeError):
     """Battery/rail readings that cannot give an energy figure (charging, unreadable, too few samples)."""
+
+
+class StrategyTableError(WbmmError, ValueError):
+    """A strategy table that cannot be used: unreadable, another format or version, or measured on
+    another device, target or thread count than asked (the message says which)."""

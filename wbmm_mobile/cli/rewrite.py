@@ -42,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measure", action="store_true",
                         help="with --strategy auto: time the candidates on this machine for each layer shape "
                              "instead of using the shipped measurements (slower)")
+    parser.add_argument("--strategy-table", metavar="TABLE.json", default=None,
+                        help="with --strategy auto: pick from a device's table measured by `wbmm-mobile tune` "
+                             "(nearest measured shape; a table of another device or thread count is refused)")
+    parser.add_argument("--device", metavar="SERIAL", default=None,
+                        help="with --strategy auto: the device the model is for; its table is looked up in "
+                             "~/.cache/wbmm-mobile/tables (where tune keeps a copy), or checked in --strategy-table")
+    parser.add_argument("--threads", type=at_least(1), default=None, metavar="N",
+                        help="the thread count the model will run at: the table's entry for it (default: the "
+                             "table's only one)")
     parser.add_argument("--inputs", metavar="NPZ", default=None,
                         help="extra verification inputs: an .npz with one array per model input (by input name, "
                              "or in order); seeded random inputs are always used too")
@@ -64,8 +73,12 @@ def run(args: argparse.Namespace) -> int:
 
     # A pipe or CI log gets a wide table rather than rich's 80-column default.
     console = Console() if sys.stdout.isatty() else Console(width=200)
+    table = None
+    if args.strategy_table or args.device:
+        from converters.strategy_table import load_for
+        table = load_for(target=args.target, path=args.strategy_table, device=args.device, threads=args.threads)
     options = RewriteOptions(mode=args.mode, strategy=args.strategy, target=args.target, min_kernel=args.min_kernel,
-                             measure=args.measure, verify=not args.no_verify, inputs=args.inputs, seed=args.seed,
+                             measure=args.measure, strategy_table=table, verify=not args.no_verify, inputs=args.inputs, seed=args.seed,
                              progress=sys.stderr.isatty(), static_shapes=not args.keep_dynamic_shapes)
     # The library draws its own progress bar (on a terminal), so no spinner here.
     result = rewrite_file(args.input, args.output, options, report_path=args.report)
@@ -95,6 +108,8 @@ def print_report(report, console) -> None:
                       f"ops removed" + (f"; left: {'; '.join(folding.left)}" if folding.left else ""))
     elif folding is not None and folding.reason:
         console.print(f"run-time shapes: not folded ({folding.reason})")
+    if report.strategy_table:
+        console.print(f"strategy table: {report.strategy_table}")
     if report.verification_note:
         console.print(f"verification: {report.verification_note}")
     for warning in report.warnings:

@@ -76,8 +76,8 @@ class DeviceIdentity:
 
     def describe(self) -> str:
         where = ", the loopback device (this computer)" if self.loopback else ""
-        return (f"{self.manufacturer} {self.model}".strip() + f" [serial {self.device_id}{where}; {self.soc}, "
-                f"{self.abi}, Android {self.android_version or '?'}], {self.target}, {self.threads} thread"
+        return (f"{self.manufacturer} {self.model}".strip() + f" (serial {self.device_id}{where}; {self.soc}, "
+                f"{self.abi}, Android {self.android_version or '?'}), {self.target}, {self.threads} thread"
                 + ("s" if self.threads != 1 else "") + f", {self.runtime}, {self.library}")
 
     @classmethod

@@ -109,7 +109,8 @@ def print_report(report, console) -> None:
     elif folding is not None and folding.reason:
         console.print(f"run-time shapes: not folded ({folding.reason})")
     if report.strategy_table:
-        console.print(f"strategy table: {report.strategy_table}")
+        from rich.markup import escape
+        console.print(f"strategy table: {escape(report.strategy_table)}")
     if report.verification_note:
         console.print(f"verification: {report.verification_note}")
     for warning in report.warnings:

@@ -267,3 +267,6 @@ def test_bad_input_is_one_line_and_exit_2(models, tmp_path, capsys):
     newer.write_text(json.dumps({"format": strategy_table.FORMAT, "version": 9, "entries": []}))
     assert cli_main(["tune", "--list", str(newer)]) == 2
     assert "version 9" in capsys.readouterr().err
+    assert cli_main(["rewrite", models[0], "-o", str(tmp_path / "o.tflite"), "--strategy-table", str(newer),
+                     "--measure"]) == 2
+    assert "--strategy auto only, without --measure" in capsys.readouterr().err

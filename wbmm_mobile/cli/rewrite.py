@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     table = None
     if args.strategy_table or args.device:
         from converters.strategy_table import load_for
+        from wbmm_mobile.errors import StrategyTableError
+        if args.measure or args.strategy != "auto":
+            raise StrategyTableError("a strategy table answers --strategy auto only, without --measure")
         table = load_for(target=args.target, path=args.strategy_table, device=args.device, threads=args.threads)
     options = RewriteOptions(mode=args.mode, strategy=args.strategy, target=args.target, min_kernel=args.min_kernel,
                              measure=args.measure, strategy_table=table, verify=not args.no_verify, inputs=args.inputs, seed=args.seed,

@@ -189,12 +189,20 @@ def test_resume_onto_another_devices_table_is_refused(tuned, models, binary, tmp
     copy.write_bytes(path.read_bytes())
     with LoopbackDevice(tmp_path / "root", fixture_phone=True) as device:
         set_prop(device, "ro.serialno", "SOMEONE_ELSE")
-        code = cli_main(["tune", "--models", models[1], "--device", device.serial, "--direct", "--runs", "3",
-                         "--warmup", "1", "--benchmark-binary", binary, "--out", str(copy), "--resume", "--no-cache"])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "holds no measurement of this device" in err and "SOMEONE_ELSE" in err and "TUNE0001" in err
-    assert copy.read_bytes() == path.read_bytes()          # nothing lost or changed
+        command = ["tune", "--models", models[1], "--device", device.serial, "--direct", "--runs", "3",
+                   "--warmup", "1", "--benchmark-binary", binary, "--out", str(copy), "--no-cache"]
+        code = cli_main(command + ["--resume"])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "holds no measurement of this device" in err and "SOMEONE_ELSE" in err and "TUNE0001" in err
+        assert copy.read_bytes() == path.read_bytes()          # nothing lost or changed
+        # Without --resume this device gets its own entry; the other device's stays as it was.
+        assert cli_main(command) == 0
+    printed = capsys.readouterr().out
+    assert "1 layer shape(s), 5 candidate(s)" in printed and "5 timed now" in printed
+    entries = strategy_table.load(copy).entries
+    assert [e.identity.hardware_serial for e in entries] == ["TUNE0001", "SOMEONE_ELSE"]
+    assert entries[0].to_dict() == strategy_table.load(path).entries[0].to_dict()
 
 
 def test_a_killed_device_leaves_a_table_that_resume_completes(models, binary, tmp_path):

@@ -19,6 +19,11 @@ def _threads(text: str) -> tuple[int, ...]:
     return _ints(text)
 
 
+def _cooldown(text: str) -> str:
+    from wbmm_mobile.cli.profile import _cooldown
+    return _cooldown(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from wbmm_mobile import backends
 
@@ -43,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated thread counts; one table entry each (default: 1)")
     parser.add_argument("--runs", type=at_least(1), default=50, help="timed runs per candidate (default: 50)")
     parser.add_argument("--warmup", type=at_least(0), default=5, help="warm-up runs per candidate (default: 5)")
-    parser.add_argument("--cooldown", default="0", metavar="SECONDS|temp",
+    parser.add_argument("--cooldown", type=_cooldown, default="0", metavar="SECONDS|temp",
                         help="between runs, as `profile --cooldown` (default: 0)")
     parser.add_argument("--min-kernel", type=at_least(1), default=7, metavar="K",
                         help="tune layers with max(kh, kw) >= K, as `rewrite --min-kernel` (default: 7)")

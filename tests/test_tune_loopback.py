@@ -177,8 +177,11 @@ def test_a_table_of_another_device_or_thread_count_is_refused(tuned, models, tmp
 def test_rewrite_device_finds_the_cached_table(tuned, models, tmp_path, monkeypatch, capsys):
     report, _, _ = tuned
     monkeypatch.setattr(strategy_table, "CACHE_DIR", Path(report.cache_copy).parent)
-    assert cli_main(["rewrite", models[1], "-o", str(tmp_path / "o.tflite"), "--device", "TUNE0001"]) == 0
+    assert cli_main(["rewrite", models[1], "-o", str(tmp_path / "o.tflite"), "--device", "TUNE0001",
+                     "--report", str(tmp_path / "r.json")]) == 0
     assert f"strategy table: {report.cache_copy}" in capsys.readouterr().out.replace("\n", "")
+    layer = json.loads((tmp_path / "r.json").read_text())["layers"][0]
+    assert f"{Path(report.cache_copy).name} (Pixel 7 test unit), measured shape 8x8x16 K=9" in layer["reason"]
     assert cli_main(["rewrite", models[1], "-o", str(tmp_path / "o.tflite"), "--device", "NOPE"]) == 2
     assert "no table of device NOPE" in capsys.readouterr().err
 

@@ -74,14 +74,15 @@ def run(args: argparse.Namespace) -> int:
     # A pipe or CI log gets a wide table rather than rich's 80-column default.
     console = Console() if sys.stdout.isatty() else Console(width=200)
     table = None
-    if args.strategy_table or args.device:
+    if args.strategy_table or args.device or args.threads:
         from converters.strategy_table import load_for
         from wbmm_mobile.errors import StrategyTableError
         if args.measure or args.strategy != "auto":
             raise StrategyTableError("a strategy table answers --strategy auto only, without --measure")
         table = load_for(target=args.target, path=args.strategy_table, device=args.device, threads=args.threads)
     options = RewriteOptions(mode=args.mode, strategy=args.strategy, target=args.target, min_kernel=args.min_kernel,
-                             measure=args.measure, strategy_table=table, verify=not args.no_verify, inputs=args.inputs, seed=args.seed,
+                             measure=args.measure, strategy_table=table, verify=not args.no_verify,
+                             inputs=args.inputs, seed=args.seed,
                              progress=sys.stderr.isatty(), static_shapes=not args.keep_dynamic_shapes)
     # The library draws its own progress bar (on a terminal), so no spinner here.
     result = rewrite_file(args.input, args.output, options, report_path=args.report)

@@ -34,8 +34,9 @@ import numpy as np
 
 from converters.lowerings import DEFAULT_LOWERING, LOWERING_NAMES, get_lowering
 from converters.lowerings.base import WbmmParams, compact
+from converters.reports import LayerReport
 from converters.verify import VerificationResult, compare, dequantize, input_specs, random_inputs, run_tflite, \
-    tolerance_for, tolerances_for_model
+    tolerance_for, tolerances_for_model, wbmm_delegate_factory
 from wbmm_mobile import core
 from wbmm_mobile.errors import ConversionError, CorruptModelError, ModelNotFoundError, UnsupportedLayerError, \
     UnsupportedModelError, VerificationError
@@ -45,19 +46,6 @@ REPRESENTATIVE_SAMPLES = 32
 
 
 # ----------------------------------------------------------------------------- report
-
-@dataclass
-class LayerReport:
-    name: str
-    window: tuple[int, int]
-    channels: int
-    input_hw: tuple[int, int]
-    lowering: str
-    folded: list[str]
-    table_bytes: int          # compact float32 table (+ bias)
-    dense_bytes: int          # dense float32 M (+ bias)
-    numpy_check: dict | None = None   # custom lowering without delegate: per-layer check of the stored op
-
 
 @dataclass
 class ConversionReport:
@@ -473,7 +461,7 @@ def model_facts(data: bytes) -> tuple[Counter, int, list[str]]:
     """(op type counts over all subgraphs, max tensor rank, names of tensors of rank > 4)."""
     from converters import tflite_io
 
-    tree = tflite_io.load_model_bytes(data)
+    tree = tflite_io.load_model(data)
     counts: Counter = Counter()
     max_rank, high = 0, []
     for index, subgraph in enumerate(tree.subgraphs):
@@ -492,7 +480,7 @@ def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers:
     from converters import tflite_io
     from converters.custom_ops import WBMM_OP, unpack_options
 
-    tree = tflite_io.load_model_bytes(data)
+    tree = tflite_io.load_model(data)
     subgraph = tree.subgraphs[0]
     ops = [op for op in subgraph.operators if tflite_io.opcode_name(tree, op.opcodeIndex) == WBMM_OP]
     if len(ops) != len(params):
@@ -522,24 +510,6 @@ def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers:
             raise VerificationError(f"the {WBMM_OP} op stored for layer {p.name!r} disagrees with the Keras layer: "
                                     f"{result.summary()}")
     return results
-
-
-def _load_project_delegate():
-    """The project's C++ delegate when ``delegates.load`` exists and the library is built, else None."""
-    try:
-        import delegates
-        load = getattr(delegates, "load", None)
-        if load is None:
-            from delegates import loader as _loader  # noqa: F401 - another layout of the same package
-            load = getattr(_loader, "load", None)
-    except ImportError:
-        return None, "delegates.load is not available"
-    if load is None:
-        return None, "delegates.load is not available"
-    try:
-        return load(), ""
-    except Exception as exc:  # noqa: BLE001 - any failure means "verify in numpy instead"
-        return None, f"delegate not loaded ({' '.join(str(exc).split())[:120]})"
 
 
 def verify_against_keras(model, data: bytes, precision: str, seed: int = 0, delegate: Any = None,
@@ -598,7 +568,7 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
     if params and strategy.edits_flatbuffer:
         from converters import tflite_io
 
-        tree = tflite_io.load_model_bytes(data)
+        tree = tflite_io.load_model(data)
         notes += strategy.finalize(tree, params)
         compact(tree)
         data = tflite_io.model_to_bytes(tree)
@@ -611,9 +581,9 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
     verification, note, layer_checks = None, "not verified (verify=False)", {}
     if verify:
         if strategy.needs_delegate and params:
-            loaded, why = (delegate, "") if delegate is not None else _load_project_delegate()
-            if loaded is not None:
-                verification = verify_against_keras(model, data, precision, seed, delegate=loaded)
+            make_delegate, why = wbmm_delegate_factory(delegate)
+            if make_delegate is not None:
+                verification = verify_against_keras(model, data, precision, seed, delegate=make_delegate())
                 note = "ai-edge-litert + wbmm delegate vs Keras on seeded random inputs"
             else:
                 keras_layers = {layer.name: layer for layer in _all_layers(model)}
@@ -630,9 +600,11 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
             verification = verify_against_keras(model, data, precision, seed)
             note = "ai-edge-litert (XNNPACK) vs Keras on seeded random inputs"
 
-    layers = [LayerReport(name=p.name, window=p.window, channels=p.channels,
-                          input_hw=(p.input_shape[1], p.input_shape[2]), lowering=lowering, folded=p.folded,
-                          table_bytes=p.table_bytes, dense_bytes=p.dense_bytes, numpy_check=layer_checks.get(p.name))
+    layers = [LayerReport(name=p.name, op="WBMM", kernel=f"{p.window[0]}x{p.window[1]}",
+                          input_shape=[1 if v is None else int(v) for v in p.input_shape], precision=precision,
+                          rewritten=True, strategy=lowering, reason=strategy.summary, window=p.window,
+                          folded=p.folded, table_bytes=p.table_bytes, dense_bytes=p.dense_bytes,
+                          numpy_check=layer_checks.get(p.name))
               for p in params]
     report = ConversionReport(
         model_name=name or getattr(model, "name", "model"), precision=precision, lowering=lowering, layers=layers,
@@ -649,7 +621,7 @@ def _large_depthwise_count(data: bytes, min_kernel: int) -> int:
     from converters import tflite_io
     from converters.rewrites import _depthwise
 
-    tree = tflite_io.load_model_bytes(data)
+    tree = tflite_io.load_model(data)
     count = 0
     for g, subgraph in enumerate(tree.subgraphs):
         for op_index in range(len(subgraph.operators or [])):
@@ -698,7 +670,7 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
             raise CorruptModelError(f"{rep_path}: not a .npy array ({exc})") from exc
 
     if model_path.suffix == ".tflite":
-        from converters.verify import read_model_bytes
+        from converters.tflite_io import read_model_bytes
 
         original = read_model_bytes(model_path)
         if precision != "float32":

@@ -14,6 +14,17 @@ keep the stock conv, ``KEEP_MARGIN``) times split's time to be picked, so timing
 never trades a measured ``split`` for a slower choice. On builtin kernels the stock
 depthwise kernel usually wins, and ``auto`` then keeps the layer and says so.
 
+Integer layers (int8, int16) stay integer (``pick_integer``): ``wbmm`` gets the delegate's
+int8 ``WBMM_DEPTHWISE``; ``xnnpack`` gets ``builtin_kernel`` (TFLite's own int8 kernel,
+integer-only and identical to it) where that is faster than XNNPACK's int8 conv, measured
+with ``measure=True`` or else the shipped int8 rule (XNNPACK's int8 depthwise collapses above
+25 taps: 5x5 0.40 ms against the builtin kernel's 1.50 ms, 7x7 13.9 against 2.55 ms, 13x13
+57.2 against 8.97 ms at 56x56x96, 1 thread, this project's machine); every other target keeps
+the layer. Only with ``allow_float_islands`` does an integer layer fall back to the float
+choices above, run between DEQUANTIZE and QUANTIZE, and never on an integer-only target
+(``INTEGER_ONLY_TARGETS``: NPU-class backends, which run integer models only and place none of
+a float island on the NPU).
+
 Not for: building the rewrites (``converters/rewrites/``) or the rewrite loop.
 """
 
@@ -36,6 +47,20 @@ REWRITE_MARGIN = 0.9   # dilated, halo or builtin_kernel is picked only when it 
 KEEP_MARGIN = 0.9   # the stock conv is kept only when it takes <= 90% of split's time
 
 
+# NPU-class targets: integer models must stay integer there, float islands are refused
+# even when allowed. Names from wbmm_mobile.backends; a new NPU target joins this set.
+INTEGER_ONLY_TARGETS = frozenset({"nnapi", "qualcomm-htp", "ethos-u"})
+INTEGER_PRECISIONS = ("int8", "int16")
+# Kernel size from which TFLite's builtin int8 depthwise kernel beats XNNPACK's int8 one (the
+# figures in the module doc: 5x5 slower, 7x7 5.5x faster).
+INT8_BUILTIN_KERNEL_FROM = 7
+
+
+def integer_only(target: str) -> bool:
+    """True for targets that run integer models only (no float island may be added)."""
+    return target in INTEGER_ONLY_TARGETS
+
+
 @dataclass(frozen=True)
 class Pick:
     """The strategies to try in order for one layer, and why."""
@@ -53,12 +78,18 @@ class LayerShape:
 
 
 def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool = False,
-         table_path: Path | None = None) -> Pick:
+         table_path: Path | None = None, precision: str = "float32", allow_float_islands: bool = False) -> Pick:
     target = backends.canonical(target, TARGETS, what="target")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy != "auto":
         return Pick((strategy,), f"--strategy {strategy} asked for")
+    if precision in INTEGER_PRECISIONS:
+        chosen = pick_integer(shape, target, precision, measure)
+        if chosen.order != ("keep",) or not allow_float_islands or integer_only(target):
+            return chosen
+        fallback = pick(shape, target, "auto", measure, table_path)
+        return Pick(fallback.order, f"{chosen.reason}; --allow-float-islands: {fallback.reason}")
     if target == "wbmm":
         return Pick(("custom", "split"), "wbmm target: the wbmm delegate runs WBMM_DEPTHWISE")
     if target == "nnapi":
@@ -80,6 +111,37 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
         source = f"shipped table, nearest measured shape {nearest.height}x{nearest.width}x{nearest.channels} " \
                  f"K={nearest.kernel}, {machine}"
     return _pick_from_times(times, kernels, source)
+
+
+def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measure: bool = False) -> Pick:
+    """The integer-only choice for an int8/int16 layer on ``target`` (see the module doc)."""
+    if precision == "int8" and target == "wbmm":
+        return Pick(("custom", "builtin_kernel"), "wbmm target: the delegate's int8 WBMM_DEPTHWISE (integer)")
+    if target != "xnnpack":
+        why = {"cpu": "TFLite's builtin integer kernel already runs it",
+               "gpu": "the GPU delegate computes in float whatever the rewrite; no integer rewrite helps it"}.get(
+            target, f"{target} runs the integer conv itself and takes integer models only")
+        return Pick(("keep",), f"{target}, {precision}: {why}")
+    if precision != "int8":
+        return Pick(("keep",), f"xnnpack, {precision}: XNNPACK runs no {precision} conv, so TFLite's builtin "
+                               "kernel already runs it")
+    if measure:
+        from converters.quantized import measure_int8_depthwise
+
+        times = measure_int8_depthwise(shape)
+        timings = f"XNNPACK int8 {times['depthwise']:.2f} ms, builtin_kernel {times['builtin_kernel']:.2f} ms"
+        if times["builtin_kernel"] <= REWRITE_MARGIN * times["depthwise"]:
+            return Pick(("builtin_kernel",), f"xnnpack, int8: builtin_kernel is faster ({timings}; measured now "
+                                             "on this machine)")
+        return Pick(("keep",), f"xnnpack, int8: XNNPACK's own int8 conv is fast enough ({timings}; measured now)")
+    if shape.kernel >= INT8_BUILTIN_KERNEL_FROM:
+        return Pick(("builtin_kernel",), f"xnnpack, int8: builtin_kernel (TFLite's int8 kernel, integer-only) is "
+                                         f"faster than XNNPACK's int8 conv from {INT8_BUILTIN_KERNEL_FROM}x"
+                                         f"{INT8_BUILTIN_KERNEL_FROM} (shipped int8 measurements, 56x56x96: 7x7 "
+                                         "2.55 against 13.9 ms)")
+    return Pick(("keep",), f"xnnpack, int8: XNNPACK's int8 conv is fastest below {INT8_BUILTIN_KERNEL_FROM}x"
+                           f"{INT8_BUILTIN_KERNEL_FROM} (shipped int8 measurements, 56x56x96: 5x5 0.40 against "
+                           "1.50 ms)")
 
 
 def _pick_from_times(times: dict[str, float], kernels: str, source: str) -> Pick:

@@ -156,7 +156,7 @@ def plain_depthwise(tmp_path_factory):
 def _depthwise_kernels(path) -> list[tuple[int, int]]:
     from converters import tflite_io
 
-    tree = tflite_io.read_model(path)
+    tree = tflite_io.load_model(path)
     subgraph = tree.subgraphs[0]
     return [tuple(int(v) for v in subgraph.tensors[op.inputs[1]].shape[1:3]) for op in subgraph.operators
             if tflite_io.opcode_name(tree, op.opcodeIndex) == "DEPTHWISE_CONV_2D"]

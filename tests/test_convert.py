@@ -74,7 +74,7 @@ def wbmm_bn_model():
 
 
 def _tree(data: bytes):
-    return tflite_io.load_model_bytes(data)
+    return tflite_io.load_model(data)
 
 
 def _all_ranks(data: bytes) -> list[int]:
@@ -285,7 +285,7 @@ def test_gather_index_form_follows_the_size_budget():
 def test_custom_without_delegate_checks_each_op_in_numpy(two_layer_model, monkeypatch):
     import converters.keras_convert as kc
 
-    monkeypatch.setattr(kc, "_load_project_delegate", lambda: (None, "no delegate in this test"))
+    monkeypatch.setattr(kc, "wbmm_delegate_factory", lambda given=None: (None, "no delegate in this test"))
     report = convert_keras(two_layer_model, lowering="custom").report
     assert report.needs_delegate and report.verification is None
     assert "needs the wbmm delegate" in report.verification_note and "no delegate in this test" in report.verification_note

@@ -251,6 +251,20 @@ class GraphEditor:
         return out
 
 
+def new_model(description: str) -> GraphEditor:
+    """An editor on a fresh one-subgraph model (buffer 0 empty, no ops yet): for building small
+    test and timing models from scratch. Set ``graph.operators``/``inputs``/``outputs`` after."""
+    model = schema.ModelT()
+    model.version = 3
+    model.description = description.encode()
+    model.buffers = [schema.BufferT()]
+    model.operatorCodes = []
+    graph = schema.SubGraphT()
+    graph.tensors, graph.operators = [], []
+    model.subgraphs = [graph]
+    return GraphEditor(model, 0)
+
+
 def _index(t: Tensor | int | None) -> int:
     if t is None:
         return -1

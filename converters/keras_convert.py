@@ -476,9 +476,17 @@ def model_facts(data: bytes) -> tuple[Counter, int, list[str]]:
 
 def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers: dict[str, Any],
                             seed: int, precision: str) -> list[dict]:
-    """Check each stored WBMM custom op (table, bias, options) in numpy against its Keras layer."""
+    """Check each stored WBMM custom op (table, bias, options) in numpy against its Keras layer.
+
+    An int8 op is read back to real numbers (filter scale per channel, bias at input scale x
+    filter scale), fed inputs drawn inside the central half of its input's int8 range, and its
+    output quantised with the op's output parameters; the Keras layer's output is clipped to
+    that output's range (saturation is the quantised model's, not an error) and the two must
+    agree within two output steps, the int8 policy.
+    """
     from converters import tflite_io
     from converters.custom_ops import WBMM_OP, unpack_options
+    from converters.verify import TensorSpec, quantize
 
     tree = tflite_io.load_model(data)
     subgraph = tree.subgraphs[0]
@@ -490,10 +498,22 @@ def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers:
     for op, p in zip(ops, params):
         options = unpack_options(WBMM_OP, bytes(bytearray(op.customOptions)))
         kernel = tflite_io.constant_value(tree, 0, int(op.inputs[1])).astype(np.float64)[0]
-        table, window = core.kernel_to_table(kernel)
         bias = None if int(op.inputs[2]) < 0 else tflite_io.constant_value(tree, 0, int(op.inputs[2]))
         shape = tuple(1 if v is None else int(v) for v in p.input_shape)
         x = rng.uniform(-1, 1, shape).astype(np.float32)
+        x_t, out_t = subgraph.tensors[int(op.inputs[0])], subgraph.tensors[int(op.outputs[0])]
+        integer = precision == "int8" and x_t.quantization is not None and x_t.quantization.scale is not None
+        if integer:
+            w_scale = np.asarray(subgraph.tensors[int(op.inputs[1])].quantization.scale, np.float64)
+            x_spec = TensorSpec("x", shape, np.dtype(np.int8), float(x_t.quantization.scale[0]),
+                                int(x_t.quantization.zeroPoint[0]))
+            out_spec = TensorSpec("y", shape, np.dtype(np.int8), float(out_t.quantization.scale[0]),
+                                  int(out_t.quantization.zeroPoint[0]))
+            low, high = ((np.array([-128, 127]) - x_spec.zero_point) * x_spec.scale) / 2
+            x = dequantize(quantize(rng.uniform(low, high, shape), x_spec), x_spec)
+            kernel = kernel * w_scale
+            bias = None if bias is None else bias * x_spec.scale * w_scale
+        table, window = core.kernel_to_table(kernel)
         stored = core.wbmm_forward(x.astype(np.float64), table, (options.window_h, options.window_w),
                                    shortcut=options.shortcut, bias=bias)
         layer = keras_layers[p.name]
@@ -504,7 +524,11 @@ def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers:
 
             span = keras.Model(layer.input, keras_layers[p.end_layer].output)
             reference = np.asarray(span(x, training=False), np.float64)
-        result = compare([reference], [stored], tolerance_for(precision), what=f"custom op of layer {p.name!r}")
+        tolerance = tolerance_for(precision, out_spec.scale if integer else None)
+        if integer:
+            stored = dequantize(quantize(stored, out_spec), out_spec)
+            reference = np.clip(reference, *((np.array([-128, 127]) - out_spec.zero_point) * out_spec.scale))
+        result = compare([reference], [stored], tolerance, what=f"custom op of layer {p.name!r}")
         results.append({"layer": p.name, "window": list(window), **result.to_dict()})
         if not result.passed:
             raise VerificationError(f"the {WBMM_OP} op stored for layer {p.name!r} disagrees with the Keras layer: "
@@ -546,7 +570,7 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
     notes: list[str] = []
     warned: list[str] = []
     params, by_layer, replaced = wbmm_params(model, fold_batchnorm=fold_batchnorm,
-                                             fold_shortcut=precision != "int8")
+                                             fold_shortcut=precision != "int8" or strategy.folds_shortcut_at_int8)
     for p in params:
         reason = strategy.check(p, precision)
         if reason:
@@ -582,6 +606,12 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
     if verify:
         if strategy.needs_delegate and params:
             make_delegate, why = wbmm_delegate_factory(delegate)
+            if make_delegate is not None and precision == "int8":
+                from converters.quantized import delegate_runs_int8_custom_ops
+
+                runs_int8, int8_why = delegate_runs_int8_custom_ops(make_delegate)
+                if not runs_int8:
+                    make_delegate, why = None, int8_why
             if make_delegate is not None:
                 verification = verify_against_keras(model, data, precision, seed, delegate=make_delegate())
                 note = "ai-edge-litert + wbmm delegate vs Keras on seeded random inputs"

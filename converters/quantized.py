@@ -101,7 +101,8 @@ def delegate_runs_int8_custom_ops(make_delegate: Callable[[], Any]) -> tuple[boo
     try:
         interpreter = verify.load_interpreter(probe, kernels="xnnpack", delegate=delegate)
     except WbmmError as exc:
-        return False, f"the loaded wbmm delegate does not claim int8 WBMM_DEPTHWISE ({str(exc)[:160]})"
+        detail = str(exc).split("Encountered")[0].split(": ", 1)[-1].strip()[:160]
+        return False, f"the loaded wbmm delegate does not run int8 WBMM_DEPTHWISE ({detail})"
     try:
         import delegates
 

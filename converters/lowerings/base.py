@@ -85,6 +85,9 @@ class Lowering:
     summary = ""
     needs_delegate = False
     edits_flatbuffer = False          # True when finalize() must run on the converted file
+    # int8 keeps the identity shortcut out of the table (``WbmmParams.shortcut_scale``) unless
+    # the lowering's int8 form wants it folded (custom: one per-channel scale per table).
+    folds_shortcut_at_int8 = False
 
     def check(self, params: WbmmParams, precision: str) -> str | None:
         """``None`` when this lowering can deploy ``params`` at ``precision``, else the reason."""

@@ -9,8 +9,18 @@ shortcut is already in the table's centre). Whatever the converter folded into t
 (a following per-channel scale or shift) stays valid, because WBMM is linear in (table, bias);
 a fused activation becomes its own RELU/RELU6 op after the custom op.
 
-The stock interpreter cannot run the result: it needs the delegate (``delegates``). int8 is
-refused (the op reads float tables).
+The stock interpreter cannot run the result: it needs the delegate (``delegates``).
+
+int8 (``--precision int8``): the same placeholder, converted by the TFLite converter at full
+integer, is an int8 DEPTHWISE_CONV_2D whose filter (the table, identity shortcut already in
+its centre tap) is quantised per channel symmetric (scale max|table_c| / 127, zero point 0,
+quantized_dimension 3), whose bias is int32 at input_scale * filter_scale[c], and whose input
+and output scales come from the converter's calibration: exactly how TFLite quantises the
+equivalent op. ``finalize`` keeps those int8 tensors as they are and swaps the op for the
+int8 ``WBMM`` (shortcut flag 0; ``converters/custom_ops.py`` describes the int8 form).
+Calibration sees a 'same' conv of the whole map, which differs from WBMM only where a tap
+crosses a window border; the output scale is therefore the equivalent conv's, not WBMM's own
+(close: both sum the same taps inside each window).
 """
 
 from __future__ import annotations
@@ -29,10 +39,8 @@ class CustomLowering(Lowering):
     edits_flatbuffer = True
     needs_delegate = True
 
-    def check(self, params: WbmmParams, precision: str) -> str | None:
-        if precision == "int8":
-            return "the WBMM custom op reads float32/float16 tables; int8 needs --lowering bmm or gather"
-        return super().check(params, precision)
+    # int8: the identity shortcut goes into the table's centre tap before the table is quantised.
+    folds_shortcut_at_int8 = True
 
     def emit(self, x, p: WbmmParams):
         """A 'same' depthwise conv with the deploy table as kernel: only a marker that
@@ -83,7 +91,10 @@ class CustomLowering(Lowering):
                     bias = tflite_io.constant_value(model, 0, source)
                 if bias is None:
                     raise ConversionError(f"layer {params.name!r}: the placeholder's bias is not a constant")
-                if not np.any(bias) and params.bias is None:
+                integer = subgraph.tensors[int(conv.inputs[0])].type == schema.TensorType.INT8
+                if integer:
+                    pass                                              # int8: the converter's int32 bias as it is
+                elif not np.any(bias) and params.bias is None:
                     bias_index = -1                                   # the converter's zero bias: drop it
                 elif subgraph.tensors[bias_index].type != schema.TensorType.FLOAT32 or bias_index in written_by:
                     bias_index = add_constant(model, subgraph, bias.astype(np.float32), f"{params.marker}/bias",

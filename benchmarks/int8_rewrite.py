@@ -14,10 +14,13 @@
 
 Variants of one row are timed in one process, interleaved invoke by invoke
 (``hostbench.time_round_robin``), median of ``--runs`` invokes after 5 warm-up invokes.
-Results go to ``benchmarks/results/int8_rewrite.json``; ratios are printed. Run by hand, alone
-on the machine:
+Results go to ``benchmarks/results/int8_rewrite.json``; ratios are printed.
+``--write-strategy-table`` times (a) also at 28x28x192 and 14x14x384 and K=31 and stores the
+medians as the int8 table ``auto`` ships (``converters/strategy_measurements_int8.json``).
+Run by hand, alone on the machine:
 
     flock /tmp/wbmm-bench.lock .venv/bin/python benchmarks/int8_rewrite.py [--runs 30] [--part layers|convnext|all]
+    flock /tmp/wbmm-bench.lock .venv/bin/python benchmarks/int8_rewrite.py --part layers --runs 20 --write-strategy-table
 """
 
 from __future__ import annotations
@@ -37,20 +40,21 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from benchmarks.large_kernels import machine, time_interleaved  # noqa: E402
-from converters import tflite_io  # noqa: E402
+from converters import strategy, tflite_io  # noqa: E402
 from converters.quantized import int8_depthwise_model  # noqa: E402
 from converters.rewrite import RewriteOptions, rewrite_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "int8_rewrite.json"
-LAYER_SHAPE = (56, 56, 96)
+LAYER_SHAPES = ((56, 56, 96),)
 LAYER_KERNELS = (5, 7, 13)
+TABLE_SHAPES = ((56, 56, 96), (28, 28, 192), (14, 14, 384))
+TABLE_KERNELS = (5, 7, 13, 31)
 CALIBRATION_IMAGES = 8
 
 
-def bench_layers(runs: int) -> list[dict]:
+def bench_layers(runs: int, shapes=LAYER_SHAPES, kernels=LAYER_KERNELS) -> list[dict]:
     rows = []
-    height, width, channels = LAYER_SHAPE
-    for kernel in LAYER_KERNELS:
+    for (height, width, channels), kernel in ((s, k) for s in shapes for k in kernels):
         stock = int8_depthwise_model(height, width, channels, kernel)
         routed = rewrite_model(stock, RewriteOptions(strategy="builtin_kernel", min_kernel=1))
         auto = rewrite_model(stock, RewriteOptions(target="xnnpack", min_kernel=1, verify=False)).report.layers[0]
@@ -66,6 +70,18 @@ def bench_layers(runs: int) -> list[dict]:
               f"({row['speedup_builtin_kernel_vs_xnnpack']:.2f}x), builtin kernels alone {ms['stock_on_cpu']:.2f} ms; "
               f"auto picks {row['auto_picks']}", flush=True)
     return rows
+
+
+def write_strategy_table(rows: list[dict], path: Path) -> None:
+    layers = [{"kernels": "xnnpack", "height": row["shape"][1], "width": row["shape"][2], "channels": row["shape"][3],
+               "kernel": row["kernel"], "median_ms": {"depthwise": round(row["median_ms"]["xnnpack"], 4),
+                                                      "builtin_kernel": round(row["median_ms"]["builtin_kernel"], 4)}}
+              for row in rows]
+    table = {"machine": machine(), "measured": time.strftime("%Y-%m-%d", time.gmtime()), "precision": "int8",
+             "command": "benchmarks/int8_rewrite.py --part layers --write-strategy-table", "threads": 1,
+             "layers": layers}
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"wrote the int8 strategy table {path}")
 
 
 def _float_tensors(model: bytes) -> list[str]:
@@ -120,15 +136,25 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--part", choices=("layers", "convnext", "all"), default="all")
+    parser.add_argument("--write-strategy-table", action="store_true",
+                        help="time the layers at every table shape and write converters/strategy_measurements_int8.json")
     args = parser.parse_args(argv)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results.update({"machine": machine(), "threads": 1, "runs": args.runs,
-                    "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                    "command": f"benchmarks/int8_rewrite.py --runs {args.runs} --part {args.part}"})
+    # Each part keeps the command and time it was measured with: a later run of one part
+    # leaves the other's figures (and their provenance) as they were.
+    provenance = {"machine": machine(), "threads": 1, "runs": args.runs,
+                  "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "command": f"benchmarks/int8_rewrite.py --runs {args.runs} --part {args.part}"
+                             + (" --write-strategy-table" if args.write_strategy_table else "")}
     if args.part in ("layers", "all"):
-        results["layers"] = bench_layers(args.runs)
+        if args.write_strategy_table:
+            rows = bench_layers(args.runs, TABLE_SHAPES, TABLE_KERNELS)
+            write_strategy_table(rows, strategy.INT8_TABLE_PATH)
+        else:
+            rows = bench_layers(args.runs)
+        results["layers"] = {**provenance, "rows": rows}
     if args.part in ("convnext", "all"):
-        results["convnext_tiny_int8"] = bench_convnext(args.runs)
+        results["convnext_tiny_int8"] = {**provenance, **bench_convnext(args.runs)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(f"wrote {RESULTS}")

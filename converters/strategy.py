@@ -20,7 +20,9 @@ integer-only and identical to it) where that is faster than XNNPACK's int8 conv,
 with ``measure=True`` or else the shipped int8 rule (XNNPACK's int8 depthwise collapses above
 25 taps: 5x5 0.40 ms against the builtin kernel's 1.50 ms, 7x7 13.9 against 2.55 ms, 13x13
 57.2 against 8.97 ms at 56x56x96, 1 thread, this project's machine); every other target keeps
-the layer. Only with ``allow_float_islands`` does an integer layer fall back to the float
+the layer. The int8 timings ship in ``strategy_measurements_int8.json`` (made by
+``benchmarks/int8_rewrite.py --write-strategy-table``; nearest shape as for float); without
+that table the rule is "from 7x7 up". Only with ``allow_float_islands`` does an integer layer fall back to the float
 choices above, run between DEQUANTIZE and QUANTIZE, and never on an integer-only target
 (``INTEGER_ONLY_TARGETS``: NPU-class backends, which run integer models only and place none of
 a float island on the NPU).
@@ -43,6 +45,7 @@ from wbmm_mobile import backends
 TARGETS = ("xnnpack", "cpu", "nnapi", "gpu", "wbmm")   # names from wbmm_mobile.backends
 STRATEGIES = ("auto", "split", "dilated", "halo", "custom", "builtin_kernel")
 TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
+INT8_TABLE_PATH = Path(__file__).with_name("strategy_measurements_int8.json")
 REWRITE_MARGIN = 0.9   # dilated, halo or builtin_kernel is picked only when it takes <= 90% of split's time
 KEEP_MARGIN = 0.9   # the stock conv is kept only when it takes <= 90% of split's time
 
@@ -125,23 +128,29 @@ def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measur
     if precision != "int8":
         return Pick(("keep",), f"xnnpack, {precision}: XNNPACK runs no {precision} conv, so TFLite's builtin "
                                "kernel already runs it")
+    times, source = None, ""
     if measure:
         from converters.quantized import measure_int8_depthwise
 
-        times = measure_int8_depthwise(shape)
+        times, source = measure_int8_depthwise(shape), "measured now on this machine"
+    else:
+        nearest, times, machine = lookup(shape, "xnnpack", INT8_TABLE_PATH)
+        source = f"shipped int8 table, nearest measured shape {nearest.height}x{nearest.width}x{nearest.channels} " \
+                 f"K={nearest.kernel}, {machine}"
+    if times is not None:
         timings = f"XNNPACK int8 {times['depthwise']:.2f} ms, builtin_kernel {times['builtin_kernel']:.2f} ms"
         if times["builtin_kernel"] <= REWRITE_MARGIN * times["depthwise"]:
-            return Pick(("builtin_kernel",), f"xnnpack, int8: builtin_kernel is faster ({timings}; measured now "
-                                             "on this machine)")
-        return Pick(("keep",), f"xnnpack, int8: XNNPACK's own int8 conv is fast enough ({timings}; measured now)")
+            return Pick(("builtin_kernel",), f"xnnpack, int8: builtin_kernel (TFLite's int8 kernel, integer-only) "
+                                             f"is faster ({timings}; {source})")
+        return Pick(("keep",), f"xnnpack, int8: XNNPACK's own int8 conv is fastest ({timings}; {source})")
     if shape.kernel >= INT8_BUILTIN_KERNEL_FROM:
         return Pick(("builtin_kernel",), f"xnnpack, int8: builtin_kernel (TFLite's int8 kernel, integer-only) is "
                                          f"faster than XNNPACK's int8 conv from {INT8_BUILTIN_KERNEL_FROM}x"
-                                         f"{INT8_BUILTIN_KERNEL_FROM} (shipped int8 measurements, 56x56x96: 7x7 "
-                                         "2.55 against 13.9 ms)")
+                                         f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; rule from measurements at "
+                                         "56x56x96: 7x7 2.55 against 13.9 ms)")
     return Pick(("keep",), f"xnnpack, int8: XNNPACK's int8 conv is fastest below {INT8_BUILTIN_KERNEL_FROM}x"
-                           f"{INT8_BUILTIN_KERNEL_FROM} (shipped int8 measurements, 56x56x96: 5x5 0.40 against "
-                           "1.50 ms)")
+                           f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; rule from measurements at 56x56x96: 5x5 "
+                           "0.40 against 1.50 ms)")
 
 
 def _pick_from_times(times: dict[str, float], kernels: str, source: str) -> Pick:

@@ -242,6 +242,23 @@ def test_npu_targets_inherit_the_integer_only_rule():
     assert pick(shape, "wbmm", precision="int8").order == ("custom", "builtin_kernel")
 
 
+def test_auto_reads_the_shipped_int8_table_else_the_rule(monkeypatch, tmp_path):
+    from converters import strategy
+
+    tabled = pick(LayerShape(28, 28, 192, 13), "xnnpack", precision="int8")
+    assert tabled.order == ("builtin_kernel",) and "shipped int8 table" in tabled.reason
+    monkeypatch.setattr(strategy, "INT8_TABLE_PATH", tmp_path / "absent.json")
+    ruled = pick(LayerShape(28, 28, 192, 13), "xnnpack", precision="int8")
+    assert ruled.order == ("builtin_kernel",) and "no int8 table" in ruled.reason
+    assert pick(LayerShape(28, 28, 192, 5), "xnnpack", precision="int8").order == ("keep",)
+
+
+def test_auto_measure_times_the_int8_choice_here():
+    chosen = pick(LayerShape(20, 20, 16, 7), "xnnpack", measure=True, precision="int8")
+    assert chosen.order in (("builtin_kernel",), ("keep",)) and "measured now" in chosen.reason
+    assert "XNNPACK int8" in chosen.reason and "builtin_kernel" in chosen.reason
+
+
 def test_cli_says_mixed_precision_and_refuses_nnapi_islands(tmp_path, capsys):
     from wbmm_mobile.cli import main
 

@@ -39,7 +39,7 @@ import numpy as np
 from converters import strategy as strategy_mod
 from converters import tflite_io
 from converters.rewrites import (_depthwise, depthwise_builtin_kernel, depthwise_custom, depthwise_dilated,
-                                depthwise_halo, depthwise_split, depthwise_windowed, static_shapes)
+                                depthwise_halo, depthwise_split, depthwise_windowed, integer_negation, static_shapes)
 from converters.reports import LayerReport
 from converters.rewrites._graph import GraphEditor, TensorType, prune_unused
 from wbmm_mobile.errors import CorruptModelError, IncompatibleOptionsError, UnsupportedModelError, \
@@ -63,7 +63,9 @@ class Pass:
 # for `auto` to consider it, a column in benchmarks/large_kernels.py's strategy table.
 # Before them, once per model, the graph pass `rewrites/static_shapes.py` (RewriteOptions.
 # static_shapes) turns RESHAPE targets computed at run time into constants, so the layers
-# and everything around them have static shapes XNNPACK can take in one partition.
+# and everything around them have static shapes XNNPACK can take in one partition. For
+# integer-only targets, `rewrites/integer_negation.py` then turns the converter's float NEG
+# islands (int8 LayerNorm) into int8 MULs, so that the model can be integer-only at all.
 PASSES: tuple[Pass, ...] = (
     Pass("windowed", "windowed", depthwise_windowed),
     Pass("custom", "exact", depthwise_custom),
@@ -128,6 +130,8 @@ class RewriteReport:
     precision_note: str = ""
     float_tensors_before: int = 0
     float_tensors_after: int = 0
+    float_negations_made_integer: int = 0   # integer_negation pass (integer-only targets)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def rewritten_count(self) -> int:
@@ -135,7 +139,8 @@ class RewriteReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.rewritten_count or (self.static_shapes and self.static_shapes.folded))
+        return bool(self.rewritten_count or (self.static_shapes and self.static_shapes.folded)
+                    or self.float_negations_made_integer)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -171,6 +176,14 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
                 bar.describe("folding run-time shapes")
                 report.static_shapes = static_shapes.rewrite(model, bytes(data))
                 bar.describe("rewriting layers")
+            if strategy_mod.integer_only(options.target):
+                report.float_negations_made_integer = sum(integer_negation.rewrite(model, g)
+                                                          for g in range(len(model.subgraphs)))
+                if report.float_negations_made_integer:
+                    report.notes.append(
+                        f"{report.float_negations_made_integer} float NEG island(s) the TFLite converter left in the "
+                        f"integer model (DEQUANTIZE -> NEG -> QUANTIZE, LayerNorm) became int8 MULs by -1, so "
+                        f"{options.target} can take them")
             for g in range(len(model.subgraphs)):
                 _rewrite_subgraph(model, g, options, report, custom_layers, bar.advance)
             # Nothing changed: hand back the input bytes untouched rather than a re-serialisation.
@@ -340,7 +353,9 @@ def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteRep
                 custom_layers.append(layer)
             entry.rewritten, entry.strategy, entry.ops_added = True, name, len(editor.ops)
             entry.float_island = layer.integer and getattr(rewrite_pass.module, "NO_INTEGER_FORM", None) is not None
-            entry.reason = "; ".join([why] + refusals)
+            island = [f"a float island: DEQUANTIZE -> float32 ops -> QUANTIZE around the {layer.precision} layer "
+                      "(--allow-float-islands)"] if entry.float_island else []
+            entry.reason = "; ".join([why] + refusals + island)
             break
         else:
             entry.reason = "; ".join(refusals) or "no pass accepted it"

@@ -158,13 +158,20 @@ def test_xnnpack_auto_routes_int8_to_the_builtin_kernel_exactly(name):
 def test_cpu_and_nnapi_keep_integer_layers(target, name):
     original = _models()[name]
     result = rewrite_model(original, RewriteOptions(target=target))
-    assert result.model == original
-    _assert_no_float_added(name, result.model)
     for layer in result.report.layers:
         if layer.kernel == "7x7":
             assert not layer.rewritten and layer.reason.startswith("kept:"), layer
     reason = next(layer.reason for layer in result.report.layers if layer.kernel == "7x7")
     assert ("builtin integer kernel" in reason) if target == "cpu" else ("integer models only" in reason)
+    if target == "cpu" or name != "convnext_like":
+        assert result.model == original
+        _assert_no_float_added(name, result.model)
+    else:   # nnapi: the converter's float NEG island became an int8 MUL; now integer-only
+        assert not _float_tensors(result.model) and result.report.float_negations_made_integer == 1
+        ops, before = _ops(result.model), _ops(original)
+        assert ops["NEG"] == ops["DEQUANTIZE"] == 0 and ops["MUL"] == before["MUL"] + 1
+        assert ops["QUANTIZE"] == before["QUANTIZE"] - 1 and "int8 MULs by -1" in result.report.notes[0]
+        assert _max_steps(original, result.model) == 0 and result.report.verification["max_steps"] == 0
 
 
 @pytest.mark.parametrize("name", ["depthwise", "grouped", "convnext_like"])
@@ -210,6 +217,7 @@ def test_float_islands_only_with_the_option_and_then_mixed_precision(strategy):
     allowed = rewrite_model(original, RewriteOptions(strategy=strategy, allow_float_islands=True))
     report = allowed.report
     assert report.layers[0].rewritten and report.layers[0].float_island and report.mixed_precision
+    assert "a float island: DEQUANTIZE -> float32 ops -> QUANTIZE" in report.layers[0].reason
     ops = _ops(allowed.model)
     assert ops["DEQUANTIZE"] == 1 and ops["QUANTIZE"] == 1 and _float_tensors(allowed.model)
     assert "mixed precision" in report.precision_note and f"{report.bytes_before:,}" in report.precision_note
@@ -306,3 +314,41 @@ def test_int16_convnext_like_keeps_integers_on_every_target():
     for target in ("xnnpack", "cpu", "nnapi", "wbmm"):
         result = rewrite_model(original, RewriteOptions(target=target, verify=target != "wbmm"))
         assert not _float_tensors(result.model), target
+
+
+def _negation_model(out_scale: float, out_zero_point: int, float_output_too: bool = False) -> bytes:
+    """int8 x -> DEQUANTIZE -> NEG -> QUANTIZE -> int8 y, the chain the converter leaves in LayerNorm."""
+    from converters.quantized import quantization
+    from converters.rewrites._graph import Builtin, TensorType, new_model
+
+    editor = new_model("float NEG island")
+    x = editor.tensor("x", (1, 256), TensorType.INT8, quantization(0.02, -11))
+    real = editor.tensor("x_float", (1, 256))
+    negated = editor.tensor("negated", (1, 256))
+    y = editor.tensor("y", (1, 256), TensorType.INT8, quantization(out_scale, out_zero_point))
+    editor.op(Builtin.DEQUANTIZE, [x], [real], version=2)
+    editor.op(Builtin.NEG, [real], [negated])
+    editor.quantize(negated, y)
+    graph = editor.graph
+    graph.operators = editor.ops
+    graph.inputs = np.array([x.index], dtype=np.int32)
+    graph.outputs = np.array([y.index] + ([negated.index] if float_output_too else []), dtype=np.int32)
+    return tflite_io.model_to_bytes(editor.model)
+
+
+@pytest.mark.parametrize("out_scale,out_zero_point,steps", [(0.02, 10, 0), (0.031, -5, 1)])
+def test_integer_negation_replaces_the_float_island(out_scale, out_zero_point, steps):
+    original = _negation_model(out_scale, out_zero_point)
+    x = [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)]             # every int8 code
+    result = rewrite_model(original, RewriteOptions(target="nnapi", inputs=x))
+    assert _ops(result.model) == Counter({"MUL": 1}) and not _float_tensors(result.model)
+    reference = verify.run_tflite(original, x, kernels="cpu")[0].astype(np.int64)
+    candidate = verify.run_tflite(result.model, x, kernels="cpu")[0].astype(np.int64)
+    assert np.abs(reference - candidate).max() <= steps                    # equal scales: exact
+    assert rewrite_model(original, RewriteOptions(target="xnnpack")).model == original   # only for NPUs
+
+
+def test_integer_negation_leaves_a_chain_whose_float_tensor_is_read_elsewhere():
+    original = _negation_model(0.02, 10, float_output_too=True)
+    result = rewrite_model(original, RewriteOptions(target="nnapi"))
+    assert result.report.float_negations_made_integer == 0 and _ops(result.model)["NEG"] == 1

@@ -102,10 +102,12 @@ def print_report(report, console) -> None:
                       f"ops removed" + (f"; left: {'; '.join(folding.left)}" if folding.left else ""))
     elif folding is not None and folding.reason:
         console.print(f"run-time shapes: not folded ({folding.reason})")
+    for note in report.notes:
+        console.print(f"note: {note}")
     if report.verification_note:
         console.print(f"verification: {report.verification_note}")
     if report.mixed_precision:
-        console.print(f"[bold yellow]mixed precision:[/bold yellow] {report.precision_note}")
+        console.print(f"[bold yellow]precision:[/bold yellow] {report.precision_note}")
     for warning in report.warnings:
         if warning not in (report.verification_note, report.precision_note):
             console.print(f"[bold yellow]warning:[/bold yellow] {warning}")

@@ -17,15 +17,16 @@ depthwise kernel usually wins, and ``auto`` then keeps the layer and says so.
 Integer layers (int8, int16) stay integer (``pick_integer``): ``wbmm`` gets the delegate's
 int8 ``WBMM_DEPTHWISE``; ``xnnpack`` gets ``builtin_kernel`` (TFLite's own int8 kernel,
 integer-only and identical to it) where that is faster than XNNPACK's int8 conv, measured
-with ``measure=True`` or else the shipped int8 rule (XNNPACK's int8 depthwise collapses above
-25 taps: 5x5 0.40 ms against the builtin kernel's 1.50 ms, 7x7 13.9 against 2.55 ms, 13x13
-57.2 against 8.97 ms at 56x56x96, 1 thread, this project's machine); every other target keeps
-the layer. The int8 timings ship in ``strategy_measurements_int8.json`` (made by
-``benchmarks/int8_rewrite.py --write-strategy-table``; nearest shape as for float); without
-that table the rule is "from 7x7 up". Only with ``allow_float_islands`` does an integer layer fall back to the float
-choices above, run between DEQUANTIZE and QUANTIZE, and never on an integer-only target
-(``INTEGER_ONLY_TARGETS``: NPU-class backends, which run integer models only and place none of
-a float island on the NPU).
+with ``measure=True`` or else from the shipped int8 table ``strategy_measurements_int8.json``
+(made by ``benchmarks/int8_rewrite.py --write-strategy-table``; nearest shape as for float;
+without it the rule "from 7x7 up", ``INT8_BUILTIN_KERNEL_FROM``); every other target keeps
+the layer. XNNPACK's int8 depthwise collapses above 25 taps even harder than its float one:
+at 56x56x96, 1 thread, it beats the builtin int8 kernel at 5x5 (about 0.4 against 1.5 ms)
+and loses from 7x7 on, by 5x on one of this project's machines and by about 20x on another.
+Only with ``allow_float_islands`` does an integer layer fall back to the float choices above,
+run between DEQUANTIZE and QUANTIZE, and never on an integer-only target
+(``INTEGER_ONLY_TARGETS``: NPU-class backends, which run integer models only and place none
+of a float island on the NPU).
 
 Not for: building the rewrites (``converters/rewrites/``) or the rewrite loop.
 """
@@ -54,8 +55,8 @@ KEEP_MARGIN = 0.9   # the stock conv is kept only when it takes <= 90% of split'
 # even when allowed. Names from wbmm_mobile.backends; a new NPU target joins this set.
 INTEGER_ONLY_TARGETS = frozenset({"nnapi", "qualcomm-htp", "ethos-u"})
 INTEGER_PRECISIONS = ("int8", "int16")
-# Kernel size from which TFLite's builtin int8 depthwise kernel beats XNNPACK's int8 one (the
-# figures in the module doc: 5x5 slower, 7x7 5.5x faster).
+# Kernel size from which TFLite's builtin int8 depthwise kernel beats XNNPACK's int8 one, on
+# every machine measured (the module doc): the rule when no int8 table ships.
 INT8_BUILTIN_KERNEL_FROM = 7
 
 
@@ -146,11 +147,11 @@ def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measur
     if shape.kernel >= INT8_BUILTIN_KERNEL_FROM:
         return Pick(("builtin_kernel",), f"xnnpack, int8: builtin_kernel (TFLite's int8 kernel, integer-only) is "
                                          f"faster than XNNPACK's int8 conv from {INT8_BUILTIN_KERNEL_FROM}x"
-                                         f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; rule from measurements at "
-                                         "56x56x96: 7x7 2.55 against 13.9 ms)")
+                                         f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; the rule measured on every "
+                                         "machine so far)")
     return Pick(("keep",), f"xnnpack, int8: XNNPACK's int8 conv is fastest below {INT8_BUILTIN_KERNEL_FROM}x"
-                           f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; rule from measurements at 56x56x96: 5x5 "
-                           "0.40 against 1.50 ms)")
+                           f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; the rule measured on every machine so "
+                           "far)")
 
 
 def _pick_from_times(times: dict[str, float], kernels: str, source: str) -> Pick:

@@ -13,9 +13,10 @@ Integer layers keep their integers: the RESHAPE reads the layer's own int8 per-c
 filter and its output carries the filter's quantisation (same scales, zero points and
 quantized_dimension), so the builtin int8 kernel computes exactly what it computes on
 the original (0 steps against TFLite's kernel on the original); the bias, input and
-output are the original tensors. Measured on this project's machine, int8 at 56x56x96,
-1 thread: 3.9x faster than XNNPACK's own int8 kernel at 7x7 and 4.8x at 13x13 (XNNPACK's
-int8 depthwise collapses above 25 taps even harder than its float one). int16 (16x8)
+output are the original tensors. Measured int8 at 56x56x96, 1 thread, against XNNPACK's own
+int8 kernel: 3.9x faster at 7x7 and 4.8x at 13x13 on one of this project's machines, 23x and
+27x on another (``benchmarks/int8_rewrite.py``): XNNPACK's int8 depthwise collapses above 25
+taps even harder than its float one. int16 (16x8)
 layers are accepted too, though XNNPACK runs no int16 conv, so there it changes nothing.
 
 Depends on XNNPACK's static-filter rule (LiteRT 2.3): a runtime that delegated

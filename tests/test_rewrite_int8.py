@@ -352,3 +352,43 @@ def test_integer_negation_leaves_a_chain_whose_float_tensor_is_read_elsewhere():
     original = _negation_model(0.02, 10, float_output_too=True)
     result = rewrite_model(original, RewriteOptions(target="nnapi"))
     assert result.report.float_negations_made_integer == 0 and _ops(result.model)["NEG"] == 1
+
+
+def _contract_int8_depthwise(model: bytes, x: np.ndarray) -> np.ndarray:
+    """The WBMM_DEPTHWISE int8 contract (converters/custom_ops.py) evaluated in numpy from the op's
+    own tensors: int32 sum of (x - x_zp) * w plus bias, times x_scale * w_scale[c] / out_scale,
+    rounded, plus out_zp, clamped (and the fused activation's clamp)."""
+    from converters.custom_ops import DepthwiseOptions, unpack_options
+    from wbmm_mobile import core
+
+    tree = tflite_io.load_model(model)
+    graph = tree.subgraphs[0]
+    (op,) = [op for op in graph.operators if tflite_io.opcode_name(tree, op.opcodeIndex) == "WBMM_DEPTHWISE"]
+    options = unpack_options("WBMM_DEPTHWISE", bytes(bytearray(op.customOptions)))
+    assert isinstance(options, DepthwiseOptions)
+    x_t, w_t, b_t = (graph.tensors[int(i)] for i in op.inputs)
+    out_t = graph.tensors[int(op.outputs[0])]
+    w = tflite_io.constant_value(tree, 0, int(op.inputs[1]))[0].astype(np.float64)
+    bias = tflite_io.constant_value(tree, 0, int(op.inputs[2])).astype(np.float64)
+    centred = x.astype(np.float64) - x_t.quantization.zeroPoint[0]
+    acc = core.depthwise_conv2d(centred, w, "same" if options.padding == 0 else "valid", bias)   # exact integers
+    scale = x_t.quantization.scale[0] * np.asarray(w_t.quantization.scale, np.float64) / out_t.quantization.scale[0]
+    out = np.round(acc * scale) + out_t.quantization.zeroPoint[0]
+    low = out_t.quantization.zeroPoint[0] if options.activation in (1, 3) else -128
+    return np.clip(out, low, 127).astype(np.int64)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_emitted_int8_op_computes_the_builtin_kernels_result_by_the_contract(grouped, activation):
+    """Without the C++ kernels: the emitted op's tensors (a grouped conv's filter transposed), run
+    through the contract's arithmetic in numpy, give the builtin int8 kernel's outputs on the
+    original, to within one step (float64 multiplier against TFLite's fixed-point one)."""
+    original = converted_depthwise(7, size=(13, 11), channels=12, quantize="int8", grouped=grouped,
+                                   activation=activation)
+    rewritten = rewrite_model(original, RewriteOptions(target="wbmm", verify=False)).model
+    x = verify.random_inputs(original, 7)
+    reference = verify.run_tflite(original, x, kernels="cpu")[0].astype(np.int64)
+    got = _contract_int8_depthwise(rewritten, x[0])
+    diff = np.abs(got - reference)
+    assert diff.max() <= 1 and np.count_nonzero(diff) / diff.size <= 0.01

@@ -21,19 +21,10 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from converters import tflite_io
-from converters.rewrites._graph import Builtin, Options, TensorType, new_model
+from converters.rewrites._graph import Builtin, Options, TensorType, new_model, quantization
 
 INPUT_SCALE = 1.0 / 127.0
 INPUT_ZERO_POINT = -3     # not 0, so a kernel that forgets the zero point shows it
-
-
-def quantization(scale, zero_point=0, dimension: int = 0) -> schema.QuantizationParametersT:
-    """TFLite quantisation parameters: one (scale, zero point) per tensor, or per channel of ``dimension``."""
-    q = schema.QuantizationParametersT()
-    q.scale = np.atleast_1d(np.asarray(scale, np.float32))
-    q.zeroPoint = np.broadcast_to(np.atleast_1d(np.asarray(zero_point, np.int64)), q.scale.shape).copy()
-    q.quantizedDimension = dimension
-    return q
 
 
 def int8_depthwise_model(height: int, width: int, channels: int, kernel: int, *, seed: int = 0,
@@ -114,4 +105,4 @@ def delegate_runs_int8_custom_ops(make_delegate: Callable[[], Any]) -> tuple[boo
     return True, ""
 
 
-__all__ = ["quantization", "int8_depthwise_model", "measure_int8_depthwise", "delegate_runs_int8_custom_ops"]
+__all__ = ["int8_depthwise_model", "measure_int8_depthwise", "delegate_runs_int8_custom_ops"]

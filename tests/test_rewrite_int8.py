@@ -318,8 +318,7 @@ def test_int16_convnext_like_keeps_integers_on_every_target():
 
 def _negation_model(out_scale: float, out_zero_point: int, float_output_too: bool = False) -> bytes:
     """int8 x -> DEQUANTIZE -> NEG -> QUANTIZE -> int8 y, the chain the converter leaves in LayerNorm."""
-    from converters.quantized import quantization
-    from converters.rewrites._graph import Builtin, TensorType, new_model
+    from converters.rewrites._graph import Builtin, TensorType, new_model, quantization
 
     editor = new_model("float NEG island")
     x = editor.tensor("x", (1, 256), TensorType.INT8, quantization(0.02, -11))

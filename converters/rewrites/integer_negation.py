@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from converters.quantized import quantization
-from converters.rewrites._graph import Builtin, GraphEditor, Options, Tensor, TensorType, builtin_of, prune_unused
+from converters.rewrites._graph import (Builtin, GraphEditor, Options, Tensor, TensorType, builtin_of, prune_unused,
+                                       quantization)
 
 NAME = "integer_negation"
 

@@ -609,12 +609,16 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
             if make_delegate is not None and precision == "int8":
                 from converters.quantized import delegate_runs_int8_custom_ops
 
-                runs_int8, int8_why = delegate_runs_int8_custom_ops(make_delegate)
+                runs_int8, int8_why = delegate_runs_int8_custom_ops(make_delegate, op="WBMM")
                 if not runs_int8:
                     make_delegate, why = None, int8_why
             if make_delegate is not None:
-                verification = verify_against_keras(model, data, precision, seed, delegate=make_delegate())
-                note = "ai-edge-litert + wbmm delegate vs Keras on seeded random inputs"
+                # int8: on a calibration sample, as below (the policy measures the conversion, not
+                # clipping of values the calibration never saw).
+                verification = verify_against_keras(model, data, precision, seed, delegate=make_delegate(),
+                                                    inputs=int8_check_input)
+                note = "ai-edge-litert + wbmm delegate vs Keras on " + (
+                    "the first representative sample" if precision == "int8" else "seeded random inputs")
             else:
                 keras_layers = {layer.name: layer for layer in _all_layers(model)}
                 for check in _custom_ops_numpy_check(data, params, keras_layers, seed, precision):

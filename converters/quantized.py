@@ -28,9 +28,11 @@ INPUT_ZERO_POINT = -3     # not 0, so a kernel that forgets the zero point shows
 
 
 def int8_depthwise_model(height: int, width: int, channels: int, kernel: int, *, seed: int = 0,
-                         padding: str = "SAME", activation: int = 0, custom_op: bool = False) -> bytes:
-    """A .tflite holding one int8 DEPTHWISE_CONV_2D (or, with ``custom_op``, the int8
-    WBMM_DEPTHWISE op with the same tensors) on a 1xHxWxC int8 input, seeded weights."""
+                         padding: str = "SAME", activation: int = 0, custom_op: str | None = None) -> bytes:
+    """A .tflite holding one int8 DEPTHWISE_CONV_2D on a 1xHxWxC int8 input, seeded weights; or, with
+    ``custom_op``, the int8 form of that custom op on the same tensors: ``WBMM_DEPTHWISE`` (the
+    same conv), or ``WBMM`` (the filter as the table of window (K+1)/2, odd K, 'same', no fused
+    activation)."""
     from converters import custom_ops
 
     rng = np.random.default_rng(seed)
@@ -50,10 +52,18 @@ def int8_depthwise_model(height: int, width: int, channels: int, kernel: int, *,
     b = editor.constant("bias", bias_q)
     graph.tensors[b.index].quantization = quantization(INPUT_SCALE * w_scale, 0)
     out = editor.tensor("output", (1, *out_hw, channels), TensorType.INT8, quantization(spread / 127.0, 5))
-    if custom_op:
+    if custom_op == custom_ops.WBMM_OP:
+        if kernel % 2 == 0 or valid or activation:
+            raise ValueError("a WBMM table needs an odd kernel, 'same' padding and no fused activation")
+        window = (kernel + 1) // 2
+        editor.op(Builtin.CUSTOM, [x, w, b], [out], custom=custom_ops.WBMM_OP,
+                  custom_options=custom_ops.WbmmOptions(window, window, shortcut=False).pack())
+    elif custom_op == custom_ops.WBMM_DEPTHWISE_OP:
         padding_code = custom_ops.PADDING_VALID if valid else custom_ops.PADDING_SAME
         editor.op(Builtin.CUSTOM, [x, w, b], [out], custom=custom_ops.WBMM_DEPTHWISE_OP,
                   custom_options=custom_ops.DepthwiseOptions(kernel, kernel, padding_code, activation).pack())
+    elif custom_op is not None:
+        raise ValueError(f"custom_op must be {custom_ops.WBMM_OP!r} or {custom_ops.WBMM_DEPTHWISE_OP!r}, got {custom_op!r}")
     else:
         options = schema.DepthwiseConv2DOptionsT()
         options.padding = schema.Padding.VALID if valid else schema.Padding.SAME
@@ -80,28 +90,21 @@ def measure_int8_depthwise(shape, threads: int = 1, runs: int = 20) -> dict[str,
     return {"depthwise": stats[0].median_ms, "builtin_kernel": stats[1].median_ms}
 
 
-def delegate_runs_int8_custom_ops(make_delegate: Callable[[], Any]) -> tuple[bool, str]:
-    """(True, "") when the delegate from ``make_delegate`` claims an int8 WBMM_DEPTHWISE node;
-    else (False, why). A delegate without int8 kernels leaves the node unclaimed, and TFLite
-    then refuses the model (an unresolved custom op)."""
+def delegate_runs_int8_custom_ops(make_delegate: Callable[[], Any], op: str = "WBMM_DEPTHWISE") -> tuple[bool, str]:
+    """(True, "") when the delegate from ``make_delegate`` claims an int8 ``op`` node (WBMM or
+    WBMM_DEPTHWISE) of a one-op probe model; else (False, why). A delegate without int8 kernels
+    leaves the node unclaimed, and TFLite then refuses the model (an unresolved custom op has no
+    kernel of its own), so a model that loads is one the delegate took."""
     from converters import verify
     from wbmm_mobile.errors import WbmmError
 
-    probe = int8_depthwise_model(8, 8, 4, 7, custom_op=True)
+    probe = int8_depthwise_model(8, 8, 4, 7, custom_op=op)
     delegate = make_delegate()
     try:
-        interpreter = verify.load_interpreter(probe, kernels="xnnpack", delegate=delegate)
+        verify.load_interpreter(probe, kernels="xnnpack", delegate=delegate)
     except WbmmError as exc:
         detail = str(exc).split("Encountered")[0].split(": ", 1)[-1].strip()[:160]
-        return False, f"the loaded wbmm delegate does not run int8 WBMM_DEPTHWISE ({detail})"
-    try:
-        import delegates
-
-        claimed = delegates.delegation_report(interpreter, delegate).count("WBMM_DEPTHWISE")
-    except Exception as exc:  # noqa: BLE001 - a delegate object we cannot ask is judged by running
-        claimed, _ = 1, exc
-    if not claimed:
-        return False, "the loaded wbmm delegate leaves the int8 WBMM_DEPTHWISE node unclaimed"
+        return False, f"the loaded wbmm delegate does not run int8 {op} ({detail})"
     return True, ""
 
 

@@ -26,9 +26,10 @@ def make_delegate():
         delegates.load()
     except DelegateError as exc:            # `make test` builds it; a bare pytest run may not have
         pytest.skip(f"wbmm delegate not available: {exc}")
-    runs, why = delegate_runs_int8_custom_ops(delegates.load)
-    if not runs:
-        pytest.skip(f"the wbmm delegate has no int8 custom-op kernels yet: {why}")
+    for op in ("WBMM_DEPTHWISE", "WBMM"):
+        runs, why = delegate_runs_int8_custom_ops(delegates.load, op)
+        if not runs:
+            pytest.skip(f"the wbmm delegate has no int8 {op} kernel yet: {why}")
     return delegates.load
 
 
@@ -57,7 +58,7 @@ def test_rewritten_int8_layer_runs_on_the_delegate_within_one_step(make_delegate
 @pytest.mark.parametrize("kernel,padding", [(7, "SAME"), (13, "SAME"), (9, "VALID")])
 def test_int8_wbmm_depthwise_matches_the_builtin_kernel(make_delegate, kernel, padding):
     original = int8_depthwise_model(17, 19, 20, kernel, seed=kernel, padding=padding)
-    custom = int8_depthwise_model(17, 19, 20, kernel, seed=kernel, padding=padding, custom_op=True)
+    custom = int8_depthwise_model(17, 19, 20, kernel, seed=kernel, padding=padding, custom_op="WBMM_DEPTHWISE")
     steps, differing = _steps_through_delegate(original, custom, make_delegate)
     assert steps <= 1 and differing <= 0.001
 

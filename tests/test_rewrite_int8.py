@@ -391,3 +391,15 @@ def test_emitted_int8_op_computes_the_builtin_kernels_result_by_the_contract(gro
     got = _contract_int8_depthwise(rewritten, x[0])
     diff = np.abs(got - reference)
     assert diff.max() <= 1 and np.count_nonzero(diff) / diff.size <= 0.01
+
+
+def test_custom_refuses_an_int8_filter_that_is_not_per_channel_symmetric():
+    tree = tflite_io.load_model(int8_layer(False))
+    graph = tree.subgraphs[0]
+    (conv,) = graph.operators
+    q = graph.tensors[int(conv.inputs[1])].quantization
+    q.zeroPoint = np.full(len(q.scale), 3, dtype=np.int64)                 # not symmetric any more
+    broken = tflite_io.model_to_bytes(tree)
+    result = rewrite_model(broken, RewriteOptions(target="wbmm", verify=False))
+    layer = result.report.layers[0]
+    assert layer.strategy == "builtin_kernel" and "per channel with zero points 0" in layer.reason

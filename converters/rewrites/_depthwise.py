@@ -62,6 +62,7 @@ class DepthwiseLayer:
     notes: list[str] = field(default_factory=list)
     filter_index: int = -1             # the op's filter tensor (int8 per-channel for integer layers)
     bias_index: int = -1               # the op's bias tensor, -1 when absent
+    filter_quantization: schema.QuantizationParametersT | None = None
 
     @property
     def padding_name(self) -> str:
@@ -191,7 +192,7 @@ def match(model: schema.ModelT, g: int, op_index: int) -> DepthwiseLayer | None:
         dynamic_batch=bool(signature and signature[0] == -1),
         dynamic_spatial=any(s == -1 for s in signature[1:]),
         output_quantization=out_t.quantization,
-        filter_index=inputs[1], bias_index=bias_index)
+        filter_index=inputs[1], bias_index=bias_index, filter_quantization=w_t.quantization)
 
 
 def check_common(layer: DepthwiseLayer, min_kernel: int) -> str | None:
@@ -233,6 +234,16 @@ def emit_in_float(editor: GraphEditor, layer: DepthwiseLayer,
     out_float = editor.tensor(f"{layer.name}/wbmm/float_output", layer.out.shape)
     body(editor, x_float, out_float)
     editor.quantize(out_float, layer.out)
+
+
+def per_channel_symmetric(layer: DepthwiseLayer) -> bool:
+    """The int8 filter has one scale per channel, on the channel axis, and zero points 0: the
+    weight quantisation of TFLite's int8 spec (and of the WBMM ops' int8 form)."""
+    q = layer.filter_quantization
+    if q is None or q.scale is None or len(q.scale) != layer.channels:
+        return False
+    zero = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0])
+    return not np.any(zero) and int(q.quantizedDimension) == (0 if layer.grouped else 3)
 
 
 def integer_filter(editor: GraphEditor, layer: DepthwiseLayer, name: str) -> Tensor:

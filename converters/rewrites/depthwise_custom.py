@@ -19,7 +19,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from converters import custom_ops
-from converters.rewrites._depthwise import DepthwiseLayer, emit_in_float, integer_filter
+from converters.rewrites._depthwise import DepthwiseLayer, emit_in_float, integer_filter, per_channel_symmetric
 from converters.rewrites._graph import Builtin, GraphEditor, Tensor
 
 NAME = "custom"
@@ -35,6 +35,9 @@ def check(layer: DepthwiseLayer) -> str | None:
         return "WBMM_DEPTHWISE has no int16 form (the delegate's integer kernels follow TFLite's int8 scheme)"
     if layer.integer and layer.filter_index < 0:
         return "the int8 filter is not a constant tensor"
+    if layer.integer and not per_channel_symmetric(layer):
+        return ("the int8 filter is not quantised per channel with zero points 0, the only weight "
+                "quantisation WBMM_DEPTHWISE's int8 form takes (TFLite's own kernel keeps it)")
     return None
 
 

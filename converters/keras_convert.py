@@ -330,7 +330,7 @@ def _take_input(name: str, position: int):
 
 
 @contextlib.contextmanager
-def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], replaced: dict[int, Any]):
+def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], replaced: dict[int, Any], precision: str):
     """The model to hand to the TFLite converter, with WBMM layers lowered."""
     import keras
 
@@ -341,7 +341,7 @@ def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], replaced: di
 
         def clone(layer):
             if id(layer) in by_layer:
-                return lowering.deploy_layer(by_layer[id(layer)])
+                return lowering.deploy_layer(by_layer[id(layer)], precision)
             if id(layer) in replaced:
                 kind = replaced[id(layer)]
                 return _pass_through(layer.name) if kind == "pass" else _take_input(layer.name, kind[1])
@@ -367,7 +367,7 @@ def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], replaced: di
     try:
         for layer in _all_layers(model):
             if id(layer) in by_layer:
-                deploy = lowering.deploy_layer(by_layer[id(layer)])
+                deploy = lowering.deploy_layer(by_layer[id(layer)], precision)
                 object.__setattr__(layer, "call", deploy.call)
                 patched.append(layer)
             elif replaced.get(id(layer)) == "pass":
@@ -586,7 +586,7 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
             warnings.warn(str(w.message), stacklevel=2)
         notes = [n for n in notes if n not in warned]
 
-    with _deploy_model(model, strategy, by_layer, replaced) as deploy:
+    with _deploy_model(model, strategy, by_layer, replaced, precision) as deploy:
         data = to_tflite(deploy, precision, representative)
 
     if params and strategy.edits_flatbuffer:

@@ -199,13 +199,21 @@ def test_custom_int8_emits_the_int8_wbmm_op_with_tflite_quantisation(wbmm_bn_mod
     tree = _tree(result.tflite)
     graph = tree.subgraphs[0]
     assert {t.type for t in graph.tensors} <= {9, 2}                     # INT8, INT32 only
-    (op,) = [op for op in graph.operators if tflite_io.opcode_name(tree, op.opcodeIndex) == WBMM_OP]
+    # The calibration placeholder (windows on the batch axis, a conv, windows back, crop) is gone:
+    # one op from the map to the map, 10x12 in windows of 4x4.
+    assert tflite_io.op_names(tree) == [WBMM_OP]
+    (op,) = graph.operators
     assert unpack_options(WBMM_OP, bytes(bytearray(op.customOptions))).shortcut is False
     x, table, bias, out = (graph.tensors[int(i)] for i in list(op.inputs) + list(op.outputs))
     assert (x.type, table.type, bias.type, out.type) == (9, 9, 2, 9)
     assert list(table.shape) == [1, 7, 7, 8] and table.quantization.quantizedDimension == 3
+    assert list(x.shape) == list(out.shape) == [1, 10, 12, 8]
     assert len(table.quantization.scale) == 8 and not np.any(table.quantization.zeroPoint)
     values = tflite_io.constant_value(tree, 0, int(op.inputs[1])).astype(np.float64)
+    # The stored int8 table is the deploy table (shortcut and BN folded) to within half a step per channel.
+    deploy = wbmm_params(wbmm_bn_model)[0][0].kernel()                    # (7, 7, 8) float
+    half_step = np.asarray(table.quantization.scale) / 2
+    assert np.all(np.abs(values[0] * np.asarray(table.quantization.scale) - deploy) <= half_step * 1.001)
     assert np.abs(values).reshape(-1, 8).max(axis=0).tolist() == [127.0] * 8   # max|table_c| / 127 per channel
     np.testing.assert_allclose(bias.quantization.scale, x.quantization.scale[0] * np.asarray(table.quantization.scale),
                                rtol=1e-6)

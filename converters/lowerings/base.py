@@ -96,8 +96,9 @@ class Lowering:
             return "spatial size unknown at conversion time (the lowering needs static H and W)"
         return None
 
-    def deploy_layer(self, params: WbmmParams):
-        """The Keras layer traced in the WBMM layer's place: ``emit`` under the layer's marker."""
+    def deploy_layer(self, params: WbmmParams, precision: str = "float32"):
+        """The Keras layer traced in the WBMM layer's place: ``emit`` under the layer's marker
+        (``precision`` is the conversion's, for lowerings whose traced ops depend on it)."""
         return deployed_layer(params, self.emit)
 
     def emit(self, x, params: WbmmParams):

@@ -92,7 +92,7 @@ def time_interleaved(variants: dict[str, tuple[bytes, str, int]], runs: int, lab
 
 
 def _builtin_only(model: bytes) -> bool:
-    loaded = tflite_io.load_model_bytes(model)
+    loaded = tflite_io.load_model(model)
     return all(tflite_io.opcode_name(loaded, code_index) != "CUSTOM" and
                loaded.operatorCodes[code_index].customCode is None
                for code_index in range(len(loaded.operatorCodes)))
@@ -219,7 +219,7 @@ def _without_large_depthwise(data: bytes) -> bytes:
     from converters.rewrites import _depthwise
     from converters.rewrites._graph import Builtin, GraphEditor, prune_unused
 
-    model = tflite_io.load_model_bytes(data)
+    model = tflite_io.load_model(data)
     graph = model.subgraphs[0]
     operators = []
     for index, op in enumerate(list(graph.operators)):

@@ -16,6 +16,20 @@ keep the stock conv, ``KEEP_MARGIN``) times split's time to be picked, so timing
 never trades a measured ``split`` for a slower choice. On builtin kernels the stock
 depthwise kernel usually wins, and ``auto`` then keeps the layer and says so.
 
+Integer layers (int8, int16) stay integer (``pick_integer``): ``wbmm`` gets the delegate's
+int8 ``WBMM_DEPTHWISE``; ``xnnpack`` gets ``builtin_kernel`` (TFLite's own int8 kernel,
+integer-only and identical to it) where that is faster than XNNPACK's int8 conv, measured
+with ``measure=True`` or else from the shipped int8 table ``strategy_measurements_int8.json``
+(made by ``benchmarks/int8_rewrite.py --write-strategy-table``; nearest shape as for float;
+without it the rule "from 7x7 up", ``INT8_BUILTIN_KERNEL_FROM``); every other target keeps
+the layer. XNNPACK's int8 depthwise collapses above 25 taps even harder than its float one:
+at 56x56x96, 1 thread, it beats the builtin int8 kernel at 5x5 (about 0.4 against 1.5 ms)
+and loses from 7x7 on, by 5x on one of this project's machines and by about 20x on another.
+Only with ``allow_float_islands`` does an integer layer fall back to the float choices above,
+run between DEQUANTIZE and QUANTIZE, and never on an integer-only target
+(``INTEGER_ONLY_TARGETS``: NPU-class backends, which run integer models only and place none
+of a float island on the NPU).
+
 Not for: building the rewrites (``converters/rewrites/``), the rewrite loop, one-layer models
 (``converters.layer_models``) or timing (``converters.strategy_measure``, ``android_harness.tune``).
 """
@@ -34,8 +48,23 @@ from wbmm_mobile import backends
 TARGETS = ("xnnpack", "cpu", "nnapi", "gpu", "wbmm")   # names from wbmm_mobile.backends
 STRATEGIES = ("auto", "split", "dilated", "halo", "custom", "builtin_kernel")
 TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
+INT8_TABLE_PATH = Path(__file__).with_name("strategy_measurements_int8.json")
 REWRITE_MARGIN = 0.9   # dilated, halo or builtin_kernel is picked only when it takes <= 90% of split's time
 KEEP_MARGIN = 0.9   # the stock conv is kept only when it takes <= 90% of split's time
+
+
+# NPU-class targets: integer models must stay integer there, float islands are refused
+# even when allowed. Names from wbmm_mobile.backends; a new NPU target joins this set.
+INTEGER_ONLY_TARGETS = frozenset({"nnapi", "qualcomm-htp", "ethos-u"})
+INTEGER_PRECISIONS = ("int8", "int16")
+# Kernel size from which TFLite's builtin int8 depthwise kernel beats XNNPACK's int8 one, on
+# every machine measured (the module doc): the rule when no int8 table ships.
+INT8_BUILTIN_KERNEL_FROM = 7
+
+
+def integer_only(target: str) -> bool:
+    """True for targets that run integer models only (no float island may be added)."""
+    return target in INTEGER_ONLY_TARGETS
 
 
 @dataclass(frozen=True)
@@ -55,7 +84,8 @@ class LayerShape:
 
 
 def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool = False,
-         table_path: Path | None = None, table: TimingSource | None = None) -> Pick:
+         table_path: Path | None = None, table: TimingSource | None = None, precision: str = "float32",
+         allow_float_islands: bool = False) -> Pick:
     """The strategies to try for one layer. ``table`` answers the measured choices (a device's
     table from ``converters.strategy_table``, or ``converters.strategy_measure.MeasuredHere``
     for ``measure``); by default the shipped table at ``table_path`` (``TABLE_PATH``)."""
@@ -64,6 +94,12 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy != "auto":
         return Pick((strategy,), f"--strategy {strategy} asked for")
+    if precision in INTEGER_PRECISIONS:
+        chosen = pick_integer(shape, target, precision, measure)
+        if chosen.order != ("keep",) or not allow_float_islands or integer_only(target):
+            return chosen
+        fallback = pick(shape, target, "auto", measure, table_path, table)
+        return Pick(fallback.order, f"{chosen.reason}; --allow-float-islands: {fallback.reason}")
     if target == "wbmm":
         return Pick(("custom", "split"), "wbmm target: the wbmm delegate runs WBMM_DEPTHWISE")
     if target == "nnapi":
@@ -79,6 +115,42 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
     if answer.times is None:
         return Pick(("split", "halo"), f"{kernels}: no {answer.source}; split is the safe default")
     return _pick_from_times(answer.times, kernels, answer.source)
+
+
+def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measure: bool = False) -> Pick:
+    """The integer-only choice for an int8/int16 layer on ``target`` (see the module doc)."""
+    if precision == "int8" and target == "wbmm":
+        return Pick(("custom", "builtin_kernel"), "wbmm target: the delegate's int8 WBMM_DEPTHWISE (integer)")
+    if target != "xnnpack":
+        why = {"cpu": "TFLite's builtin integer kernel already runs it",
+               "gpu": "the GPU delegate computes in float whatever the rewrite; no integer rewrite helps it"}.get(
+            target, f"{target} runs the integer conv itself and takes integer models only")
+        return Pick(("keep",), f"{target}, {precision}: {why}")
+    if precision != "int8":
+        return Pick(("keep",), f"xnnpack, {precision}: XNNPACK runs no {precision} conv, so TFLite's builtin "
+                               "kernel already runs it")
+    times, source = None, ""
+    if measure:
+        from converters.quantized import measure_int8_depthwise
+
+        times, source = measure_int8_depthwise(shape), "measured now on this machine"
+    else:
+        answer = ShippedTable(INT8_TABLE_PATH).lookup(shape, "xnnpack")
+        times, source = answer.times, answer.source.replace("shipped table", "shipped int8 table", 1)
+    if times is not None:
+        timings = f"XNNPACK int8 {times['depthwise']:.2f} ms, builtin_kernel {times['builtin_kernel']:.2f} ms"
+        if times["builtin_kernel"] <= REWRITE_MARGIN * times["depthwise"]:
+            return Pick(("builtin_kernel",), f"xnnpack, int8: builtin_kernel (TFLite's int8 kernel, integer-only) "
+                                             f"is faster ({timings}; {source})")
+        return Pick(("keep",), f"xnnpack, int8: XNNPACK's own int8 conv is fastest ({timings}; {source})")
+    if shape.kernel >= INT8_BUILTIN_KERNEL_FROM:
+        return Pick(("builtin_kernel",), f"xnnpack, int8: builtin_kernel (TFLite's int8 kernel, integer-only) is "
+                                         f"faster than XNNPACK's int8 conv from {INT8_BUILTIN_KERNEL_FROM}x"
+                                         f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; the rule measured on every "
+                                         "machine so far)")
+    return Pick(("keep",), f"xnnpack, int8: XNNPACK's int8 conv is fastest below {INT8_BUILTIN_KERNEL_FROM}x"
+                           f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; the rule measured on every machine so "
+                           "far)")
 
 
 def _pick_from_times(times: dict[str, float], kernels: str, source: str) -> Pick:

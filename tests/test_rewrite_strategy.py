@@ -70,7 +70,10 @@ def test_builtin_kernel_rewrite_keeps_the_conv_behind_a_reshape():
     case = Case.depthwise(13).convert().rewrite(strategy="builtin_kernel")
     case.expect_rewritten("builtin_kernel").expect_ops({"DEPTHWISE_CONV_2D": 1, "RESHAPE": 1})
     case.compare(rtol=1e-5, atol=1e-6).compare(rtol=1e-5, atol=1e-6, kernels="xnnpack").reloads()
-    Case.depthwise(7, quantize="int8").convert().rewrite(strategy="builtin_kernel").expect_left_alone("only float")
+    # int8 keeps its integers: the same int8 filter behind the RESHAPE, identical outputs.
+    Case.depthwise(7, quantize="int8").convert().rewrite(strategy="builtin_kernel") \
+        .expect_rewritten("builtin_kernel").expect_ops({"RESHAPE": 1, "DEPTHWISE_CONV_2D": 1},
+                                                       absent=("DEQUANTIZE", "QUANTIZE")).compare_int8(steps=0)
 
 
 def test_builtin_kernel_turns_a_grouped_conv_into_a_depthwise_conv():

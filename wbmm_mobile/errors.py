@@ -64,6 +64,10 @@ class UnsupportedModelError(WbmmError, ValueError):
     """A model-level property the tool cannot handle (dynamic shapes, dtype, ...)."""
 
 
+class IncompatibleOptionsError(WbmmError, ValueError):
+    """Options that contradict each other or the target (e.g. float islands for an integer-only NPU)."""
+
+
 class ConversionError(WbmmError, RuntimeError):
     """The TFLite converter or a rewrite failed."""
 

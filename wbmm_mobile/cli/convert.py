@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how WBMM layers become TFLite ops: bmm (reshape/transpose + BATCH_MATMUL with a "
                              "constant dense M: fastest with XNNPACK, largest file), gather (compact table in "
                              "the file, M gathered at run time), custom (one WBMM custom op per layer, needs the "
-                             "wbmm delegate) (default: bmm)")
+                             "wbmm delegate; with --precision int8 the op's int8 form, every tensor int8/int32) "
+                             "(default: bmm)")
     parser.add_argument("--representative-data", metavar="NPY", default=None,
                         help="int8 calibration inputs: a .npy of shape (N, H, W, C); without it, seeded random "
                              "inputs are used and a warning is printed (default: none)")

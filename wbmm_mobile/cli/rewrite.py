@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-dynamic-shapes", action="store_true",
                         help="leave RESHAPE targets that the model computes at run time as they are (by default "
                              "they become constants, -1 for the batch, so XNNPACK can take the whole graph)")
+    parser.add_argument("--allow-float-islands", action="store_true",
+                        help="int8/int16 models: also allow the rewrites that have no integer form (split, dilated, "
+                             "halo, windowed), each run in float32 between DEQUANTIZE and QUANTIZE; the model then "
+                             "becomes mixed precision (the report says so, with the size change). Without it "
+                             "integer models stay integer (builtin_kernel, the int8 custom op, or the layer is "
+                             "kept). Refused for integer-only targets (nnapi)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip running the rewritten model against the original (not recommended)")
     parser.add_argument("--report", metavar="report.json", default=None,
@@ -83,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     options = RewriteOptions(mode=args.mode, strategy=args.strategy, target=args.target, min_kernel=args.min_kernel,
                              measure=args.measure, strategy_table=table, verify=not args.no_verify,
                              inputs=args.inputs, seed=args.seed,
-                             progress=sys.stderr.isatty(), static_shapes=not args.keep_dynamic_shapes)
+                             progress=sys.stderr.isatty(), static_shapes=not args.keep_dynamic_shapes,
+                             allow_float_islands=args.allow_float_islands)
     # The library draws its own progress bar (on a terminal), so no spinner here.
     result = rewrite_file(args.input, args.output, options, report_path=args.report)
     print_report(result.report, console)
@@ -115,8 +122,12 @@ def print_report(report, console) -> None:
     if report.strategy_table:
         from rich.markup import escape
         console.print(f"strategy table: {escape(report.strategy_table)}")
+    for note in report.notes:
+        console.print(f"note: {note}")
     if report.verification_note:
         console.print(f"verification: {report.verification_note}")
+    if report.mixed_precision:
+        console.print(f"[bold yellow]precision:[/bold yellow] {report.precision_note}")
     for warning in report.warnings:
-        if warning != report.verification_note:
+        if warning not in (report.verification_note, report.precision_note):
             console.print(f"[bold yellow]warning:[/bold yellow] {warning}")

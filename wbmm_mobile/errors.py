@@ -36,6 +36,8 @@ __all__ = [
     "BenchmarkFlagsIgnoredError",
     "ResultsFileError",
     "PowerMeasurementError",
+    "NpuExtraMissingError",
+    "NpuSetupError",
 ]
 
 
@@ -146,3 +148,11 @@ class ResultsFileError(WbmmError, ValueError):
 
 class PowerMeasurementError(WbmmError, RuntimeError):
     """Battery/rail readings that cannot give an energy figure (charging, unreadable, too few samples)."""
+
+
+class NpuExtraMissingError(WbmmError, ImportError):
+    """An NPU check needs the optional ``npu`` extra (its compilers), which is not installed."""
+
+
+class NpuSetupError(WbmmError, RuntimeError):
+    """The NPU compilers are installed but cannot be made to run here (no C compiler, a library missing)."""

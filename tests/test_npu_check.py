@@ -277,3 +277,53 @@ def test_cli_defaults_are_the_librarys():
 
     assert npu_check._QUALCOMM_DEFAULT.split(",") == list(npu.QUALCOMM_DEFAULT)
     assert npu_check._ETHOS_U_DEFAULT.split(",") == list(npu.ETHOS_U_DEFAULT)
+
+
+# ----------------------------------------------------------------------------- compare
+
+@needs_extra
+def test_compare_shows_placement_next_to_latency(tmp_path):
+    """Real npu-check JSON of two real models, beside hand-written latency records of the same names."""
+    from android_harness.results import ResultsStore
+    from converters.rewrite import RewriteOptions, rewrite_model
+    from tests.test_compare import record
+    from wbmm_mobile.compare import compare, format_table
+
+    models = tmp_path / "models"
+    models.mkdir()
+    base = _write(models, "net", npu_models.transpose_control("int8"))
+    rewritten = rewrite_model(npu_models.depthwise(7), RewriteOptions(strategy="halo", verify=False)).model
+    wbmm = _write(models, "net_wbmm", rewritten)
+    results = tmp_path / "results"
+    ResultsStore(results).extend([record("net", "xnnpack", 10.0), record("net_wbmm", "xnnpack", 5.0)])
+    # Found in the results folder by its name.
+    run = _cli("npu-check", str(base), str(wbmm), "--qualcomm", "SM8650", "--json", str(results / "npu_check.json"))
+    assert run.returncode == 0, run.stderr
+    comparison = compare(results, plots=False)
+    assert comparison.npu_source == str(results / "npu_check.json")
+    text = format_table(comparison)
+    header = next(line for line in text.splitlines() if line.startswith("model"))
+    assert header.index("median ms") < header.index("NPU ops") < header.index("speedup")
+    net_row = next(line for line in text.splitlines() if line.startswith("net ") and "xnnpack" in line)
+    assert "SM8650 2/5, ethos-u55-256 5/5" in net_row
+    wbmm_row = next(line for line in text.splitlines() if line.startswith("net_wbmm "))
+    assert "SM8650 23/23, ethos-u55-256 n/a" in wbmm_row
+    report = (results / "report.md").read_text()
+    assert "## NPU placement" in report and "TRANSPOSE (QNN: has incorrect Rank 6)" in report
+    # Given explicitly (elsewhere) through the CLI.
+    elsewhere = tmp_path / "placement.json"
+    (results / "npu_check.json").rename(elsewhere)
+    assert compare(results, plots=False, report=False).npu == []
+    run = _cli("compare", str(results), "--no-plots", "--npu-check", str(elsewhere))
+    assert run.returncode == 0 and "SM8650 2/5" in run.stdout and "NPU placement (from" in run.stdout
+
+
+def test_compare_refuses_a_file_that_is_not_npu_check_json(tmp_path):
+    from android_harness.results import ResultsStore
+    from tests.test_compare import record
+
+    ResultsStore(tmp_path).extend([record("net", "xnnpack", 10.0)])
+    bad = tmp_path / "other.json"
+    bad.write_text('{"not": "a list"}')
+    run = _cli("compare", str(tmp_path), "--no-plots", "--npu-check", str(bad))
+    assert run.returncode == 2 and "other.json: not npu-check JSON" in run.stderr

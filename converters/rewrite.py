@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from converters import npu_placement
 from converters import strategy as strategy_mod
 from converters import tflite_io
 from converters.rewrites import (_depthwise, depthwise_builtin_kernel, depthwise_custom, depthwise_dilated,
@@ -125,6 +126,7 @@ class RewriteReport:
     ops_before: dict[str, int] = field(default_factory=dict)
     ops_after: dict[str, int] = field(default_factory=dict)
     static_shapes: static_shapes.StaticShapesReport | None = None
+    npu_placement: npu_placement.PlacementReport | None = None    # NPU targets: what the compilers placed
 
     @property
     def rewritten_count(self) -> int:
@@ -160,6 +162,8 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
                                "(K+1)/2 and sees zeros across window borders (see the measured deviation)")
 
     custom_layers: list = []
+    if npu_placement.applies(options.target):
+        report.npu_placement = npu_placement.new_report(options.target)
     with _ProgressBar(options.progress, report.ops_before.get("DEPTHWISE_CONV_2D", 0)
                       + report.ops_before.get("CONV_2D", 0) + (1 if options.verify else 0)) as bar:
         try:
@@ -179,6 +183,9 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
             raise CorruptModelError(f"{name}: malformed model ({type(exc).__name__}: {exc})"[:300]) from exc
         report.bytes_after = len(out)
         report.ops_after = _op_counts(tflite_io.load_model_bytes(out, "the rewritten model"))
+        if report.npu_placement is not None:
+            bar.describe("compiling for the NPU targets")
+            npu_placement.confirm(bytes(data), out, report.npu_placement, report.changed)
         if options.verify:
             bar.describe("verifying against the original")
             try:
@@ -307,6 +314,8 @@ def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteRep
                                                                max(layer.kernel_size), layer.padding_name),
                                        options.target, options.strategy, options.measure)
             order, why = chosen.order, chosen.reason
+        if report.npu_placement is not None:      # NPU targets: decided by compiling each candidate
+            order, why = npu_placement.choose(model, g, index, layer, order, why, options, report.npu_placement)
         if order == ("keep",):
             entry.reason = f"kept: {why}"
             continue

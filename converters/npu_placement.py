@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["NPU_TARGETS", "applies", "npu_targets", "new_report", "LayerPlacement", "PlacementReport", "choose",
-           "confirm", "layer_model"]
+           "confirm", "layer_model", "check_converted"]
 
 # Backend names (wbmm_mobile.backends) that are decided by compiling.
 NPU_TARGETS = ("qualcomm-htp", "ethos-u")
@@ -285,3 +285,19 @@ def confirm(original: bytes, rewritten: bytes, report: PlacementReport, changed:
                           for t in report.after)
     report.summary = (f"checked by compiling the rewritten model: {placement}; "
                       + ("no op left the NPU" if not worse else "ops LEFT the NPU: " + "; ".join(worse)))
+
+
+# ----------------------------------------------------------------------------- convert: a lowering's placement
+
+def check_converted(data: bytes, target: str, lowering: str) -> dict:
+    """A converted model's placement on every target of ``target``; UnsupportedModelError naming the
+    ops and the compiler's reasons when any op is left off the NPU (a WBMM lowering has no conv to
+    fall back to, so a lowering that leaves the NPU is refused as a whole)."""
+    from wbmm_mobile.errors import UnsupportedModelError
+
+    with tempfile.TemporaryDirectory(prefix="wbmm-placement-") as tmp:
+        checks = _compile(data, npu_targets(target), Path(tmp), "converted")
+    refusal = _all_on_npu(checks)
+    if refusal:
+        raise UnsupportedModelError(f"--lowering {lowering} leaves the NPU for --target {target}: {refusal}"[:400])
+    return {t: _facts(c) for t, c in checks.items()}

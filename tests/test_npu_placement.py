@@ -142,3 +142,51 @@ def test_cli_rewrite_for_ethos_u_says_where_the_ops_run(tmp_path):
     assert data["target"] == "ethos-u" and data["npu_placement"]["confirmed"] is True
     assert data["npu_placement"]["npu_targets"] == ["ethos-u:ethos-u55-256"]
     assert data["npu_placement"]["summary"].startswith("checked by compiling the rewritten model")
+
+
+@pytest.fixture(scope="module")
+def wbmm_keras_int8(tmp_path_factory):
+    """One WBMM layer (window 4 on 16x16x8), saved, with calibration data for an int8 conversion."""
+    import keras
+
+    from wbmm_mobile.layers import WBMM
+
+    folder = tmp_path_factory.mktemp("npu_convert")
+    inp = keras.Input((16, 16, 8), batch_size=1)
+    model = keras.Model(inp, WBMM(4, use_bias=True, name="w")(inp))
+    rng = np.random.default_rng(7)
+    for weight in model.weights:
+        weight.assign(rng.uniform(-0.3, 0.3, weight.shape).astype(np.float32))
+    model.save(folder / "one.keras")
+    np.save(folder / "calib.npy", rng.uniform(-1, 1, (16, 16, 16, 8)).astype(np.float32))
+    return folder
+
+
+def test_convert_for_ethos_u_checks_the_lowering_by_compiling(wbmm_keras_int8, tmp_path, capsys):
+    from wbmm_mobile.cli import main
+
+    source, calib = wbmm_keras_int8 / "one.keras", wbmm_keras_int8 / "calib.npy"
+    assert main(["convert", str(source), "-o", str(tmp_path / "bmm"), "--precision", "int8", "--representative-data",
+                 str(calib), "--target", "ethos-u"]) == 0
+    report = json.loads((tmp_path / "bmm" / "report.json").read_text())
+    facts = report["npu_placement"]["ethos-u:ethos-u55-256"]
+    assert facts["ops_npu"] == facts["ops_total"] > 1 and facts["estimate_ms"] > 0
+    assert "NPU placement (checked by compiling): ethos-u:ethos-u55-256" in capsys.readouterr().out
+    # gather's GATHER stays on the Ethos-U's CPU: refused with Vela's words, nothing written.
+    code = main(["convert", str(source), "-o", str(tmp_path / "gather"), "--precision", "int8",
+                 "--representative-data", str(calib), "--lowering", "gather", "--target", "ethos-u"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--lowering gather leaves the NPU for --target ethos-u" in err and "GATHER" in err
+    assert not (tmp_path / "gather" / "one.tflite").exists()
+    code = main(["convert", str(source), "-o", str(tmp_path / "custom"), "--lowering", "custom",
+                 "--target", "qualcomm-htp"])
+    assert code == 2 and "no NPU compiler takes" in capsys.readouterr().err
+
+
+def test_convert_for_the_htp_accepts_bmm_on_both_socs(wbmm_keras_int8, tmp_path):
+    from wbmm_mobile.cli import main
+
+    assert main(["convert", str(wbmm_keras_int8 / "one.keras"), "-o", str(tmp_path), "--target", "qualcomm-htp"]) == 0
+    placement = json.loads((tmp_path / "report.json").read_text())["npu_placement"]
+    assert set(placement) == {"qualcomm:SM8650", "qualcomm:SM8750"}
+    assert all(f["ops_npu"] == f["ops_total"] > 1 for f in placement.values())

@@ -256,7 +256,7 @@ def choose(model, g: int, index: int, layer, order: tuple[str, ...], why: str, o
 # ----------------------------------------------------------------------------- confirm on the whole model
 
 def _facts(check) -> dict:
-    return {"status": check.status, "ops_npu": check.ops_npu, "ops_total": check.ops_total,
+    return {"status": check.status, "note": check.note, "ops_npu": check.ops_npu, "ops_total": check.ops_total,
             "partitions": check.partitions, "estimate_ms": check.estimate_ms,
             "cpu_by_type": {k: v.cpu for k, v in check.per_op.items() if v.cpu}}
 
@@ -277,7 +277,11 @@ def confirm(original: bytes, rewritten: bytes, report: PlacementReport, changed:
     report.confirmed = not worse
 
     def ops(facts: dict) -> str:
-        return "n/a (float model)" if facts["status"] == "not-applicable" else f"{facts['ops_npu']}/{facts['ops_total']}"
+        if facts["status"] == "not-applicable":
+            return "n/a (float model)"
+        if facts["status"] in ("failed", "refused"):
+            return f"{facts['status']} ({facts['note'][:120]})"
+        return f"{facts['ops_npu']}/{facts['ops_total']}"
 
     placement = ", ".join(f"{t} {ops(report.before[t])} -> {ops(report.after[t])}"
                           + (f" (Vela {report.before[t]['estimate_ms']:.3f} -> {report.after[t]['estimate_ms']:.3f} ms)"

@@ -126,8 +126,11 @@ def check(model_path: str | Path, config: str = "ethos-u55-256", *, timeout: flo
         compiled = sorted(Path(tmp).glob("*_vela.tflite"))
         summaries = sorted(Path(tmp).glob("*_summary_*.csv"))
         if run.returncode != 0 or not compiled:
-            lines = [line for line in (run.stderr + run.stdout).splitlines() if line.strip()]
-            result.note = f"Vela failed (exit {run.returncode}): {lines[-1][:300] if lines else 'no output'}"
+            # Vela's own error is the last "Error" line of stderr (stdout ends with its config warnings).
+            lines = [line.strip() for line in run.stderr.splitlines() if line.strip()]
+            errors = [line for line in lines if "Error" in line] or lines or \
+                [line for line in run.stdout.splitlines() if line.strip()]
+            result.note = f"Vela failed (exit {run.returncode}): {errors[-1][:300] if errors else 'no output'}"
             return result
         after = op_counts(compiled[0])
         result.status = "compiled"

@@ -6,7 +6,10 @@
 2. ``rewrite --target qualcomm-htp`` on the same models and their float32 twins: every layer the
    rewriter picks a strategy for is wholly on the HTP of SM8650 and SM8750 (no op type gains CPU ops;
    models that were 100% stay 100%).
-3. ``npu-check`` wall time per model and target once the QNN folder is set up (median of
+3. Why the Ethos-U pick keeps the conv: Vela's estimate of WBMM's int8 ``bmm`` lowering (``convert
+   --precision int8 --lowering bmm``) against the plain int8 depthwise conv of the same receptive
+   field (window w <-> (2w-1)x(2w-1) kernel) on 56x56x96, both wholly on the U55.
+4. ``npu-check`` wall time per model and target once the QNN folder is set up (median of
    ``--repeats`` runs): the target is <= 10 s each, ConvNeXtTiny included.
 
 Writes benchmarks/results/npu_check.json and prints a table. ConvNeXtTiny is converted once by the
@@ -114,10 +117,47 @@ def _rewrite_row(name: str, data: bytes, target: str) -> dict:
             row["placement"][t]["estimate_ratio"] = round(after["estimate_ms"] / before["estimate_ms"], 4)
     # The rewritten layers' own placement, from the per-layer compile of the chosen candidate.
     row["layer_choices"] = [{"layer": lp.layer, "choice": lp.choice,
+                             "refused": {c.name: c.refusal[:160] for c in lp.candidates if c.refusal},
                              "placement": next((c.placement for c in lp.candidates if c.name == lp.choice), {}),
                              "estimate_ms": next((c.estimate_ms for c in lp.candidates if c.name == lp.choice), None)}
                             for lp in placement.layers]
     return row
+
+
+def bmm_vs_depthwise(windows=(4, 7), size: int = 56, channels: int = 96) -> list[dict]:
+    """Vela's estimate of WBMM's int8 bmm lowering vs the int8 depthwise conv of the same field."""
+    import keras
+    import numpy as np
+
+    from converters.keras_convert import convert_keras
+    from tests import npu_models
+    from wbmm_mobile import npu
+    from wbmm_mobile.layers import WBMM
+
+    target = npu.Target("ethos-u", "ethos-u55-256")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for window in windows:
+            keras.utils.set_random_seed(window)
+            inputs = keras.Input((size, size, channels), batch_size=1)
+            model = keras.Model(inputs, WBMM(window, use_bias=True)(inputs))
+            calibration = np.random.default_rng(window).uniform(-1, 1, (8, size, size, channels)).astype(np.float32)
+            bmm = convert_keras(model, precision="int8", lowering="bmm", representative_data=calibration,
+                                verify=False).tflite
+            kernel = 2 * window - 1
+            dw = npu_models.depthwise(kernel, "int8", size=size, channels=channels)
+            found = {}
+            for label, data in (("bmm", bmm), ("depthwise", dw)):
+                path = Path(tmp) / f"{label}_{window}.tflite"
+                path.write_bytes(data)
+                found[label] = npu.check_model(path, target)
+            rows.append({"window": window, "kernel": kernel, "shape": f"{size}x{size}x{channels}",
+                         "bmm_ops": f"{found['bmm'].ops_npu}/{found['bmm'].ops_total}",
+                         "depthwise_ops": f"{found['depthwise'].ops_npu}/{found['depthwise'].ops_total}",
+                         "bmm_ms": found["bmm"].estimate_ms, "depthwise_ms": found["depthwise"].estimate_ms,
+                         "bmm_over_depthwise": round(found["bmm"].estimate_ms / found["depthwise"].estimate_ms, 2)
+                         if found["bmm"].estimate_ms and found["depthwise"].estimate_ms else None})
+    return rows
 
 
 def _time_checks(name: str, data: bytes, targets, repeats: int) -> list[dict]:
@@ -163,12 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         int8["convnext_tiny"] = convnext_tiny("int8")
         float32["convnext_tiny"] = convnext_tiny("float32")
 
-    print("1/3 rewrite --target ethos-u (int8 models)", flush=True)
+    print("1/4 rewrite --target ethos-u (int8 models)", flush=True)
     ethos = [_rewrite_row(name, data, "ethos-u") for name, data in int8.items()]
-    print("2/3 rewrite --target qualcomm-htp (int8 and float32 models)", flush=True)
+    print("2/4 rewrite --target qualcomm-htp (int8 and float32 models)", flush=True)
     htp = [_rewrite_row(f"{name}_int8", data, "qualcomm-htp") for name, data in int8.items()]
     htp += [_rewrite_row(f"{name}_float32", data, "qualcomm-htp") for name, data in float32.items()]
-    print("3/3 npu-check wall time per model and target", flush=True)
+    print("3/4 Vela: WBMM bmm lowering vs the depthwise conv of the same field (int8, U55-256)", flush=True)
+    lowering = bmm_vs_depthwise()
+    print("4/4 npu-check wall time per model and target", flush=True)
     targets = npu.default_targets()
     timing = []
     for name, data in int8.items():
@@ -206,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "flock /tmp/wbmm-bench.lock python benchmarks/npu_check.py" + (" --no-convnext" if args.no_convnext
                                                                                   else ""),
         "qnn_setup_s": round(setup_s, 3), "targets_met": targets_met,
-        "rewrite_ethos_u": ethos, "rewrite_qualcomm_htp": htp, "npu_check_timing": timing,
+        "rewrite_ethos_u": ethos, "rewrite_qualcomm_htp": htp, "ethos_u_bmm_vs_depthwise": lowering,
+        "npu_check_timing": timing,
         "seconds": round(time.perf_counter() - started, 1),
     }
     out = Path(args.out)
@@ -221,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
                     if p.get("estimate_ms_before") and p.get("estimate_ms_after") else "-")
             print(f"{row['model']:28} {row['target']:14} {row['rewritten']:>4}/{row['layers']:<4} "
                   f"{','.join(row['strategies']):24} {t + ' ' + p['before'] + ' -> ' + p['after']:40} {vela}")
+    print("\nVela (ethos-u55-256), int8: WBMM bmm lowering vs depthwise conv of the same field")
+    for row in lowering:
+        print(f"  window {row['window']} / {row['kernel']}x{row['kernel']} on {row['shape']}: bmm {row['bmm_ops']} "
+              f"{row['bmm_ms']:.3f} ms, depthwise {row['depthwise_ops']} {row['depthwise_ms']:.3f} ms, "
+              f"ratio {row['bmm_over_depthwise']}")
     print(f"\n{'model':28} {'target':24} {'status':14} {'ops':10} {'median s':>9} {'max s':>7}")
     for t in timing:
         print(f"{t['model']:28} {t['target']:24} {t['status']:14} {t['ops']:10} {t['median_s']:9.3f} {t['max_s']:7.3f}")

@@ -192,9 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     from wbmm_mobile.npu import environment
 
     started = time.perf_counter()
-    setup_started = time.perf_counter()
+    # First use on a machine: the QNN folder (links, C compiler run for the stub, ldd check) in a
+    # fresh cache; then the folder the rest uses, already set up.
+    with tempfile.TemporaryDirectory() as fresh:
+        previous = os.environ.get("WBMM_MOBILE_CACHE")
+        os.environ["WBMM_MOBILE_CACHE"] = fresh
+        setup_started = time.perf_counter()
+        environment.qualcomm_tools()
+        setup_s = time.perf_counter() - setup_started
+        if previous is None:
+            del os.environ["WBMM_MOBILE_CACHE"]
+        else:
+            os.environ["WBMM_MOBILE_CACHE"] = previous
     environment.qualcomm_tools()
-    setup_s = time.perf_counter() - setup_started
 
     int8 = test_models("int8")
     float32 = test_models("float32")
@@ -247,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "compilers": {"qualcomm": environment.qualcomm_tools().version, "ethos_u": environment.vela_version()},
         "command": "flock /tmp/wbmm-bench.lock python benchmarks/npu_check.py" + (" --no-convnext" if args.no_convnext
                                                                                   else ""),
-        "qnn_setup_s": round(setup_s, 3), "targets_met": targets_met,
+        "qnn_first_use_setup_s": round(setup_s, 3), "targets_met": targets_met,
         "rewrite_ethos_u": ethos, "rewrite_qualcomm_htp": htp, "ethos_u_bmm_vs_depthwise": lowering,
         "npu_check_timing": timing,
         "seconds": round(time.perf_counter() - started, 1),

@@ -184,6 +184,19 @@ def _estimate(checks: dict) -> float | None:
     return next((c.estimate_ms for t, c in checks.items() if t.startswith("ethos-u") and c.estimate_ms), None)
 
 
+def cheaper_than_keeping(kept: Candidate, accepted: list[Candidate]) -> Candidate | None:
+    """The Ethos-U rule: the accepted candidate with the lowest Vela estimate, if it beats keeping the
+    conv; keeping wins ties. A conv that is not itself wholly on the NPU has an estimate that leaves
+    out its CPU ops, so any wholly-NPU candidate beats it."""
+    priced = [c for c in accepted if c.estimate_ms is not None]
+    if not priced:
+        return None
+    best = min(priced, key=lambda c: c.estimate_ms)
+    if kept.refusal or kept.estimate_ms is None:
+        return best
+    return best if best.estimate_ms < kept.estimate_ms else None
+
+
 def choose(model, g: int, index: int, layer, order: tuple[str, ...], why: str, options,
            report: PlacementReport) -> tuple[tuple[str, ...], str]:
     """The strategy to apply for one layer on an NPU target, as ``(order, reason)``: ``(name,)``, or
@@ -231,17 +244,18 @@ def choose(model, g: int, index: int, layer, order: tuple[str, ...], why: str, o
         accepted = [c for c in entry.candidates[1:] if not c.refusal]
         refused = "; ".join(f"{c.name} refused: {c.refusal}" for c in entry.candidates[1:] if c.refusal)
         if options.target == "ethos-u":
-            priced = [c for c in accepted if c.estimate_ms is not None]
-            best = min(priced, key=lambda c: c.estimate_ms) if priced else None
-            if best is None or (kept.estimate_ms is not None and kept.estimate_ms <= best.estimate_ms):
+            best = cheaper_than_keeping(kept, accepted)
+            if best is None:
                 entry.reason = (f"the conv is cheapest on {names} by Vela's estimate "
                                 f"({kept.estimate_ms if kept.estimate_ms is not None else float('nan'):.3f} ms"
                                 + (f" vs {best.name} {best.estimate_ms:.3f} ms" if best else "") + ")"
                                 + (f"; {refused}" if refused else ""))
                 return ("keep",), entry.reason
             entry.choice = best.name
+            conv = (f"{kept.estimate_ms:.3f} ms for the conv" if not kept.refusal else
+                    f"the conv itself is not wholly on the NPU ({kept.refusal})")
             entry.reason = (f"{best.name}: all ops on the NPU of {names}, Vela's estimate {best.estimate_ms:.3f} ms "
-                            f"vs {kept.estimate_ms:.3f} ms for the conv" + (f"; {refused}" if refused else ""))
+                            f"vs {conv}" + (f"; {refused}" if refused else ""))
             return (best.name,), entry.reason
         if not accepted:
             entry.reason = f"no rewrite stays on the NPU ({refused})"

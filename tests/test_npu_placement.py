@@ -190,3 +190,19 @@ def test_convert_for_the_htp_accepts_bmm_on_both_socs(wbmm_keras_int8, tmp_path)
     placement = json.loads((tmp_path / "report.json").read_text())["npu_placement"]
     assert set(placement) == {"qualcomm:SM8650", "qualcomm:SM8750"}
     assert all(f["ops_npu"] == f["ops_total"] > 1 for f in placement.values())
+
+
+def test_ethos_u_rule_takes_the_cheapest_and_keeps_the_conv_on_ties():
+    """The decision alone, on candidates as choose() fills them from Vela (the integer rewrites that
+    would reach it come with the int8 work; today every int8 candidate is refused before Vela)."""
+    from converters.npu_placement import Candidate, cheaper_than_keeping
+
+    kept = Candidate("keep", {"ethos-u:ethos-u55-256": "1/1"}, 1.0)
+    split = Candidate("split", {"ethos-u:ethos-u55-256": "8/8"}, 0.8)
+    halo = Candidate("halo", {"ethos-u:ethos-u55-256": "23/23"}, 3.0)
+    assert cheaper_than_keeping(kept, [halo, split]) is split
+    assert cheaper_than_keeping(kept, [halo]) is None
+    assert cheaper_than_keeping(kept, [Candidate("split", {}, 1.0)]) is None      # a tie keeps the conv
+    assert cheaper_than_keeping(kept, []) is None
+    partial = Candidate("keep", {"ethos-u:ethos-u55-256": "0/1"}, None, "GATHER on the CPU")
+    assert cheaper_than_keeping(partial, [halo]) is halo

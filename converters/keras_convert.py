@@ -66,6 +66,7 @@ class ConversionReport:
     output_path: str | None = None
     rewrite: dict | None = None          # the rewriter's report when large depthwise convs went through it
     rewrite_notes: list[str] = field(default_factory=list)
+    npu_placement: dict | None = None    # --target qualcomm-htp / ethos-u: where the compilers put the ops
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -665,7 +666,7 @@ def _large_depthwise_count(data: bytes, min_kernel: int) -> int:
     return count
 
 
-def _rewrite(data: bytes, name: str, lowering: str, seed: int, min_kernel: int):
+def _rewrite(data: bytes, name: str, lowering: str, seed: int, min_kernel: int, target: str = "xnnpack"):
     """Exact rewrite of large depthwise convs through ``converters.rewrite`` (issue 3), if present."""
     try:
         from converters.rewrite import RewriteOptions, rewrite_model
@@ -673,14 +674,19 @@ def _rewrite(data: bytes, name: str, lowering: str, seed: int, min_kernel: int):
         raise UnsupportedModelError(f"{name}: large depthwise convs need converters.rewrite, "
                                     f"which is not installed ({exc})") from exc
     strategy = "custom" if lowering == "custom" else "auto"
-    return rewrite_model(data, RewriteOptions(mode="exact", strategy=strategy, min_kernel=min_kernel, seed=seed),
-                         name=name)
+    return rewrite_model(data, RewriteOptions(mode="exact", strategy=strategy, min_kernel=min_kernel, seed=seed,
+                                              target=target), name=name)
 
 
 def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, precision: str = "float32",
                  lowering: str = DEFAULT_LOWERING, representative_data: str | os.PathLike | None = None,
-                 seed: int = 0, fold_batchnorm: bool = True, min_kernel: int = 7) -> ConversionReport:
+                 seed: int = 0, fold_batchnorm: bool = True, min_kernel: int = 7,
+                 target: str = "xnnpack") -> ConversionReport:
     """Convert a model file; write ``OUT/<name>.tflite`` and ``OUT/report.json`` only once verified.
+
+    ``target`` (a rewrite target of ``converters.strategy.TARGETS``) steers the rewriter; for the NPU
+    targets (qualcomm-htp, ethos-u) the lowered WBMM layers must also compile wholly onto the NPU
+    (``converters.npu_placement.check_converted``), else the conversion is refused with the reasons.
 
     ``.keras`` with WBMM layers: lowered with ``lowering``. ``.keras`` without WBMM layers but with
     depthwise convs of kernel >= ``min_kernel``, and ``.tflite`` files: those convs go through the
@@ -710,7 +716,7 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
         if precision != "float32":
             raise UnsupportedModelError(f"{model_path}: a .tflite keeps its own precision; --precision applies "
                                         "to Keras models only")
-        rewritten = _rewrite(original, str(model_path), lowering, seed, min_kernel)
+        rewritten = _rewrite(original, str(model_path), lowering, seed, min_kernel, target)
         counts, max_rank, _ = model_facts(rewritten.model)
         result = ConversionResult(rewritten.model, ConversionReport(
             model_name=model_path.stem, precision="as input", lowering=f"rewrite ({rewritten.report.strategy})",
@@ -720,6 +726,11 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
             warnings=list(rewritten.report.warnings), rewrite=rewritten.report.to_dict(),
             rewrite_notes=[f"rewriter: {rewritten.report.rewritten_count} depthwise conv(s) rewritten"]))
     else:
+        from converters import npu_placement
+
+        if npu_placement.applies(target) and lowering == "custom":
+            raise UnsupportedModelError(f"--lowering custom emits WBMM custom ops, which no NPU compiler takes; "
+                                        f"use --lowering bmm for --target {target}")
         model = load_keras_model(model_path)
         result = convert_keras(model, precision=precision, lowering=lowering, representative_data=data_array,
                                seed=seed, fold_batchnorm=fold_batchnorm, name=model_path.stem)
@@ -729,7 +740,7 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
                 f"{large} depthwise conv(s) with kernel >= {min_kernel} left as they are (this model has WBMM "
                 "layers, which convert lowers; run `wbmm-mobile rewrite` on the output to rewrite them too)")
         if not result.report.layers and large:
-            rewritten = _rewrite(result.tflite, str(model_path), lowering, seed, min_kernel)
+            rewritten = _rewrite(result.tflite, str(model_path), lowering, seed, min_kernel, target)
             counts, max_rank, _ = model_facts(rewritten.model)
             result.report.rewrite = rewritten.report.to_dict()
             result.report.rewrite_notes.append(
@@ -739,6 +750,8 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
             result.report.tflite_bytes = len(rewritten.model)
             result.report.needs_delegate = "WBMM_DEPTHWISE" in counts
             result = ConversionResult(rewritten.model, result.report)
+        if result.report.layers and npu_placement.applies(target):
+            result.report.npu_placement = npu_placement.check_converted(result.tflite, target, lowering)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from converters import npu_placement
 from converters import strategy as strategy_mod
 from converters import strategy_measure, tflite_io
 from converters.layer_models import single_layer_model
@@ -135,6 +136,7 @@ class RewriteReport:
     float_tensors_after: int = 0
     float_negations_made_integer: int = 0   # integer_negation pass (integer-only targets)
     notes: list[str] = field(default_factory=list)
+    npu_placement: npu_placement.PlacementReport | None = None    # NPU targets: what the compilers placed
 
     @property
     def rewritten_count(self) -> int:
@@ -174,6 +176,8 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
                                "(K+1)/2 and sees zeros across window borders (see the measured deviation)")
 
     custom_layers: list = []
+    if npu_placement.applies(options.target):
+        report.npu_placement = npu_placement.new_report(options.target)
     with _ProgressBar(options.progress, report.ops_before.get("DEPTHWISE_CONV_2D", 0)
                       + report.ops_before.get("CONV_2D", 0) + (1 if options.verify else 0)) as bar:
         try:
@@ -204,6 +208,9 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
         report.ops_after = _op_counts(rewritten_tree)
         report.float_tensors_after = _float_tensor_count(rewritten_tree)
         _note_precision(report)
+        if report.npu_placement is not None:
+            bar.describe("compiling for the NPU targets")
+            npu_placement.confirm(bytes(data), out, report.npu_placement, report.changed)
         if options.verify:
             bar.describe("verifying against the original")
             try:
@@ -351,6 +358,8 @@ def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteRep
                                        options.target, options.strategy, options.measure, table=timings,
                                        precision=layer.precision, allow_float_islands=options.allow_float_islands)
             order, why = chosen.order, chosen.reason
+        if report.npu_placement is not None:      # NPU targets: decided by compiling each candidate
+            order, why = npu_placement.choose(model, g, index, layer, order, why, options, report.npu_placement)
         if order == ("keep",):
             entry.reason = f"kept: {why}"
             continue

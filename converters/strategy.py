@@ -1,5 +1,7 @@
 """The ``auto`` strategy: which exact rewrite (split, dilated, halo, custom, builtin_kernel) each layer gets.
 
+For ``qualcomm-htp`` and ``ethos-u`` the pick is only a list of candidates: each is compiled by
+the NPU's own compiler (``converters/npu_placement.py``), which refuses what leaves the NPU.
 Rules that come from what a runtime accepts are fixed (WBMM.md): the ``wbmm``
 target runs the ``WBMM_DEPTHWISE`` custom op; NNAPI takes BATCH_MATMUL only from
 feature level 6 (Android 12), so ``split`` is the one safe choice there; the TFLite
@@ -45,7 +47,7 @@ from typing import Protocol
 
 from wbmm_mobile import backends
 
-TARGETS = ("xnnpack", "cpu", "nnapi", "gpu", "wbmm")   # names from wbmm_mobile.backends
+TARGETS = ("xnnpack", "cpu", "nnapi", "gpu", "wbmm", "qualcomm-htp", "ethos-u")   # names from wbmm_mobile.backends
 STRATEGIES = ("auto", "split", "dilated", "halo", "custom", "builtin_kernel")
 TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
 INT8_TABLE_PATH = Path(__file__).with_name("strategy_measurements_int8.json")
@@ -105,6 +107,13 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
     if target == "nnapi":
         return Pick(("split",), "nnapi: BATCH_MATMUL needs NNAPI feature level 6 (Android 12); split uses "
                                 "DEPTHWISE_CONV_2D/ADD/PAD/STRIDED_SLICE only")
+    # The NPU targets give candidates; converters/npu_placement.py compiles each and keeps only
+    # what stays on the NPU (and, for the Ethos-U, what Vela estimates cheaper than the conv).
+    if target == "qualcomm-htp":
+        return Pick(("split", "dilated", "halo"), "qualcomm-htp: no compiler here estimates HTP time, so the "
+                                                  "order is nnapi's (split: depthwise convs, ADD, PAD, STRIDED_SLICE)")
+    if target == "ethos-u":
+        return Pick(("keep", "dilated", "split", "halo"), "ethos-u: the cheapest by Vela's estimate")
     if target == "gpu":
         return Pick(("split",), "gpu: the TFLite GPU delegate rejects batched BATCH_MATMUL with a constant "
                                 "operand; split keeps to depthwise convs")

@@ -37,6 +37,8 @@ __all__ = [
     "ResultsFileError",
     "StrategyTableError",
     "PowerMeasurementError",
+    "NpuExtraMissingError",
+    "NpuSetupError",
 ]
 
 
@@ -156,3 +158,11 @@ class PowerMeasurementError(WbmmError, RuntimeError):
 class StrategyTableError(WbmmError, ValueError):
     """A strategy table that cannot be used: unreadable, another format or version, or measured on
     another device, target or thread count than asked (the message says which)."""
+
+
+class NpuExtraMissingError(WbmmError, ImportError):
+    """An NPU check needs the optional ``npu`` extra (its compilers), which is not installed."""
+
+
+class NpuSetupError(WbmmError, RuntimeError):
+    """The NPU compilers are installed but cannot be made to run here (no C compiler, a library missing)."""

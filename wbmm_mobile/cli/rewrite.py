@@ -30,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rewrite only kernels with max(kh, kw) >= K (default: 7)")
     parser.add_argument("--target", type=backend_name(TARGETS, "target"), default="xnnpack", metavar="|".join(TARGETS),
                         help="the backend the model is for; decides what `auto` picks and which kernels verify it "
-                             "(default: xnnpack; `builtin` and `delegate` are the old names of cpu and wbmm)")
+                             "(default: xnnpack; `builtin` and `delegate` are the old names of cpu and wbmm). "
+                             "qualcomm-htp and ethos-u (npu extra) compile every candidate with the NPU's own "
+                             "compiler (SM8650 and SM8750; ethos-u55-256) and keep only rewrites whose ops all "
+                             "stay on the NPU; for ethos-u the cheapest by Vela's estimate, often the conv itself; "
+                             "int8 models stay integer")
     parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
                         help="exact rewrite per layer: split (sum of <=5x5 depthwise convs), dilated (sum of "
                              "centred dilated depthwise convs of <=25 taps reading the input itself; 7x7 and 9x9), "
@@ -124,6 +128,8 @@ def print_report(report, console) -> None:
         console.print(f"strategy table: {escape(report.strategy_table)}")
     for note in report.notes:
         console.print(f"note: {note}")
+    if report.npu_placement is not None:
+        console.print(f"NPU placement: {report.npu_placement.summary}", highlight=False, markup=False)
     if report.verification_note:
         console.print(f"verification: {report.verification_note}")
     if report.mixed_precision:

@@ -55,7 +55,7 @@ from converters import strategy_table
 from converters.strategy import CLAIMED, INTEGER_FORMS, INTEGER_PRECISIONS, integer_only
 from converters.strategy_table import KEEP, DeviceIdentity, Entry, TableFile
 from wbmm_mobile import backends
-from wbmm_mobile.errors import IncompatibleOptionsError, ModelNotFoundError, StrategyTableError
+from wbmm_mobile.errors import IncompatibleOptionsError, ModelNotFoundError, StrategyTableError, WbmmError
 
 TUNABLE_TARGETS = ("xnnpack", "cpu", "wbmm")
 # The strategies timed against keeping the layer; builtin_kernel on cpu would be the kept conv again.
@@ -247,9 +247,13 @@ def build_candidates(layer: TuneLayer, target: str, folder: Path, *, allow_float
             if not runs:
                 refused[name] = why
                 continue
-        check = verify.verify_tflite_against_tflite(
-            stock, candidate, precision="float16" if key.dtype == "float16" else "float32", kernels=kernels,
-            delegate=make_delegate() if make_delegate is not None else None, enforce=False, steps=INTEGER_STEPS)
+        try:
+            check = verify.verify_tflite_against_tflite(
+                stock, candidate, precision="float16" if key.dtype == "float16" else "float32", kernels=kernels,
+                delegate=make_delegate() if make_delegate is not None else None, enforce=False, steps=INTEGER_STEPS)
+        except WbmmError as exc:      # e.g. the delegate refuses the node: its reason is in the message
+            refused[name] = f"cannot run on this computer: {exc}"[:400]
+            continue
         if not check.passed:
             refused[name] = f"disagrees with the kept layer: {check.summary()}"
             continue

@@ -232,3 +232,41 @@ def test_bad_delegate_options_are_one_line_and_exit_2(models, binary, capsys, tm
     assert cli_main(common + ["--target", "xnnpack", "--delegate-lib", binary]) == 2
     assert "only --target wbmm runs the wbmm delegate" in capsys.readouterr().err
     assert not (tmp_path / "t.json").exists()
+
+
+def test_tune_wbmm_from_the_command_line(models, binary, delegate_lib, tmp_path, capsys):
+    out = tmp_path / "t.json"
+    with LoopbackDevice(tmp_path / "root", fixture_phone=True) as device:
+        code = cli_main(["tune", "--models", models["float"], "--device", device.serial, "--direct", "--target",
+                         "wbmm", "--delegate-lib", delegate_lib, "--runs", "3", "--warmup", "1",
+                         "--benchmark-binary", binary, "--out", str(out), "--no-cache"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "1 layer shape(s), 7 candidate(s)" in printed and "7 timed now" in printed
+    assert "wbmm, 1 thread" in printed and "delegate libwbmm_delegate.so" in printed
+    assert strategy_table.load_for(target="wbmm", path=out).entry.identity.delegate.startswith("libwbmm_delegate.so")
+
+
+def test_a_custom_op_the_devices_delegate_refuses_is_a_refusal(binary, delegate_lib, tmp_path):
+    """The device's own run of an int8 WBMM_DEPTHWISE through the wbmm config: a delegate without int8
+    kernels fails it, and tune reads that failure as the delegate's refusal (a delegate with them runs it)."""
+    from android_harness.profile import ProfilePlan, profile
+    from android_harness.tune import Candidate, LayerKey, delegate_refusal
+    from converters.quantized import int8_depthwise_model
+
+    model = tmp_path / "int8_custom.tflite"
+    model.write_bytes(int8_depthwise_model(8, 8, 4, 7, custom_op="WBMM_DEPTHWISE"))
+    with LoopbackDevice(tmp_path / "root", fixture_phone=True) as device:
+        profile(ProfilePlan(models=(str(model),), out=str(tmp_path / "runs"), devices=(device.serial,), direct=True,
+                            configs=("wbmm",), threads=(1,), runs=2, warmup=1, benchmark_binary=binary,
+                            delegate_lib=delegate_lib, delegate_options="num_threads:1"), progress=False)
+    record = ResultsStore(tmp_path / "runs").records()[0]
+    candidate = Candidate(LayerKey(8, 8, 4, 7, 1, "SAME", "int8"), "custom", str(model), "", 0.0, 0.0)
+    if _int8_custom_runs(delegate_lib)[0]:
+        assert record.status == "ok"
+    else:
+        assert record.status == "failed"
+        refusal = delegate_refusal(candidate, record.error)
+        assert refusal and refusal.startswith("the device's wbmm delegate refused it:") and "WBMM_DEPTHWISE" in refusal
+        # Only the custom op's refusal reads so; any other candidate's failure stays a failure.
+        assert delegate_refusal(Candidate(candidate.layer, "builtin_kernel", "", "", 0.0), record.error) is None

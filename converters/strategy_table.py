@@ -323,6 +323,7 @@ def summary_rows(table: TableFile) -> list[dict[str, Any]]:
         rows.append({"file": table.path, "device": f"{identity.manufacturer} {identity.model}".strip(),
                      "serial": identity.device_id, "soc": identity.soc, "abi": identity.abi,
                      "target": identity.target, "threads": identity.threads, "runtime": identity.runtime,
-                     "library": identity.library, "layers": len(entry.layers), "timings": timed,
+                     "library": identity.library, "delegate": identity.delegate,
+                     "delegate_options": identity.delegate_options, "layers": len(entry.layers), "timings": timed,
                      "measured_at": entry.measured_at})
     return rows

@@ -245,6 +245,9 @@ def test_tune_wbmm_from_the_command_line(models, binary, delegate_lib, tmp_path,
     assert "1 layer shape(s), 7 candidate(s)" in printed and "7 timed now" in printed
     assert "wbmm, 1 thread" in printed and "delegate libwbmm_delegate.so" in printed
     assert strategy_table.load_for(target="wbmm", path=out).entry.identity.delegate.startswith("libwbmm_delegate.so")
+    assert cli_main(["tune", "--list", str(out), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["target"] == "wbmm" and row["delegate"].startswith("libwbmm_delegate.so") and row["timings"] == 7
 
 
 def test_a_custom_op_the_devices_delegate_refuses_is_a_refusal(binary, delegate_lib, tmp_path):
@@ -270,3 +273,18 @@ def test_a_custom_op_the_devices_delegate_refuses_is_a_refusal(binary, delegate_
         assert refusal and refusal.startswith("the device's wbmm delegate refused it:") and "WBMM_DEPTHWISE" in refusal
         # Only the custom op's refusal reads so; any other candidate's failure stays a failure.
         assert delegate_refusal(Candidate(candidate.layer, "builtin_kernel", "", "", 0.0), record.error) is None
+
+
+def test_tables_written_before_the_delegate_fields_still_load(tuned_xnnpack, tmp_path):
+    data = json.loads((tuned_xnnpack[1] / "table.json").read_text())
+    identity = data["entries"][0]["identity"]
+    assert identity["delegate"] == identity["delegate_sha256"] == identity["delegate_options"] == ""
+    for name in ("delegate", "delegate_sha256", "delegate_options"):
+        del identity[name]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    loaded = strategy_table.load(tmp_path / "old.json").entries[0].identity
+    assert loaded == strategy_table.load(tuned_xnnpack[1] / "table.json").entries[0].identity
+    del identity["threads"]                      # a field every table has is still required
+    (tmp_path / "broken.json").write_text(json.dumps(data))
+    with pytest.raises(strategy_table.StrategyTableError, match="device identity without threads"):
+        strategy_table.load(tmp_path / "broken.json")

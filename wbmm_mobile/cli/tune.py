@@ -140,7 +140,7 @@ def _list(args: argparse.Namespace) -> int:
 
     table = Table(title="strategy tables")
     columns = ("file", "device", "serial", "soc", "abi", "target", "threads", "layers", "timings", "runtime",
-               "library", "measured_at")
+               "library", "delegate", "measured_at")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:

@@ -46,6 +46,7 @@ __all__ = [
     "profile",
     "config_flags",
     "find_benchmark_binary",
+    "delegate_for_device",
     "elf_abi",
     "check_built_for",
     "BENCHMARK_CACHE_DIR",
@@ -136,6 +137,25 @@ def check_built_for(path: str | Path, device_abi: str | None) -> str | None:
     if device_abi and built_for and built_for != device_abi:
         raise DelegateNotBuiltError(f"{path} is built for {built_for}, the device is {device_abi}")
     return built_for
+
+
+def delegate_for_device(given: str | Path | None, info) -> Path:
+    """The delegate library the wbmm config pushes to the device ``info`` describes: ``given``, else
+    on the loopback device this computer's build (`make delegate`), else for arm64 the Android build;
+    DelegateNotBuiltError saying what to build when there is none."""
+    if not given and info.is_loopback:
+        # The loopback device runs on this machine: the host build of `make delegate`.
+        from delegates import library_path
+        given = library_path()
+    elif not given and info.abi == "arm64-v8a" and ARM64_DELEGATE.is_file():
+        given = ARM64_DELEGATE
+    if not given:
+        raise DelegateNotBuiltError("the wbmm config needs --delegate-lib PATH (the delegate built for "
+                                    f"{info.abi}; `make delegate-arm64 ANDROID_NDK_HOME=...` builds the arm64 one)")
+    lib = Path(given)
+    if not lib.is_file():
+        raise DelegateNotBuiltError(f"{lib}: delegate library not found")
+    return lib
 
 
 def find_benchmark_binary(abi: str, given: str | Path | None = None) -> Path:
@@ -360,18 +380,8 @@ class _DeviceWorker:
     def _push_delegate(self, device: Device, info) -> tuple[str | None, dict | None]:
         if "wbmm" not in self.plan.configs:
             return None, None
-        if not self.plan.delegate_lib and info.is_loopback:
-            # The loopback device runs on this machine: the host build of `make delegate`.
-            from delegates import library_path
-            self.plan = replace(self.plan, delegate_lib=str(library_path()))
-        elif not self.plan.delegate_lib and info.abi == "arm64-v8a" and ARM64_DELEGATE.is_file():
-            self.plan = replace(self.plan, delegate_lib=str(ARM64_DELEGATE))
-        if not self.plan.delegate_lib:
-            raise DelegateNotBuiltError("the wbmm config needs --delegate-lib PATH (the delegate built for "
-                                        f"{info.abi}; `make delegate-arm64 ANDROID_NDK_HOME=...` builds the arm64 one)")
-        lib = Path(self.plan.delegate_lib)
-        if not lib.is_file():
-            raise DelegateNotBuiltError(f"{lib}: delegate library not found")
+        lib = delegate_for_device(self.plan.delegate_lib, info)
+        self.plan = replace(self.plan, delegate_lib=str(lib))
         lib_abi = check_built_for(lib, None if info.is_loopback else info.abi)
         remote = f"{REMOTE_DIR}/lib/{lib_abi or 'unknown'}/{lib.name}"
         synced = device.sync_file(lib, remote, mode=0o755)

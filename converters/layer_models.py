@@ -2,7 +2,10 @@
 
 ``depthwise_model(LayerShape)`` makes a seeded 1xHxWxC float32 model of one KxK layer;
 ``single_layer_model`` makes one of a given kernel (float32, or float16 behind a
-DEQUANTIZE as the converter stores it), bias, padding and fused activation. What they
+DEQUANTIZE as the converter stores it), bias, padding and fused activation;
+``extracted_layer_model`` copies one op of a model, with its own tensors, constants and
+quantisation, into a model of its own (batch 1): how an integer layer is taken out whole,
+since its scales and zero points are part of what is timed and checked. What they
 are for: timing the rewrites of one layer (``converters.strategy_measure``, the device
 tuning in ``android_harness.tune``), and checking one WBMM_DEPTHWISE layer alone
 (``converters.rewrite``).
@@ -75,3 +78,52 @@ def single_layer_model(x_shape: tuple[int, ...], kernel: np.ndarray, bias: np.nd
         setattr(signature, target, [entry])
     model.signatureDefs = [signature]
     return tflite_io.model_to_bytes(model)
+
+
+def extracted_layer_model(model, subgraph: int, op_index: int) -> bytes:
+    """A .tflite holding only op ``op_index`` of ``model`` (a schema ModelT): its tensors (type, shape,
+    quantisation) and constant buffers copied, the batch made 1 (a dynamic batch becomes static)."""
+    import copy
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    from converters import tflite_io
+
+    graph = model.subgraphs[subgraph]
+    op = graph.operators[op_index]
+    out = schema.ModelT()
+    out.version = 3
+    out.description = b"wbmm-mobile one-layer model taken from a model"
+    out.buffers = [schema.BufferT()]
+    out.operatorCodes = [copy.deepcopy(model.operatorCodes[op.opcodeIndex])]
+    sub = schema.SubGraphT()
+    sub.tensors = []
+    index_of: dict[int, int] = {}
+    inputs = [int(i) for i in op.inputs]
+    for index in [i for i in inputs if i >= 0] + [int(o) for o in op.outputs]:
+        if index in index_of:
+            continue
+        tensor = copy.deepcopy(graph.tensors[index])
+        data = model.buffers[tensor.buffer].data if tensor.buffer else None
+        if data is not None and len(data):
+            buffer = schema.BufferT()
+            buffer.data = np.array(data, dtype=np.uint8)
+            out.buffers.append(buffer)
+            tensor.buffer = len(out.buffers) - 1
+        else:
+            tensor.buffer = 0
+            if tensor.shape is not None and len(tensor.shape):
+                tensor.shape = np.array([1, *[int(d) for d in tensor.shape[1:]]], dtype=np.int32)
+        tensor.shapeSignature = None
+        index_of[index] = len(sub.tensors)
+        sub.tensors.append(tensor)
+    copied = copy.deepcopy(op)
+    copied.opcodeIndex = 0
+    copied.inputs = np.array([index_of[i] if i >= 0 else -1 for i in inputs], dtype=np.int32)
+    copied.outputs = np.array([index_of[int(o)] for o in op.outputs], dtype=np.int32)
+    copied.intermediates = None
+    sub.operators = [copied]
+    sub.inputs = np.array([index_of[inputs[0]]], dtype=np.int32)
+    sub.outputs = np.array([index_of[int(o)] for o in op.outputs], dtype=np.int32)
+    out.subgraphs = [sub]
+    return tflite_io.model_to_bytes(out)

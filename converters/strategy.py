@@ -3,7 +3,11 @@
 For ``qualcomm-htp`` and ``ethos-u`` the pick is only a list of candidates: each is compiled by
 the NPU's own compiler (``converters/npu_placement.py``), which refuses what leaves the NPU.
 Rules that come from what a runtime accepts are fixed (WBMM.md): the ``wbmm``
-target runs the ``WBMM_DEPTHWISE`` custom op; NNAPI takes BATCH_MATMUL only from
+target runs the ``WBMM_DEPTHWISE`` custom op unless a device's table measured by
+``wbmm-mobile tune --target wbmm`` says otherwise (there the candidates are the custom op,
+the kept conv claimed by the delegate (``claim_depthwise:1``, ``CLAIMED``), the kept conv
+left to XNNPACK beside it, and the exact builtin rewrites; ``custom`` is the baseline the
+others must beat by the margins below); NNAPI takes BATCH_MATMUL only from
 feature level 6 (Android 12), so ``split`` is the one safe choice there; the TFLite
 GPU delegate has rejected batched BATCH_MATMUL with a constant operand, so ``split``.
 For ``xnnpack`` and ``cpu`` the choice between ``split``, ``dilated``, ``halo``, ``builtin_kernel``
@@ -27,6 +31,10 @@ without it the rule "from 7x7 up", ``INT8_BUILTIN_KERNEL_FROM``); every other ta
 the layer. XNNPACK's int8 depthwise collapses above 25 taps even harder than its float one:
 at 56x56x96, 1 thread, it beats the builtin int8 kernel at 5x5 (about 0.4 against 1.5 ms)
 and loses from 7x7 on, by 5x on one of this project's machines and by about 20x on another.
+A device's table answers integer layers with its rows of the layer's own dtype only (an int8
+layer never takes float timings from it, nor a float layer int8 ones); it is read before the
+shipped int8 table, and offers ``builtin_kernel``, ``custom`` (wbmm) or keeping the layer, and
+the float islands ``split``, ``dilated``, ``halo`` only with ``allow_float_islands``.
 Only with ``allow_float_islands`` does an integer layer fall back to the float choices above,
 run between DEQUANTIZE and QUANTIZE, and never on an integer-only target
 (``INTEGER_ONLY_TARGETS``: NPU-class backends, which run integer models only and place none
@@ -59,6 +67,10 @@ KEEP_MARGIN = 0.9   # the stock conv is kept only when it takes <= 90% of split'
 # even when allowed. Names from wbmm_mobile.backends; a new NPU target joins this set.
 INTEGER_ONLY_TARGETS = frozenset({"nnapi", "qualcomm-htp", "ethos-u"})
 INTEGER_PRECISIONS = ("int8", "int16")
+# Strategies with an exact integer form: the others are float islands on an integer layer.
+INTEGER_FORMS = ("builtin_kernel", "custom")
+KEPT = "depthwise"                 # a table's name for the layer kept as it is (the stock conv)
+CLAIMED = "claim_depthwise"        # wbmm tables: the kept conv run by the delegate (claim_depthwise:1)
 # Kernel size from which TFLite's builtin int8 depthwise kernel beats XNNPACK's int8 one, on
 # every machine measured (the module doc): the rule when no int8 table ships.
 INT8_BUILTIN_KERNEL_FROM = 7
@@ -97,13 +109,14 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
     if strategy != "auto":
         return Pick((strategy,), f"--strategy {strategy} asked for")
     if precision in INTEGER_PRECISIONS:
-        chosen = pick_integer(shape, target, precision, measure)
-        if chosen.order != ("keep",) or not allow_float_islands or integer_only(target):
-            return chosen
-        fallback = pick(shape, target, "auto", measure, table_path, table)
-        return Pick(fallback.order, f"{chosen.reason}; --allow-float-islands: {fallback.reason}")
+        return pick_integer(shape, target, precision, measure, table=table,
+                            allow_float_islands=allow_float_islands, table_path=table_path)
     if target == "wbmm":
-        return Pick(("custom", "split"), "wbmm target: the wbmm delegate runs WBMM_DEPTHWISE")
+        answer = table.lookup(shape, target) if table is not None else None
+        if answer is None or answer.times is None:
+            return Pick(("custom", "split"), "wbmm target: the wbmm delegate runs WBMM_DEPTHWISE"
+                        + (f" (no {answer.source})" if answer is not None else ""))
+        return _pick_wbmm_from_times(answer.times, answer.source)
     if target == "nnapi":
         return Pick(("split",), "nnapi: BATCH_MATMUL needs NNAPI feature level 6 (Android 12); split uses "
                                 "DEPTHWISE_CONV_2D/ADD/PAD/STRIDED_SLICE only")
@@ -126,8 +139,32 @@ def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool =
     return _pick_from_times(answer.times, kernels, answer.source)
 
 
-def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measure: bool = False) -> Pick:
-    """The integer-only choice for an int8/int16 layer on ``target`` (see the module doc)."""
+def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measure: bool = False,
+                 table: TimingSource | None = None, allow_float_islands: bool = False,
+                 table_path: Path | None = None) -> Pick:
+    """The integer choice for an int8/int16 layer on ``target`` (see the module doc): a device's
+    ``table`` row of this dtype first, then the fixed rules and the shipped int8 table; with
+    ``allow_float_islands`` (never on an integer-only target) a kept layer may become a float island."""
+    islands = allow_float_islands and not integer_only(target)
+    unanswered = ""
+    if table is not None and not measure:
+        answer = table.lookup(shape, target, dtype=precision)
+        if answer.times is not None:
+            return _pick_integer_from_times(answer.times, target, precision, answer.source, islands)
+        unanswered = f" (no {answer.source})"
+    chosen = _integer_rule(shape, target, precision, measure)
+    if unanswered:
+        chosen = Pick(chosen.order, chosen.reason + unanswered)
+    if chosen.order != ("keep",) or not islands:
+        return chosen
+    # The float choice for the island: from the shipped table or timings made now, never from a
+    # device table's float rows (float timings do not answer for an integer layer's entry).
+    fallback = pick(shape, target, "auto", measure, table_path, table if measure else None)
+    return Pick(fallback.order, f"{chosen.reason}; --allow-float-islands: {fallback.reason}")
+
+
+def _integer_rule(shape: LayerShape, target: str, precision: str, measure: bool) -> Pick:
+    """The integer choice without a device table: fixed rules, timings made now or the shipped int8 table."""
     if precision == "int8" and target == "wbmm":
         return Pick(("custom", "builtin_kernel"), "wbmm target: the delegate's int8 WBMM_DEPTHWISE (integer)")
     if target != "xnnpack":
@@ -144,7 +181,7 @@ def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measur
 
         times, source = measure_int8_depthwise(shape), "measured now on this machine"
     else:
-        answer = ShippedTable(INT8_TABLE_PATH).lookup(shape, "xnnpack")
+        answer = ShippedTable(INT8_TABLE_PATH, dtype="int8").lookup(shape, "xnnpack", dtype="int8")
         times, source = answer.times, answer.source.replace("shipped table", "shipped int8 table", 1)
     if times is not None:
         timings = f"XNNPACK int8 {times['depthwise']:.2f} ms, builtin_kernel {times['builtin_kernel']:.2f} ms"
@@ -160,6 +197,63 @@ def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measur
     return Pick(("keep",), f"xnnpack, int8: XNNPACK's int8 conv is fastest below {INT8_BUILTIN_KERNEL_FROM}x"
                            f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; the rule measured on every machine so "
                            "far)")
+
+
+def _timings_words(times: dict[str, float]) -> str:
+    return ", ".join(f"{name} {ms:.2f} ms" for name, ms in sorted(times.items(), key=lambda kv: kv[1]))
+
+
+def _fastest_within_margins(times: dict[str, float], baseline: str) -> str:
+    """``baseline`` unless another candidate takes <= its margin x the baseline's time; the fastest such wins."""
+    limit = times[baseline]
+    winners = [(ms, name) for name, ms in times.items()
+               if name != baseline and ms <= (KEEP_MARGIN if name in (KEPT, CLAIMED) else REWRITE_MARGIN) * limit]
+    return min(winners)[1] if winners else baseline
+
+
+def _pick_integer_from_times(times: dict[str, float], target: str, precision: str, source: str,
+                             islands: bool) -> Pick:
+    """An integer layer's choice from a device table's row of its dtype: the integer forms and keeping the
+    layer, plus the float islands only when ``islands``; today's rule's choice is the baseline."""
+    offered = {name: ms for name, ms in times.items() if name == KEPT or name in INTEGER_FORMS
+               or (islands and name in ("split", "dilated", "halo"))}
+    ignored = sorted(set(times) - set(offered) - {CLAIMED})
+    note = (f"; float islands {', '.join(ignored)} not offered (integer-only target or no --allow-float-islands)"
+            if ignored else "")
+    words = f"{_timings_words(offered)}; {source}{note}"
+    baseline = next((name for name in (("custom", KEPT) if target == "wbmm" else (KEPT,)) if name in offered), None)
+    if baseline is None:
+        return Pick(("keep",), f"{target}, {precision}: the kept layer was not measured ({words})")
+    best = _fastest_within_margins(offered, baseline)
+    if best == KEPT:
+        return Pick(("keep",), f"{target}, {precision}: the stock integer conv is fastest ({words})")
+    if best == "custom":
+        return Pick(("custom", "builtin_kernel"), f"{target}, {precision}: the delegate's int8 WBMM_DEPTHWISE is "
+                                                  f"fastest ({words})")
+    if best == "builtin_kernel":
+        return Pick(("builtin_kernel",), f"{target}, {precision}: builtin_kernel (TFLite's integer kernel, "
+                                         f"integer-only) is fastest ({words})")
+    return Pick((best,), f"{target}, {precision}: {best} as a float island is fastest ({words})")
+
+
+def _pick_wbmm_from_times(times: dict[str, float], source: str) -> Pick:
+    """wbmm from a device's table: the custom op (today's rule) unless another candidate beats it by its
+    margin; without a custom timing, split is the baseline."""
+    words = f"{_timings_words(times)}; {source}"
+    baseline = next((name for name in ("custom", "split") if name in times), None)
+    if baseline is None:
+        return Pick(("custom", "split"), f"wbmm: neither custom nor split measured ({words}); the delegate runs "
+                                         "WBMM_DEPTHWISE")
+    best = _fastest_within_margins(times, baseline)
+    if best == KEPT:
+        return Pick(("keep",), f"wbmm: the stock conv left to XNNPACK beside the delegate is fastest ({words})")
+    if best == CLAIMED:
+        return Pick(("keep",), f"wbmm: the stock conv claimed by the delegate is fastest: run the delegate with "
+                               f"claim_depthwise:1 ({words})")
+    if best == "custom":
+        return Pick(("custom", "split"), f"wbmm: the delegate's WBMM_DEPTHWISE is fastest ({words})")
+    return Pick((best, "custom", "split"), f"wbmm: {best} (builtin ops, XNNPACK beside the delegate) is fastest "
+                                           f"({words})")
 
 
 def _pick_from_times(times: dict[str, float], kernels: str, source: str) -> Pick:
@@ -200,9 +294,16 @@ class TableAnswer:
 
 
 class TimingSource(Protocol):
-    """Anything that answers ``pick`` with timings per strategy: ShippedTable, a device table, MeasuredHere."""
+    """Anything that answers ``pick`` with timings per strategy: ShippedTable, a device table, MeasuredHere.
+    ``dtype`` is the layer's: a source answers only with timings of that dtype (float32 and float16
+    weights count as one), else with ``times`` None."""
 
-    def lookup(self, shape: LayerShape, kernels: str) -> TableAnswer: ...
+    def lookup(self, shape: LayerShape, kernels: str, dtype: str = "float32") -> TableAnswer: ...
+
+
+def dtype_family(dtype: str) -> str:
+    """Which timings answer a layer of ``dtype``: float16 weights compute in float32, so they share them."""
+    return "float" if dtype in ("float32", "float16") else dtype
 
 
 def nearest_row(rows: list[dict], shape: LayerShape) -> tuple[dict, float]:
@@ -225,10 +326,14 @@ def shape_words(row: dict, distance: float) -> str:
 
 @dataclass(frozen=True)
 class ShippedTable:
-    """``strategy_measurements.json`` (or another file of its layout): one machine's timings per shape."""
+    """``strategy_measurements.json`` (or another file of its layout): one machine's timings per shape,
+    all of one ``dtype`` (the int8 file is ``ShippedTable(INT8_TABLE_PATH, dtype="int8")``)."""
     path: Path | None = None
+    dtype: str = "float32"
 
-    def lookup(self, shape: LayerShape, kernels: str) -> TableAnswer:
+    def lookup(self, shape: LayerShape, kernels: str, dtype: str = "float32") -> TableAnswer:
+        if dtype_family(dtype) != dtype_family(self.dtype):
+            return TableAnswer(shape, None, f"{dtype} measurement in the shipped {self.dtype} table")
         table = _load_table(str(self.path or TABLE_PATH))
         # Tables written before the rename say "builtin" for "cpu".
         rows = [r for r in table.get("layers", [])

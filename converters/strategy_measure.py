@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Callable
 
 from converters.layer_models import depthwise_model
-from converters.strategy import LayerShape, TableAnswer
+from converters.strategy import LayerShape, TableAnswer, dtype_family
 
 # (one-layer model bytes, strategy, kernels) -> the rewritten bytes, or None when the strategy refuses the layer
 RewriteWith = Callable[[bytes, str, str], "bytes | None"]
@@ -54,7 +54,10 @@ class MeasuredHere:
     rewrite_with: RewriteWith
     threads: int = 1
 
-    def lookup(self, shape: LayerShape, kernels: str) -> TableAnswer:
+    def lookup(self, shape: LayerShape, kernels: str, dtype: str = "float32") -> TableAnswer:
+        if dtype_family(dtype) != "float" or kernels not in ("xnnpack", "cpu"):
+            # Integer layers are timed by converters.quantized (pick with measure=True); wbmm needs a device table.
+            return TableAnswer(shape, None, f"{dtype} {kernels} timing made here (float xnnpack and cpu only)")
         strategies = ("split", "dilated", "halo", "builtin_kernel") if kernels == "xnnpack" \
             else ("split", "dilated", "halo")
         times = measure_strategies(shape, kernels, threads=self.threads, strategies=strategies,

@@ -3,10 +3,13 @@
 A table file holds one or more *entries*; an entry is one device's measurements for one
 target at one thread count, keyed by what the device answered (``DeviceIdentity``: its
 model, SoC, ABI, Android level, hardware serial, the benchmark binary that timed it, our
-library's version). Each entry has one row per distinct large-depthwise layer (height,
-width, channels, kernel, dilation, padding, dtype) and, per candidate strategy, the
-median and spread of its timed runs and the verifier's worst relative error. The
-candidate ``depthwise`` is the layer kept as it is (the stock conv).
+library's version; for wbmm also the delegate library and its options). Each entry has one
+row per distinct large-depthwise layer (height, width, channels, kernel, dilation, padding,
+dtype) and, per candidate strategy, the median and spread of its timed runs and the
+verifier's worst relative error (and, for integer rows, the worst difference in quantisation
+steps). The candidate ``depthwise`` is the layer kept as it is (the stock conv),
+``claim_depthwise`` (wbmm) the layer kept and claimed by the delegate. ``DeviceTable.lookup``
+answers a layer from the rows of its own dtype only.
 
 ``load`` / ``save`` (atomic: a temporary file then a rename, so a killed tune leaves the
 last complete table), ``merge`` (several phones into one file a team commits next to its
@@ -23,18 +26,18 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from converters.strategy import LayerShape, TableAnswer, nearest_row, shape_words
+from converters.strategy import KEPT, LayerShape, TableAnswer, dtype_family, nearest_row, shape_words
 from wbmm_mobile.errors import StrategyTableError
 
 FORMAT = "wbmm-mobile strategy table"
 VERSION = 1
 # Where `tune` keeps a copy of each device's table and `rewrite --device SERIAL` looks.
 CACHE_DIR = Path(os.environ.get("WBMM_TABLE_CACHE", Path.home() / ".cache" / "wbmm-mobile" / "tables"))
-KEEP = "depthwise"   # the candidate that keeps the layer: pick's name for the stock conv's time
+KEEP = KEPT   # the candidate that keeps the layer: pick's name for the stock conv's time
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,16 @@ class DeviceIdentity:
     library: str                # "wbmm-mobile <version>"
     target: str                 # backend name (wbmm_mobile.backends)
     threads: int
+    # wbmm entries: the delegate library pushed to the device and the options given beside the
+    # ones tune sets (num_threads, claim_depthwise); "" for other targets and older tables.
+    delegate: str = ""
+    delegate_sha256: str = ""
+    delegate_options: str = ""
 
     def differences(self, other: "DeviceIdentity") -> list[str]:
         """The fields that make ``other`` another measurement, as "name: ours vs theirs"."""
         compared = ("model", "manufacturer", "soc", "abi", "sdk", "android_version", "runtime_sha256", "library",
-                    "target", "threads")
+                    "target", "threads", "delegate_sha256", "delegate_options")
         diffs = [f"{name}: {getattr(self, name)!r} vs {getattr(other, name)!r}" for name in compared
                  if getattr(self, name) != getattr(other, name)]
         if self.device_id != other.device_id:
@@ -78,15 +86,18 @@ class DeviceIdentity:
         where = ", the loopback device (this computer)" if self.loopback else ""
         return (f"{self.manufacturer} {self.model}".strip() + f" (serial {self.device_id}{where}; {self.soc}, "
                 f"{self.abi}, Android {self.android_version or '?'}), {self.target}, {self.threads} thread"
-                + ("s" if self.threads != 1 else "") + f", {self.runtime}, {self.library}")
+                + ("s" if self.threads != 1 else "") + f", {self.runtime}, {self.library}"
+                + (f", delegate {self.delegate}" if self.delegate else "")
+                + (f" ({self.delegate_options})" if self.delegate_options else ""))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DeviceIdentity":
         names = {f.name for f in fields(cls)}
-        missing = names - set(data)
+        optional = {f.name for f in fields(cls) if f.default is not MISSING}
+        missing = names - optional - set(data)
         if missing:
             raise StrategyTableError(f"device identity without {', '.join(sorted(missing))}")
-        return cls(**{k: data[k] for k in names})
+        return cls(**{k: data[k] for k in names if k in data})
 
 
 @dataclass
@@ -240,12 +251,16 @@ class DeviceTable:
     def description(self) -> str:
         return f"{self.path}: {self.entry.identity.describe()}"
 
-    def lookup(self, shape: LayerShape, kernels: str) -> TableAnswer:
-        # float32 rows first: of two rows at the same distance, the float32 timing is taken.
-        rows = sorted((row for row in self.entry.layers if row.get("candidates")),
+    def lookup(self, shape: LayerShape, kernels: str, dtype: str = "float32") -> TableAnswer:
+        # Rows of the layer's dtype only (float32 and float16 weights count as one): float timings never
+        # answer for an int8 layer, nor int8 ones for a float layer. float32 rows first: of two rows at
+        # the same distance, the float32 timing is taken.
+        family = dtype_family(dtype)
+        rows = sorted((row for row in self.entry.layers
+                       if row.get("candidates") and dtype_family(row.get("dtype", "float32")) == family),
                       key=lambda row: row.get("dtype") != "float32")
         if kernels != self.entry.identity.target or not rows:
-            return TableAnswer(shape, None, f"measurement for {kernels} in {self.description}")
+            return TableAnswer(shape, None, f"{dtype} measurement for {kernels} in {self.description}")
         best, distance = nearest_row(rows, shape)
         nearest = LayerShape(best["height"], best["width"], best["channels"], best["kernel"])
         times = {name: c["median_ms"] for name, c in best["candidates"].items()}
@@ -308,6 +323,7 @@ def summary_rows(table: TableFile) -> list[dict[str, Any]]:
         rows.append({"file": table.path, "device": f"{identity.manufacturer} {identity.model}".strip(),
                      "serial": identity.device_id, "soc": identity.soc, "abi": identity.abi,
                      "target": identity.target, "threads": identity.threads, "runtime": identity.runtime,
-                     "library": identity.library, "layers": len(entry.layers), "timings": timed,
+                     "library": identity.library, "delegate": identity.delegate,
+                     "delegate_options": identity.delegate_options, "layers": len(entry.layers), "timings": timed,
                      "measured_at": entry.measured_at})
     return rows

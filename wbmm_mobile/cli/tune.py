@@ -41,9 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--device is a HOST:PORT adbd address (TCP adbd, the loopback device) reached "
                              "without an ADB server")
     parser.add_argument("--target", type=backend_name(backends.NAMES, "target"), default="xnnpack",
-                        metavar="xnnpack|cpu",
-                        help="the backend to tune for: xnnpack (default) or cpu; the others' choices are fixed "
-                             "rules, not measurements")
+                        metavar="xnnpack|cpu|wbmm",
+                        help="the backend to tune for: xnnpack (default), cpu, or wbmm (every candidate run with "
+                             "the wbmm delegate: WBMM_DEPTHWISE, the kept conv claimed by it or left to XNNPACK, "
+                             "the builtin rewrites); the others' choices are fixed rules, not measurements")
+    parser.add_argument("--delegate-lib", metavar="PATH", default=None,
+                        help="--target wbmm: the delegate built for the device's ABI (default: on the loopback "
+                             "device this computer's build/delegates/libwbmm_delegate.so, on arm64 "
+                             "build/android-arm64/libwbmm_delegate.so); pushed by content hash, as profile does")
+    parser.add_argument("--delegate-options", metavar="'key:value;...'", default=None,
+                        help="--target wbmm: more delegate options (isa, spin_us, min_kernel...); tune sets "
+                             "num_threads (each --threads count) and claim_depthwise (0 and 1) itself")
+    parser.add_argument("--allow-float-islands", action="store_true",
+                        help="integer (int8/int16) layers also time split, dilated and halo run in float32 "
+                             "between DEQUANTIZE and QUANTIZE (never on integer-only targets); without it they "
+                             "get the integer candidates only")
     parser.add_argument("--threads", type=_threads, default=(1,), metavar="LIST",
                         help="comma-separated thread counts; one table entry each (default: 1)")
     parser.add_argument("--runs", type=at_least(1), default=50, help="timed runs per candidate (default: 50)")
@@ -86,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
     plan = TunePlan(models=tuple(args.models), out=args.out, device=args.device, adb_server=args.adb,
                     direct=args.direct, target=args.target, threads=args.threads, runs=args.runs,
                     warmup=args.warmup, cooldown=args.cooldown, min_kernel=args.min_kernel,
-                    benchmark_binary=args.benchmark_binary, resume=args.resume, run_timeout_s=args.run_timeout,
-                    cache=not args.no_cache)
+                    benchmark_binary=args.benchmark_binary, delegate_lib=args.delegate_lib,
+                    delegate_options=args.delegate_options, allow_float_islands=args.allow_float_islands,
+                    resume=args.resume, run_timeout_s=args.run_timeout, cache=not args.no_cache)
     report = tune(plan, progress=sys.stderr.isatty())
     who = report.identities[0].describe() if report.identities else "the device"
     print(f"{len(report.layers)} layer shape(s), {report.candidates} candidate(s) per thread count on {who}")
@@ -127,7 +140,7 @@ def _list(args: argparse.Namespace) -> int:
 
     table = Table(title="strategy tables")
     columns = ("file", "device", "serial", "soc", "abi", "target", "threads", "layers", "timings", "runtime",
-               "library", "measured_at")
+               "library", "delegate", "measured_at")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:

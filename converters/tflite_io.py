@@ -26,7 +26,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from wbmm_mobile.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError
+from wbmm_mobile.errors import CorruptModelError, ModelNotFoundError, OutputWriteError, UnsupportedModelError
 
 FILE_IDENTIFIER = b"TFL3"
 _MAX_FLATBUFFER_BYTES = 2**31 - 1
@@ -44,16 +44,25 @@ _TENSOR_TYPE_NAMES = {value: name for name, value in vars(schema.TensorType).ite
 
 def read_model(path: str | os.PathLike) -> schema.ModelT:
     """Load a .tflite file into a ``ModelT``; ``ModelNotFoundError``/``CorruptModelError`` on bad input."""
+    return load_model_bytes(read_file_bytes(path), name=str(path))
+
+
+def read_file_bytes(path: str | os.PathLike) -> bytes:
+    """A model file's bytes. Missing: ModelNotFoundError; a folder or unreadable: CorruptModelError;
+    not allowed to read: PermissionError saying so (never "not found")."""
     path = Path(path)
-    if not path.exists():
-        raise ModelNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise CorruptModelError(f"{path}: is a directory, not a .tflite file")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise CorruptModelError(f"{path}: is a directory, not a .tflite file") from None
+    except PermissionError as exc:
+        denied = PermissionError(f"{path}: cannot be read: {exc.strerror or 'permission denied'}")
+        denied.errno = exc.errno
+        raise denied from None
     except OSError as exc:
         raise CorruptModelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    return load_model_bytes(data, name=str(path))
 
 
 def load_model_bytes(data: bytes, name: str = "<bytes>") -> schema.ModelT:
@@ -161,11 +170,25 @@ def model_to_bytes(model: schema.ModelT) -> bytes:
 def write_model(model: schema.ModelT, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` atomically (a partial file never replaces a good one)."""
     path = Path(path)
-    data = model_to_bytes(model)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomically(path, model_to_bytes(model))
     return path
+
+
+def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write through a temporary file beside ``path`` (its folder created), renamed when complete. A
+    failure raises OutputWriteError naming ``path``, never the temporary file, which is removed."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise OutputWriteError(path, exc.strerror or str(exc), exc.errno) from None
 
 
 # ---------------------------------------------------------------------------- small queries
@@ -185,7 +208,8 @@ def opcode_name(model: schema.ModelT, opcode_index: int) -> str:
     value = max(int(code.builtinCode or 0), int(code.deprecatedBuiltinCode or 0))
     if value == schema.BuiltinOperator.CUSTOM:
         custom = code.customCode
-        return custom.decode() if isinstance(custom, bytes) else str(custom)
+        # errors="replace": a custom code that is not UTF-8 is still a name to report, not a crash.
+        return custom.decode(errors="replace") if isinstance(custom, bytes) else str(custom)
     return builtin_name(value)
 
 

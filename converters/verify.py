@@ -25,7 +25,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from wbmm_mobile.errors import CorruptModelError, DelegateError, ModelNotFoundError, UnsupportedModelError, \
+from wbmm_mobile.errors import CorruptModelError, DelegateError, UnsupportedModelError, \
     VerificationError
 
 ModelLike = Union[bytes, bytearray, str, os.PathLike]
@@ -45,10 +45,8 @@ def read_model_bytes(model: ModelLike) -> bytes:
     if isinstance(model, (bytes, bytearray, memoryview)):
         data, name = bytes(model), "<bytes>"
     else:
-        path = Path(model)
-        if not path.is_file():
-            raise ModelNotFoundError(f"{path}: no such model file")
-        data, name = path.read_bytes(), str(path)
+        from converters.tflite_io import read_file_bytes
+        data, name = read_file_bytes(model), str(model)
     # A flatbuffer .tflite carries its file identifier at bytes 4..8.
     if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
         raise CorruptModelError(f"{name}: not a .tflite model (no 'TFL3' flatbuffer identifier)")
@@ -90,9 +88,12 @@ def load_interpreter(model: ModelLike, *, threads: int = 1, kernels: str = "xnnp
                                   experimental_delegates=[loaded] if loaded is not None else None,
                                   experimental_op_resolver_type=resolver)
         interpreter.allocate_tensors()
+        # Read once here, where a failure is a clean error: LiteRT decodes tensor names as
+        # UTF-8 and raises UnicodeDecodeError (a ValueError) for names that are not.
+        interpreter.get_input_details()
+        interpreter.get_output_details()
     except (ValueError, RuntimeError) as exc:
-        message = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in message[:3])
+        detail = _litert_reason(exc)
         if "custom" in detail.lower() or "Encountered unresolved custom op" in detail:
             raise UnsupportedModelError(
                 f"the model has custom ops the interpreter cannot run without the wbmm delegate: {detail}") from exc
@@ -208,20 +209,30 @@ def run_tflite(model: ModelLike, inputs: Sequence[np.ndarray], threads: int = 1,
     details = interpreter.get_input_details()
     if len(inputs) != len(details):
         raise UnsupportedModelError(f"the model has {len(details)} inputs, {len(inputs)} were given")
-    for detail, spec, value in zip(details, _specs(details), inputs):
-        value = np.asarray(value)
-        if spec.quantized and np.issubdtype(value.dtype, np.floating):
-            value = quantize(value, spec)
-        if tuple(value.shape) != spec.shape:
-            interpreter.resize_tensor_input(detail["index"], list(value.shape))
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(detail["index"], value.astype(spec.dtype, copy=False))
-    interpreter.invoke()
-    outputs = []
-    for detail, spec in zip(interpreter.get_output_details(), _specs(interpreter.get_output_details())):
-        value = np.array(interpreter.get_tensor(detail["index"]))
-        outputs.append(dequantize(value, spec) if dequantize_outputs and spec.quantized else value)
+    try:
+        for detail, spec, value in zip(details, _specs(details), inputs):
+            value = np.asarray(value)
+            if spec.quantized and np.issubdtype(value.dtype, np.floating):
+                value = quantize(value, spec)
+            if tuple(value.shape) != spec.shape:
+                interpreter.resize_tensor_input(detail["index"], list(value.shape))
+                interpreter.allocate_tensors()
+            interpreter.set_tensor(detail["index"], value.astype(spec.dtype, copy=False))
+        interpreter.invoke()
+        outputs = []
+        for detail, spec in zip(interpreter.get_output_details(), _specs(interpreter.get_output_details())):
+            value = np.array(interpreter.get_tensor(detail["index"]))
+            outputs.append(dequantize(value, spec) if dequantize_outputs and spec.quantized else value)
+    except (ValueError, RuntimeError) as exc:
+        # A model LiteRT loads but cannot run (a tensor without data, inconsistent shapes).
+        raise CorruptModelError(f"the interpreter cannot run the model: {_litert_reason(exc)}") from exc
     return outputs
+
+
+def _litert_reason(exc: BaseException) -> str:
+    """LiteRT's message on one line (it is sometimes several lines, sometimes empty)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return " ".join(lines[:3]) or f"{type(exc).__name__} without a reason from LiteRT"
 
 
 # ----------------------------------------------------------------------------- tolerances and comparison
@@ -322,6 +333,21 @@ def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
             results.append(OutputComparison(index, tuple(cand.shape), float("inf"), float("inf"), 0.0, tol, False))
             continue
         ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
+        ref_finite = np.isfinite(ref64)
+        if not ref_finite.all():
+            # The original itself gives inf/NaN here: that is the original's doing, never the
+            # candidate's. Identical inf/NaN in the candidate is agreement; anything else cannot be judged.
+            same = (np.array_equal(ref_finite, np.isfinite(cand64))
+                    and np.array_equal(np.isnan(ref64), np.isnan(cand64))
+                    and np.array_equal(ref64[np.isinf(ref64)], cand64[np.isinf(cand64)]))
+            if not same and enforce:
+                kinds = " and ".join(k for k, m in (("inf", np.isinf(ref64)), ("NaN", np.isnan(ref64))) if m.any())
+                raise UnsupportedModelError(
+                    f"cannot verify {what}: the original model itself outputs {kinds} on output {index} "
+                    f"({int((~ref_finite).sum())} of {ref_finite.size} values) for the verification inputs; "
+                    "give inputs it handles, or skip verification")
+            if same:
+                ref64, cand64 = ref64[ref_finite], cand64[ref_finite]
         finite = bool(np.all(np.isfinite(cand64)))
         diff = np.abs(ref64 - cand64)
         max_abs = float(diff.max()) if diff.size else 0.0

@@ -36,6 +36,7 @@ __all__ = [
     "BenchmarkFlagsIgnoredError",
     "ResultsFileError",
     "PowerMeasurementError",
+    "OutputWriteError",
 ]
 
 
@@ -146,3 +147,12 @@ class ResultsFileError(WbmmError, ValueError):
 
 class PowerMeasurementError(WbmmError, RuntimeError):
     """Battery/rail readings that cannot give an energy figure (charging, unreadable, too few samples)."""
+
+
+class OutputWriteError(WbmmError, OSError):
+    """An output file that cannot be written (no permission, no such folder, disk full); the
+    message names the file asked for, never a temporary one."""
+
+    def __init__(self, path, reason: str, errno: int | None = None):
+        super().__init__(f"cannot write {path}: {reason}")
+        self.errno = errno

@@ -185,9 +185,12 @@ class AdbShellTransport(Transport):
         stale = sorted(self._stale_files)
         try:
             self._device.shell("rm -f " + " ".join(stale), transport_timeout_s=30, read_timeout_s=30, timeout_s=30)
-        except _ADB_SHELL_ERRORS:
-            return
+        except (*_ADB_SHELL_ERRORS, TypeError, AttributeError, ValueError):
+            return   # gone again (or closed from another thread): tried again at the next connection
         self._stale_files.difference_update(stale)
+
+    def abort(self) -> None:
+        self._device.close()
 
     def close(self) -> None:
         if self._stale_files:
@@ -224,6 +227,12 @@ class AdbShellTransport(Transport):
         except _ADB_SHELL_ERRORS as exc:
             self._device.close()
             raise DeviceGoneError(f"{self.serial}: {what}: device disconnected ({exc})") from None
+        except (TypeError, AttributeError, ValueError) as exc:
+            # adb-shell trips over its own socket when close() came from another thread (an
+            # interrupted profile does that to unblock its worker): the connection is gone.
+            if self._device.available:
+                raise
+            raise DeviceGoneError(f"{self.serial}: {what}: connection closed ({type(exc).__name__})") from None
 
     # -- shell ------------------------------------------------------------------------------------
     def shell(self, command: Command, timeout: float = DEFAULT_SHELL_TIMEOUT_S) -> ShellResult:

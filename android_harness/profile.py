@@ -25,11 +25,13 @@ Not for: parsing output (``benchmark_output``), tables (``wbmm_mobile.compare``)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
 import re
 import shlex
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -345,7 +347,7 @@ class _DeviceWorker:
             # Unblocks the worker even if the benchmark had not written its pid yet (a device
             # that does not end a command with its connection is swept at the next session).
             try:
-                busy.transport.close()
+                busy.transport.abort()
             except (DeviceError, OSError):
                 pass
 
@@ -629,10 +631,12 @@ def profile(plan: ProfilePlan, *, progress: bool | Callable[[str], None] = True,
     bar = _Progress(progress, total)
     lock = threading.Lock()
     make_listeners = listeners or _default_listeners
+    stack = contextlib.ExitStack()
     workers = [_DeviceWorker(serial, plan, models, store, report, lock, bar, make_listeners(plan),
                              connect or _connect) for serial in serials]
     pool = ThreadPoolExecutor(max_workers=max(1, len(workers)), thread_name_prefix="wbmm-device")
     try:
+        stack.enter_context(_sigterm_interrupts())
         for future in [pool.submit(worker.run) for worker in workers]:
             future.result()
     except BaseException:
@@ -643,8 +647,28 @@ def profile(plan: ProfilePlan, *, progress: bool | Callable[[str], None] = True,
         raise
     finally:
         pool.shutdown(wait=True)
+        stack.close()
         bar.close()
     return report
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM ends a profile the way Ctrl-C does (benchmarks killed, files removed), when it
+    runs in the main thread and nobody else handles SIGTERM."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def runner_script(path: str | Path, python: str | None = None) -> Path:

@@ -67,6 +67,9 @@ _SEND_TIMEOUT_S = 60.0
 # One thread per connection: enough for an adb server, several harnesses and hundreds of
 # adb-shell clients at once, far below what threads and file descriptors allow.
 DEFAULT_MAX_CONNECTIONS = 1024
+# A refused connection stays half-closed until its client closes, at most this long.
+_LINGER_S = 5.0
+_MAX_LINGERING = 4096
 
 
 def listen_backlog() -> int:
@@ -358,47 +361,92 @@ class LoopbackDevice:
         return self
 
     def _accept_loop(self) -> None:
+        # Refused connections linger here, half-closed, until the client closes too: closing a
+        # socket with unread data would send a reset instead of a clean end of stream.
+        lingering: dict[socket.socket, float] = {}
         with _Selector() as selector:
             selector.register(self._listener, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                if not selector.select(0.5):
-                    continue
-                try:
-                    sock, address = self._listener.accept()
-                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                    continue
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        # Out of descriptors: leave the client in the backlog and breathe.
-                        log.warning("loopback: cannot accept a connection now: %s", exc)
-                        time.sleep(0.05)
-                        continue
-                    return   # the listener was closed: stop() is under way
-                self._admit(sock, f"{address[0]}:{address[1]}")
+            try:
+                while not self._stopping.is_set():
+                    for key, _ in selector.select(0.5):
+                        if key.fileobj is self._listener:
+                            if not self._accept_one(selector, lingering):
+                                return   # the listener was closed: stop() is under way
+                        else:
+                            self._drain_refused(key.fileobj, selector, lingering)
+                    now = time.monotonic()
+                    for sock in [s for s, deadline in lingering.items() if deadline < now]:
+                        self._close_refused(sock, selector, lingering)
+            finally:
+                for sock in list(lingering):
+                    self._close_refused(sock, selector, lingering)
 
-    def _admit(self, sock: socket.socket, peer: str) -> None:
-        sock.setblocking(True)
-        with self._connections_lock:
-            full = len(self._connections) >= self.max_connections
-            if not full:
-                connection = _Connection(self, sock, peer)
-                self._connections.add(connection)
-        if full:
-            self.refused_connections += 1
-            if self.refused_connections == 1 or self.refused_connections % 100 == 0:
-                log.warning("loopback: refusing connection from %s: %d connections open, the limit is %d "
-                            "(%d refused so far)", peer, self.max_connections, self.max_connections,
-                            self.refused_connections)
-            # A plain close (FIN, no reset): the client reads end-of-stream before any CNXN.
-            sock.close()
-            return
+    def _accept_one(self, selector, lingering: dict) -> bool:
         try:
+            sock, address = self._listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors: leave the client in the backlog and breathe.
+                log.warning("loopback: cannot accept a connection now: %s", exc)
+                time.sleep(0.05)
+                return True
+            return False
+        peer = f"{address[0]}:{address[1]}"
+        if self._admit(sock, peer):
+            return True
+        self.refused_connections += 1
+        if self.refused_connections == 1 or self.refused_connections % 100 == 0:
+            log.warning("loopback: refusing connection from %s: %d connections open, the limit is %d "
+                        "(%d refused so far)", peer, self.max_connections, self.max_connections,
+                        self.refused_connections)
+        try:
+            sock.shutdown(socket.SHUT_WR)   # FIN now: the client reads end-of-stream, before any CNXN
+            sock.setblocking(False)
+            if len(lingering) >= _MAX_LINGERING:
+                raise OSError("too many refused connections lingering")
+            selector.register(sock, selectors.EVENT_READ)
+            lingering[sock] = time.monotonic() + _LINGER_S
+        except OSError:
+            sock.close()
+        return True
+
+    def _drain_refused(self, sock: socket.socket, selector, lingering: dict) -> None:
+        try:
+            if sock.recv(65536):
+                return   # what it sent is dropped; wait for its end of stream
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._close_refused(sock, selector, lingering)
+
+    @staticmethod
+    def _close_refused(sock: socket.socket, selector, lingering: dict) -> None:
+        lingering.pop(sock, None)
+        try:
+            selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
+    def _admit(self, sock: socket.socket, peer: str) -> bool:
+        """Serve ``sock`` on a thread of its own; False when the device is full (the caller refuses it)."""
+        with self._connections_lock:
+            if len(self._connections) >= self.max_connections:
+                return False
+            connection = _Connection(self, sock, peer)
+            self._connections.add(connection)
+        try:
+            sock.setblocking(True)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=connection.serve, daemon=True, name="loopback-conn").start()
-        except (OSError, RuntimeError) as exc:   # no thread to be had: refuse this one
-            log.warning("loopback: refusing connection from %s: %s", peer, exc)
+        except (OSError, RuntimeError) as exc:   # no thread to be had: this one is dropped
+            log.warning("loopback: dropping connection from %s: %s", peer, exc)
             self._forget(connection)
             sock.close()
+        return True
 
     def _forget(self, connection: _Connection) -> None:
         with self._connections_lock:

@@ -72,6 +72,7 @@ def _one_line(message: str) -> bool:
     return bool(message.strip()) and "\n" not in message.strip() and "Traceback" not in message
 
 
+@pytest.mark.slow
 def test_mutants_through_the_library_never_raise_a_traceback(corpus):
     """Load and rewrite (no verification) 5,000 seeded mutants in this process: each either
     succeeds or raises a WbmmError with a one-line message."""

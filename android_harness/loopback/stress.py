@@ -152,12 +152,16 @@ def shell_burst(port: int, clients: int, key_path: str | Path, timeout_s: float 
     barrier = threading.Barrier(clients)
     lock = threading.Lock()
 
+    open_transports = []
+
     def one(n: int) -> None:
         transport = None
         try:
             barrier.wait(timeout_s)
             transport = AdbShellTransport("127.0.0.1", port, key_path=key_path, io_timeout=timeout_s,
-                                          auth_timeout=timeout_s)
+                                          auth_timeout=timeout_s, connect=False)
+            open_transports.append(transport)
+            transport.reconnect(timeout=timeout_s)
             good = transport.shell(f"echo {n}", timeout=timeout_s).stdout == f"{n}\n"
             error = None if good else "wrong output"
         except Exception as exc:  # noqa: BLE001 - counted and reported, whatever it is
@@ -174,11 +178,16 @@ def shell_burst(port: int, clients: int, key_path: str | Path, timeout_s: float 
                     burst.errors.append(error)
 
     started = time.monotonic()
-    threads = [threading.Thread(target=one, args=(n,), name=f"burst-{n}") for n in range(clients)]
+    threads = [threading.Thread(target=one, args=(n,), name=f"burst-{n}", daemon=True) for n in range(clients)]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + timeout_s + 30
     for thread in threads:
-        thread.join(timeout_s + 30)
+        thread.join(max(0.0, deadline - time.monotonic()))
+    for transport in list(open_transports):   # a client still stuck past the deadline is cut off
+        transport.abort()
+    for thread in threads:
+        thread.join(10)
     burst.seconds = time.monotonic() - started
     return burst
 
@@ -202,18 +211,24 @@ def push_onto_directory(port: int, key_path: str | Path, targets=("/data/local/t
     with tempfile.TemporaryDirectory(prefix="wbmm-stress-") as scratch:
         local = Path(scratch) / "payload.bin"
         local.write_bytes(os.urandom(4096))
-        transport = AdbShellTransport("127.0.0.1", port, key_path=key_path, io_timeout=timeout_s)
-        try:
-            for target in targets:
-                started = time.monotonic()
-                try:
-                    transport.push(local, target, timeout=timeout_s)
-                    failed, message = False, "accepted"
-                except DeviceError as exc:
-                    failed, message = True, str(exc)
-                answers.append(PushAnswer(target, time.monotonic() - started, failed, message))
-        finally:
-            transport.close()
+        for target in targets:
+            transport = AdbShellTransport("127.0.0.1", port, key_path=key_path, io_timeout=timeout_s)
+            # A device that never answers must not hold the measurement: drop the connection then.
+            watchdog = threading.Timer(timeout_s, transport.abort)
+            watchdog.start()
+            started = time.monotonic()
+            try:
+                transport.push(local, target, timeout=timeout_s)
+                failed, message = False, "accepted"
+            except DeviceError as exc:
+                failed, message = True, str(exc)
+            finally:
+                watchdog.cancel()
+                transport.close()
+            seconds = time.monotonic() - started
+            if seconds >= timeout_s:
+                failed, message = False, f"no answer within {timeout_s:g} s"
+            answers.append(PushAnswer(target, seconds, failed, message))
     return answers
 
 

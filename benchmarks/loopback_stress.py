@@ -6,7 +6,8 @@ rounds interleaved: the baseline is the code before the hardening (a ``git archi
 checkout. Per round and daemon (``android_harness.loopback.stress`` does the traffic):
 
 - 2,000 connections opened at once, each sending CNXN: served (AUTH/CNXN back), refused
-  cleanly (end of stream), reset, or unanswered within 30 s;
+  cleanly (end of stream), reset, or unanswered within 30 s; and how many served ones the
+  device then drops within a second (a connection it can no longer serve);
 - 200 adb-shell clients released at the same moment, each connecting, authenticating and
   running ``echo``: how many got their answer;
 - the daemon's threads and open descriptors (from /proc) before the storm and after it
@@ -104,10 +105,11 @@ def one_round(checkout: Path, env: dict, key: Path, scratch: Path, name: str) ->
         serving = shell_burst(daemon.port, 1, key, timeout_s=30).ok == 1
     finally:
         daemon.stop()
-    sigterm = sigterm_leaves_no_children(key, commands=3, grace_s=2.0, environ=dict(env, PYTHONPATH=str(checkout)))
+    sigterm = sigterm_leaves_no_children(key, commands=3, grace_s=2.0, environ=env, checkout=checkout)
     return {
         "connections": {"opened": storm.opened, "served": storm.served, "refused_cleanly": storm.refused,
-                        "reset": storm.reset, "unanswered": storm.unanswered, "connect_failed": storm.connect_failed,
+                        "reset": storm.reset, "unanswered": storm.unanswered,
+                        "dropped_after_answer": storm.dropped_after_answer, "connect_failed": storm.connect_failed,
                         "seconds": round(storm.seconds, 3), "errors": storm.errors},
         "shell_burst": {"clients": burst.clients, "ok": burst.ok, "failed": burst.failed,
                         "seconds": round(burst.seconds, 2), "errors": burst.errors[:3]},
@@ -138,6 +140,7 @@ def summary(rounds: list[dict]) -> dict:
         "connections_served_or_refused_cleanly": statistics.median(
             r["connections"]["served"] + r["connections"]["refused_cleanly"] for r in rounds),
         "connections_reset": _median(rounds, ("connections", "reset")),
+        "connections_dropped_after_answer": _median(rounds, ("connections", "dropped_after_answer")),
         "connections_unanswered": _median(rounds, ("connections", "unanswered")),
         "shell_clients_ok": _median(rounds, ("shell_burst", "ok")),
         "thread_growth": statistics.median(r["threads_after"] - r["threads_before"] for r in rounds),

@@ -69,13 +69,15 @@ class ConnectionStorm:
     refused: int = 0           # closed cleanly (end of stream) before answering
     reset: int = 0             # connection reset / refused by the kernel
     unanswered: int = 0        # nothing within the timeout
+    dropped_after_answer: int = 0   # served, then closed by the device within a second (a dead connection)
     connect_failed: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return self.opened > 0 and self.served + self.refused == self.opened and not self.connect_failed
+        return (self.opened > 0 and self.served + self.refused == self.opened and not self.connect_failed
+                and not self.dropped_after_answer)
 
 
 def open_connections(port: int, count: int, timeout_s: float = 30.0) -> ConnectionStorm:
@@ -84,6 +86,7 @@ def open_connections(port: int, count: int, timeout_s: float = 30.0) -> Connecti
     started = time.monotonic()
     sockets: list[socket.socket] = []
     hello = encode_packet(Packet(A_CNXN, 0x01000001, 256 * 1024, b"host::stress\0"))
+    served: list[socket.socket] = []
     try:
         for _ in range(count):
             try:
@@ -99,8 +102,7 @@ def open_connections(port: int, count: int, timeout_s: float = 30.0) -> Connecti
         pending = {sock.fileno(): sock for sock in sockets}
         buffers: dict[int, bytes] = {fd: b"" for fd in pending}
         deadline = time.monotonic() + timeout_s
-        with selectors.PollSelector() if hasattr(selectors, "PollSelector") else selectors.DefaultSelector() \
-                as selector:
+        with _selector() as selector:
             for sock in sockets:
                 selector.register(sock, selectors.EVENT_READ)
             while pending and time.monotonic() < deadline:
@@ -122,16 +124,46 @@ def open_connections(port: int, count: int, timeout_s: float = 30.0) -> Connecti
                         command = struct.unpack_from("<I", buffers[fd])[0]
                         if command in (A_AUTH, A_CNXN):
                             storm.served += 1
+                            served.append(sock)
                         elif len(storm.errors) < 5:
                             storm.errors.append(f"unexpected first packet 0x{command:08x}")
                     selector.unregister(sock)
                     del pending[fd]
         storm.unanswered = len(pending)
+        storm.dropped_after_answer = _closed_within(served, 1.0)
     finally:
         for sock in sockets:
             sock.close()
         storm.seconds = time.monotonic() - started
     return storm
+
+
+def _closed_within(sockets: list[socket.socket], seconds: float) -> int:
+    """How many of ``sockets`` the peer closes (end of stream or reset) within ``seconds``; the
+    rest stay open, as a served connection waiting for the client's next packet should."""
+    closed = 0
+    if not sockets:
+        return 0
+    deadline = time.monotonic() + seconds
+    with _selector() as selector:
+        for sock in sockets:
+            selector.register(sock, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            for key, _ in selector.select(max(0.0, deadline - time.monotonic())):
+                try:
+                    data = key.fileobj.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    closed += 1
+                    selector.unregister(key.fileobj)
+    return closed
+
+
+def _selector() -> selectors.BaseSelector:
+    return selectors.PollSelector() if hasattr(selectors, "PollSelector") else selectors.DefaultSelector()
 
 
 @dataclass
@@ -249,7 +281,7 @@ def _session_members(session_id: int) -> list[int]:
 
 
 def sigterm_leaves_no_children(key_path: str | Path, commands: int = 3, grace_s: float = 2.0,
-                               environ: dict | None = None) -> dict:
+                               environ: dict | None = None, checkout: str | Path | None = None) -> dict:
     """Start ``wbmm-mobile loopback-device``, leave ``commands`` long shell commands running
     through it (each with a background child), SIGTERM it, and count its commands' processes
     still alive ``grace_s`` later. Returns the figures."""
@@ -261,11 +293,12 @@ def sigterm_leaves_no_children(key_path: str | Path, commands: int = 3, grace_s:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        env = dict(environ or os.environ)
-        env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+        # The checkout whose daemon is measured: on PYTHONPATH and as cwd (``-m`` puts the cwd first).
+        checkout = str(checkout or Path(__file__).resolve().parents[2])
+        env = dict(environ or os.environ, PYTHONPATH=checkout)
         daemon = subprocess.Popen([sys.executable, "-m", "wbmm_mobile.cli", "loopback-device", "--root", str(root),
                                    "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=env)
+                                  env=env, cwd=checkout)
         transports = []
         try:
             if not daemon.stdout.readline():

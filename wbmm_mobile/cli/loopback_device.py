@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer as a fixture phone for tests: getprop/dumpsys/taskset scripts and "
                              "battery/cpufreq sysfs files of a Pixel 7 (or of a profile DIR). Default: describe "
                              "this computer truthfully (its ABI, CPU model, 'loopback' in the model name)")
-    parser.add_argument("--max-connections", type=_positive, default=DEFAULT_MAX_CONNECTIONS,
+    parser.add_argument("--max-connections", type=_positive, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                         help="connections served at once; past it a new one is closed at once and logged "
                              f"(default: {DEFAULT_MAX_CONNECTIONS})")
 

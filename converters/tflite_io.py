@@ -125,6 +125,67 @@ def _as_list(values) -> list[int]:
     return [] if values is None else [int(v) for v in values]
 
 
+def _squashed(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+# Builtin op -> the options table named after it ("STRIDED_SLICE" -> StridedSliceOptions), for
+# the ops that have one; options named after no op (ReducerOptions, Pool2DOptions) are shared.
+_OPTIONS_NAMES = {value: name for name, value in vars(schema.BuiltinOptions).items()
+                  if not name.startswith("_") and isinstance(value, int)}
+_OPS_BY_SQUASHED = {_squashed(name): value for value, name in _BUILTIN_NAMES.items()}
+_OWN_OPTIONS = {op: value for value, name in _OPTIONS_NAMES.items()
+                if name.endswith("Options") and (op := _OPS_BY_SQUASHED.get(_squashed(name[:-7]))) is not None}
+
+
+def litert_hazard(data: bytes) -> str | None:
+    """What in a model LiteRT would trip over in a way that can crash the process, or None:
+    a tensor size that is impossible (a dimension below -1, past 2 GiB, constant data of the
+    wrong length), or an op carrying another op's options table (an opcode index pointing at the
+    wrong op: XNNPACK then reads inputs the op does not have). LiteRT refuses some of these
+    itself, but on its way out it can corrupt its heap so that the process dies later. Read
+    through the flatbuffer accessors (nothing copied); a file too broken to walk is left to
+    LiteRT's own verifier (None)."""
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        n_buffers = model.BuffersLength()
+        codes = []
+        for c in range(model.OperatorCodesLength()):
+            code = model.OperatorCodes(c)
+            codes.append(max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode())))
+        for g in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(g)
+            for o in range(graph.OperatorsLength()):
+                op = graph.Operators(o)
+                options = op.BuiltinOptionsType()
+                builtin = codes[op.OpcodeIndex()] if op.OpcodeIndex() < len(codes) else None
+                carrier = _OPS_BY_SQUASHED.get(_squashed(_OPTIONS_NAMES.get(options, "")[:-7]))
+                if (builtin in _OWN_OPTIONS and options and carrier is not None and carrier != builtin
+                        and _OWN_OPTIONS[builtin] != options):
+                    return (f"subgraph {g} op {o} ({builtin_name(builtin)}) carries "
+                            f"{_OPTIONS_NAMES[options]} (options of {builtin_name(carrier)})")
+            for t in range(graph.TensorsLength()):
+                tensor = graph.Tensors(t)
+                shape = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+                if any(d < -1 for d in shape):
+                    return f"subgraph {g} tensor {t} has shape {shape}"
+                itemsize = np.dtype(_NUMPY_TYPES[tensor.Type()]).itemsize if tensor.Type() in _NUMPY_TYPES else None
+                if itemsize is None or any(d < 0 for d in shape):
+                    continue
+                size = itemsize * int(np.prod(shape, dtype=object))
+                if size > _MAX_FLATBUFFER_BYTES:
+                    return f"subgraph {g} tensor {t} of shape {shape} would take {size} bytes"
+                buffer = tensor.Buffer()
+                if 0 < buffer < n_buffers:
+                    held = model.Buffers(buffer).DataLength()
+                    if held and held != size:
+                        return (f"subgraph {g} tensor {t} of shape {shape} has {held} bytes of constant data, "
+                                f"expected {size}")
+    except Exception:  # noqa: BLE001 - structure problems are LiteRT's verifier's to report
+        return None
+    return None
+
+
 # ---------------------------------------------------------------------------- writing
 
 class _AlignedBufferT(schema.BufferT):

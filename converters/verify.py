@@ -81,6 +81,17 @@ def load_interpreter(model: ModelLike, *, threads: int = 1, kernels: str = "xnnp
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
     data = read_model_bytes(model)
+    # A flatbuffer LiteRT refuses can leave its heap corrupted (found by tests/test_fuzz_tflite.py:
+    # a later, unrelated model then crashes the process), so malformed files stop here first.
+    from converters.tflite_io import litert_hazard, load_model_bytes
+    try:
+        load_model_bytes(data)
+    except CorruptModelError as exc:
+        raise CorruptModelError(f"the interpreter cannot load the model: {str(exc).removeprefix('<bytes>: ')}") \
+            from None
+    problem = litert_hazard(data)
+    if problem:
+        raise CorruptModelError(f"the interpreter cannot load the model: {problem}")
     resolver = OpResolverType.AUTO if kernels == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     loaded = _resolve_delegate(delegate)
     try:

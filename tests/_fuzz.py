@@ -10,9 +10,10 @@ fields past the table, another vtable), a vector's length (huge), plus plain byt
 flips and truncation. ``mutants(seed, corpus, count)`` yields (description, bytes),
 the same for the same seed.
 
-Also the worker ``python -m tests._fuzz worker`` that loads many files per process
-through LiteRT (with the wbmm delegate when given), so a crash of the process is seen
-by its parent and pinned to the file it was loading.
+Also the worker ``python -m tests._fuzz worker load|rewrite [DELEGATE.so]`` that takes many
+files per process through LiteRT (``load``: converters.verify, with the wbmm delegate when
+given; ``rewrite``: rewrite_model with verification), so a crash of the process is seen by
+its parent and pinned to the file it was on.
 """
 
 from __future__ import annotations

@@ -10,8 +10,11 @@ four fixes to be usable for benchmarking, all made here:
 - exit codes and stderr: it only speaks ``shell:`` (stdout and stderr mixed, no exit
   code), so the command's stderr goes to a temporary file on the device and the exit
   code is printed after a random marker.
-RSA keys come from ``~/.android/adbkey`` (shared with platform-tools, so a phone that
-trusts this computer's adb trusts us too) or are generated there with mode 0600.
+RSA keys are the ones adb itself signs with: the keys in ``$ADB_VENDOR_KEYS`` when set,
+and ``~/.android/adbkey`` (shared with platform-tools, so a phone that trusts this
+computer's adb trusts us too), generated there with mode 0600 when no key exists.
+The stderr files of commands cut off by a disconnect are removed on the next
+connection and on ``close()``, so none stays on the device.
 Not for: sharing a phone with a running adb server (``adbutils_transport``).
 """
 
@@ -38,7 +41,7 @@ from wbmm_mobile.errors import (
     DeviceError, DeviceGoneError, DeviceNoSpaceError, DeviceNotFoundError, DeviceTimeoutError,
     DeviceUnauthorizedError)
 
-__all__ = ["AdbShellTransport", "load_or_create_adb_key", "DEFAULT_KEY_PATH"]
+__all__ = ["AdbShellTransport", "load_or_create_adb_key", "signing_key_paths", "DEFAULT_KEY_PATH"]
 
 DEFAULT_KEY_PATH = Path("~/.android/adbkey")
 _ADB_SHELL_ERRORS = (adb_exceptions.AdbCommandFailureException, adb_exceptions.AdbConnectionError,
@@ -67,6 +70,18 @@ def load_or_create_adb_key(path: str | Path | None = None) -> Path:
         os.replace(str(staged) + ".pub", str(key_path) + ".pub")
         os.replace(staged, key_path)
     return key_path
+
+
+def signing_key_paths(environ: dict[str, str] | None = None) -> list[Path]:
+    """The private keys to sign with, like adb: those in ``$ADB_VENDOR_KEYS`` that have their
+    ``.pub`` beside them, then ``~/.android/adbkey`` (created when there is no key at all)."""
+    from android_harness.loopback.auth import user_key_files
+
+    *vendor, user = user_key_files(environ)
+    found = [path for path in vendor if Path(str(path) + ".pub").is_file()]
+    if not found or user.is_file():
+        found.append(load_or_create_adb_key(user))
+    return found
 
 
 class _TcpTransport(TcpTransport):
@@ -107,10 +122,15 @@ class AdbShellTransport(Transport):
         self.serial = serial
         self.io_timeout = io_timeout
         self.auth_timeout = auth_timeout
-        self.key_path = load_or_create_adb_key(key_path)
-        self._signer = PythonRSASigner.FromRSAKeyPath(str(self.key_path))
+        key_paths = [Path(key_path).expanduser()] if key_path else signing_key_paths()
+        if key_path:
+            load_or_create_adb_key(key_path)
+        self.key_path = key_paths[0]
+        self._signers = [PythonRSASigner.FromRSAKeyPath(str(path)) for path in key_paths]
         self._device = AdbDevice(adb_transport, default_transport_timeout_s=io_timeout)
         self._key_offered = False
+        # stderr files of commands that were cut off: removed once the device answers again.
+        self._stale_files: set[str] = set()
 
     @classmethod
     def usb(cls, serial: str | None = None, *, key_path: str | Path | None = None, auth_timeout: float = 30.0,
@@ -141,7 +161,7 @@ class AdbShellTransport(Transport):
             self._key_offered = True
 
         try:
-            self._device.connect(rsa_keys=[self._signer], transport_timeout_s=timeout,
+            self._device.connect(rsa_keys=self._signers, transport_timeout_s=timeout,
                                  auth_timeout_s=self.auth_timeout, read_timeout_s=timeout,
                                  auth_callback=offering_key)
         except adb_exceptions.DeviceAuthError as exc:
@@ -156,8 +176,31 @@ class AdbShellTransport(Transport):
         except _ADB_SHELL_ERRORS as exc:
             self._device.close()
             raise DeviceGoneError(f"{self.serial}: cannot connect: {exc}") from None
+        self._remove_stale_files()
+
+    def _remove_stale_files(self) -> None:
+        """Remove the stderr files of commands a disconnect cut off (best effort, short timeout)."""
+        if not self._stale_files or not self._device.available:
+            return
+        stale = sorted(self._stale_files)
+        try:
+            self._device.shell("rm -f " + " ".join(stale), transport_timeout_s=30, read_timeout_s=30, timeout_s=30)
+        except (*_ADB_SHELL_ERRORS, TypeError, AttributeError, ValueError):
+            return   # gone again (or closed from another thread): tried again at the next connection
+        self._stale_files.difference_update(stale)
+
+    def abort(self) -> None:
+        self._device.close()
 
     def close(self) -> None:
+        if self._stale_files:
+            try:
+                if not self._device.available:
+                    self.reconnect(timeout=min(10.0, self.io_timeout))
+                else:
+                    self._remove_stale_files()
+            except DeviceError:
+                pass   # the device is gone for good: nothing left to clean there
         self._device.close()
 
     def _call(self, what: str, action, timeout: float):
@@ -184,6 +227,12 @@ class AdbShellTransport(Transport):
         except _ADB_SHELL_ERRORS as exc:
             self._device.close()
             raise DeviceGoneError(f"{self.serial}: {what}: device disconnected ({exc})") from None
+        except (TypeError, AttributeError, ValueError) as exc:
+            # adb-shell trips over its own socket when close() came from another thread (an
+            # interrupted profile does that to unblock its worker): the connection is gone.
+            if self._device.available:
+                raise
+            raise DeviceGoneError(f"{self.serial}: {what}: connection closed ({type(exc).__name__})") from None
 
     # -- shell ------------------------------------------------------------------------------------
     def shell(self, command: Command, timeout: float = DEFAULT_SHELL_TIMEOUT_S) -> ShellResult:
@@ -195,6 +244,7 @@ class AdbShellTransport(Transport):
         # ends a trailing comment in the command.
         wrapped = (f"( {line}\n) 2>{stderr_file}; echo {marker}$?; "
                    f"cat {stderr_file} 2>/dev/null; rm -f {stderr_file}")
+        self._stale_files.add(stderr_file)
         output = self._call(f"`{line}`", lambda: self._device.shell(
             wrapped, transport_timeout_s=timeout, read_timeout_s=timeout, timeout_s=timeout, decode=False),
             timeout)
@@ -202,6 +252,7 @@ class AdbShellTransport(Transport):
         position = text.find(marker)
         if position < 0:
             raise DeviceGoneError(f"{self.serial}: `{line}` ended without its exit status (device gone?)")
+        self._stale_files.discard(stderr_file)   # the command removed it itself
         code_text, _, stderr = text[position + len(marker):].partition("\n")
         code = int(code_text.strip()) if code_text.strip().isdigit() else 255
         return ShellResult(line, code, text[:position], stderr)

@@ -12,17 +12,26 @@ crashes or prints garbage is recorded as failed with its output and the rest go
 on; a device that disappears stops its worker, keeps what finished and reports
 the runs it did not do, which ``resume=True`` completes later.
 
+The benchmark never outlives the harness: its pid is recorded in a file on the device
+(``REMOTE_DIR/run-<id>.pid``); an interrupted profile (Ctrl-C, SIGTERM) kills it over a
+fresh connection, a run past ``--run-timeout`` is killed the same way, and a worker
+that starts on a device kills what a lost earlier profile left running there (a device
+runs one profile at a time). The worker removes its temporary files on the device on
+every way out (power samples, pid files; the transport removes its own stderr files).
+
 Configs map to benchmark_model flags through one ordered table (``CONFIGS``).
 Not for: parsing output (``benchmark_output``), tables (``wbmm_mobile.compare``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
 import re
 import shlex
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -59,6 +68,7 @@ __all__ = [
 ]
 
 REMOTE_DIR = "/data/local/tmp/wbmm"
+LOOPBACK_KEY_NOTE = "~/.android/adbkey, created if missing"
 # The Android build of the delegate (`make delegate-arm64`, NDK), used for arm64 phones by default.
 # Not build/delegates-arm64 (`make delegate-arm64-test`): that one links glibc and does not load on Android.
 ARM64_DELEGATE = Path(__file__).resolve().parent.parent / "build" / "android-arm64" / "libwbmm_delegate.so"
@@ -289,6 +299,38 @@ def _list_devices(plan: ProfilePlan) -> list[str]:
     return [d.serial for d in list_server_devices(plan.adb_server) if d.state == "device"]
 
 
+class ProfileInterrupted(Exception):
+    """The profile was interrupted: the worker stops; the runs it did not do are reported missing."""
+
+
+def _kill_pid_lines(pidfile: str) -> str:
+    # Only a process that is still a benchmark is killed (its pid may have been reused since).
+    return (f'p=$(cat {pidfile} 2>/dev/null); if [ -n "$p" ] && grep -q benchmark /proc/$p/cmdline 2>/dev/null; '
+            f'then kill $p 2>/dev/null; sleep 0.2; kill -9 $p 2>/dev/null; fi; rm -f {pidfile}')
+
+
+def end_recorded_benchmark(device: Device, pidfile: str) -> None:
+    """Kill the benchmark whose pid ``pidfile`` on the device holds, and remove the file."""
+    try:
+        device.shell(_kill_pid_lines(pidfile), timeout=30)
+    except (DeviceError, OSError):
+        pass   # the device went away: the benchmark went with it, or the next session ends it
+
+
+def _end_stale_benchmarks(device: Device) -> None:
+    """Kill benchmarks an earlier, lost profile left running on the device (their pid files remain)."""
+    device.shell(f'for f in {REMOTE_DIR}/run-*.pid; do [ -f "$f" ] || continue; '
+                 + _kill_pid_lines('"$f"') + '; done', timeout=60)
+
+
+def _remove_temporary_files(device: Device) -> None:
+    """The worker's temporary files on the device: power samples and pid files (best effort)."""
+    try:
+        device.shell(f"rm -rf {REMOTE_DIR}/power; rm -f {REMOTE_DIR}/run-*.pid", timeout=30)
+    except (DeviceError, OSError):
+        pass
+
+
 class _DeviceWorker:
     """Runs every planned run of one device, in order, appending records as they finish."""
 
@@ -298,6 +340,36 @@ class _DeviceWorker:
         self.serial, self.plan, self.models, self.store = serial, plan, models, store
         self.report, self.report_lock, self.progress = report, report_lock, progress
         self.listeners, self.connect = listeners, connect
+        self.interrupted = threading.Event()
+        self.pidfile: str | None = None   # the running benchmark's pid file on the device
+        self.device: Device | None = None
+
+    def interrupt(self) -> None:
+        """Called from another thread when the profile is interrupted: no further run starts, and
+        the running benchmark is killed through a connection of its own (the worker's is busy)."""
+        self.interrupted.set()
+        pidfile, busy = self.pidfile, self.device
+        if pidfile is None:
+            return
+        try:
+            device = self.connect(self.serial, self.plan)
+        except (DeviceError, OSError):
+            device = None   # the device is gone: nothing runs there any more to kill
+        if device is not None:
+            try:
+                end_recorded_benchmark(device, pidfile)
+            finally:
+                try:
+                    device.transport.close()
+                except (DeviceError, OSError):
+                    pass
+        if busy is not None:
+            # Unblocks the worker even if the benchmark had not written its pid yet (a device
+            # that does not end a command with its connection is swept at the next session).
+            try:
+                busy.transport.abort()
+            except (DeviceError, OSError):
+                pass
 
     def _note(self, summary: RunSummary) -> None:
         with self.report_lock:
@@ -313,9 +385,10 @@ class _DeviceWorker:
         label_serial = self.serial or "device"
         device = None
         try:
-            device = self.connect(self.serial, self.plan)
+            device = self.device = self.connect(self.serial, self.plan)
             info = device.info()
             label_serial = device.serial
+            _end_stale_benchmarks(device)
             session = DeviceSession(device=device, info=info, remote_dir=REMOTE_DIR)
             binary, binary_remote, binary_hash = self._push_binary(device, info)
             delegate_remote, delegate_meta = self._push_delegate(device, info)
@@ -329,6 +402,8 @@ class _DeviceWorker:
                     if facts is not None:
                         session_facts[listener.name] = facts
                 for done_index, (model, config, threads) in enumerate(planned):
+                    if self.interrupted.is_set():
+                        raise ProfileInterrupted("interrupted")
                     key = RunKey(serial=device.serial, model_sha256=model.sha256, config=config, threads=threads,
                                  runs=self.plan.runs, warmup=self.plan.warmup, binary_sha256=binary_hash,
                                  power=self.plan.power)
@@ -344,6 +419,8 @@ class _DeviceWorker:
                     record = self._one_run(session, key, model, model_remote[model.sha256], config, threads,
                                            binary, binary_remote, binary_hash, delegate_remote, delegate_meta,
                                            pinning_mask, pinning_note, session_facts)
+                    if self.interrupted.is_set():
+                        raise ProfileInterrupted("interrupted")   # a killed run is no result: not recorded
                     self.store.append(record)
                     self._note(RunSummary(label, record.status, record.error or ""))
                 done_index = len(planned)
@@ -353,10 +430,19 @@ class _DeviceWorker:
                         listener.end_session(session)
                     except (DeviceError, OSError):
                         pass  # the device is gone; nothing left to undo there
+                _remove_temporary_files(device)
+        except ProfileInterrupted as exc:
+            reason = f"interrupted: {exc}"
+            with self.report_lock:
+                self.report.device_errors[label_serial] = reason
+            for model, config, threads in planned[done_index:]:
+                self._note(RunSummary(f"{label_serial} {model.name} {config} {threads}t", "missing", reason))
         except (DeviceError, OSError, BenchmarkError, WbmmError) as exc:
             # One line: transports quote the whole (multi-line) run script in their messages.
             message = re.sub(r"`[^`]{60,}`", "`<run script>`", str(exc), flags=re.DOTALL)
             reason = f"{type(exc).__name__}: {' '.join(message.split())}"
+            if self.interrupted.is_set():
+                reason = "interrupted"
             with self.report_lock:
                 self.report.device_errors[label_serial] = reason
             for model, config, threads in planned[done_index:]:
@@ -422,6 +508,7 @@ class _DeviceWorker:
         argv = [binary_remote, f"--graph={model_remote}", f"--num_threads={threads}",
                 f"--num_runs={plan.runs}", f"--warmup_runs={plan.warmup}", *flags]
         benchmark = shlex.join(argv)
+        pidfile = f"{REMOTE_DIR}/run-{run_id}.pid"
         if mask:
             benchmark = f"taskset {mask} {benchmark}"
         plugged = None
@@ -445,18 +532,29 @@ class _DeviceWorker:
             script = "\n".join(filter(None, [
                 *(listener.shell_before(run) for listener in self.listeners),
                 'read WBMM_T _ < /proc/uptime; echo "@@WBMM bench_start $WBMM_T"',
-                f"{benchmark} 2>&1",
+                # In the background with its pid on record, so an interrupted harness can kill it.
+                f"{benchmark} 2>&1 &",
+                "WBMM_PID=$!",
+                f"echo $WBMM_PID > {pidfile}",
+                "wait $WBMM_PID",
                 "WBMM_RC=$?",
+                f"rm -f {pidfile}",
                 'read WBMM_T _ < /proc/uptime; echo "@@WBMM bench_end $WBMM_T"',
                 *(listener.shell_after(run) for listener in self.listeners),
                 "exit $WBMM_RC",
             ]))
+            self.pidfile = pidfile
             try:
                 result = session.device.shell(script, timeout=plan.run_timeout_s)
             except DeviceTimeoutError as exc:
-                # The device still answers: this run hung (a delegate stuck, a huge model); the others go on.
+                # The device still answers: this run hung (a delegate stuck, a huge model); end it, the others go on.
+                end_recorded_benchmark(session.device, pidfile)
                 raise BenchmarkError(f"no result within --run-timeout {plan.run_timeout_s:g} s ({exc})",
                                      output="") from exc
+            finally:
+                self.pidfile = None
+            if self.interrupted.is_set():
+                raise ProfileInterrupted("interrupted while the benchmark ran")
             output = result.stdout + (("\n" + result.stderr) if result.stderr else "")
             markers = {m[1]: float(m[2]) for m in _MARKER.finditer(result.stdout)}
             outcome = RunOutcome(exit_code=result.exit_code, output=output, markers=markers)
@@ -543,15 +641,44 @@ def profile(plan: ProfilePlan, *, progress: bool | Callable[[str], None] = True,
     bar = _Progress(progress, total)
     lock = threading.Lock()
     make_listeners = listeners or _default_listeners
+    stack = contextlib.ExitStack()
     workers = [_DeviceWorker(serial, plan, models, store, report, lock, bar, make_listeners(plan),
                              connect or _connect) for serial in serials]
+    pool = ThreadPoolExecutor(max_workers=max(1, len(workers)), thread_name_prefix="wbmm-device")
     try:
-        with ThreadPoolExecutor(max_workers=max(1, len(workers)), thread_name_prefix="wbmm-device") as pool:
-            for future in [pool.submit(worker.run) for worker in workers]:
-                future.result()
+        stack.enter_context(_sigterm_interrupts())
+        for future in [pool.submit(worker.run) for worker in workers]:
+            future.result()
+    except BaseException:
+        # Ctrl-C (or SIGTERM turned into KeyboardInterrupt by the CLI): end every device's running
+        # benchmark now, so none keeps running beside a resumed profile.
+        for worker in workers:
+            worker.interrupt()
+        raise
     finally:
+        pool.shutdown(wait=True)
+        stack.close()
         bar.close()
     return report
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM ends a profile the way Ctrl-C does (benchmarks killed, files removed), when it
+    runs in the main thread and nobody else handles SIGTERM."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def runner_script(path: str | Path, python: str | None = None) -> Path:
@@ -560,7 +687,10 @@ def runner_script(path: str | Path, python: str | None = None) -> Path:
     import sys
 
     path = Path(path)
-    path.write_text(f'#!/bin/sh\nexec "{python or sys.executable}" -m android_harness.linux_benchmark "$@"\n')
+    # The loopback shell has a minimal environment: name the checkout this harness runs from.
+    checkout = Path(__file__).resolve().parent.parent
+    path.write_text(f'#!/bin/sh\nPYTHONPATH="{checkout}" exec "{python or sys.executable}" '
+                    '-m android_harness.linux_benchmark "$@"\n')
     path.chmod(0o755)
     return path
 
@@ -568,8 +698,10 @@ def runner_script(path: str | Path, python: str | None = None) -> Path:
 def profile_on_this_computer(models: Sequence[str], out: str | Path, *, configs: Sequence[str] = ("xnnpack", "wbmm"),
                              threads: Sequence[int] = (1,), runs: int = 50, warmup: int = 5,
                              progress: bool | Callable[[str], None] = True, **plan_options) -> ProfileReport:
-    """``profile`` on a loopback device started for the purpose (fixture phone, this machine's CPU,
-    ``wbmm-mobile-benchmark`` as the binary): what ``make demo`` runs when no phone is connected.
+    """``profile`` on a loopback device started for the purpose (describing this computer truthfully:
+    its ABI, CPU model, 'loopback' in the model name; ``wbmm-mobile-benchmark`` as the binary): what
+    ``make demo`` runs when no phone is connected. It authenticates with the user's adb key
+    (``~/.android/adbkey``, created with mode 0600 when missing, as adb does).
     Records carry ``device.loopback = True`` and ``compare`` labels them as this computer's numbers.
     No resume: each call gets a fresh device on a free port, hence a new serial. ``plan_options``
     are further ``ProfilePlan`` fields (power, delegate_options, run_timeout_s...)."""
@@ -579,7 +711,7 @@ def profile_on_this_computer(models: Sequence[str], out: str | Path, *, configs:
 
     with tempfile.TemporaryDirectory(prefix="wbmm-loopback-") as scratch:
         binary = runner_script(Path(scratch) / "benchmark_model")
-        with LoopbackDevice(Path(scratch) / "root", fixture_phone=True) as device:
+        with LoopbackDevice(Path(scratch) / "root") as device:
             plan = ProfilePlan(models=tuple(str(m) for m in models), out=str(out), devices=(device.serial,),
                                direct=True, configs=tuple(configs), threads=tuple(threads), runs=runs,
                                warmup=warmup, benchmark_binary=str(binary), **plan_options)
@@ -607,12 +739,14 @@ def profile_phone_or_here(models: Sequence[str], out: str | Path, *, benchmark_b
                           adb_server: str | None = None, configs: Sequence[str] = ("xnnpack", "wbmm"),
                           threads: Sequence[int] = (1,), runs: int = 50, warmup: int = 5,
                           progress: bool | Callable[[str], None] = True, devices: Sequence[str] = (),
+                          announce: Callable[[str], None] | None = None,
                           **plan_options) -> tuple[str, ProfileReport]:
     """What ``make demo`` does after converting: profile on the connected phone(s) when the ADB
     server lists one and a benchmark_model for it is at hand (given, or in the cache folder),
     otherwise on a loopback device here. Returns (where, report); ``where`` says which, in words.
     ``devices`` (serials) restricts the phones used; one the server does not list is an error,
-    not a silent fall-back. ``plan_options`` are further ``ProfilePlan`` fields for both cases."""
+    not a silent fall-back. ``announce`` hears, before it starts, that a loopback device is started
+    and why. ``plan_options`` are further ``ProfilePlan`` fields for both cases."""
     serials = attached_phones(adb_server, devices)
     if serials:
         try:
@@ -632,5 +766,8 @@ def profile_phone_or_here(models: Sequence[str], out: str | Path, *, benchmark_b
             where = f"this computer (loopback device): a phone is connected but {exc}"
     else:
         where = "this computer (loopback device): no phone connected"
+    if announce is not None:
+        announce(f"starting a loopback ADB device on 127.0.0.1 (its shell is this computer's, open only to your "
+                 f"adb key {LOOPBACK_KEY_NOTE}) because {where.split(': ', 1)[1]}")
     return where, profile_on_this_computer(models, out, configs=configs, threads=threads, runs=runs,
                                            warmup=warmup, progress=progress, **plan_options)

@@ -165,6 +165,11 @@ class Transport(abc.ABC):
     def close(self) -> None:
         """Release sockets; the transport is unusable afterwards (default: nothing to do)."""
 
+    def abort(self) -> None:
+        """Drop the connection now, from any thread, without cleaning up on the device (a call
+        blocked in another thread then fails with DeviceGoneError). Default: ``close()``."""
+        self.close()
+
     def __enter__(self) -> "Transport":
         return self
 

@@ -70,7 +70,11 @@ def main() -> int:
         small.write_bytes(os.urandom(1 << 20))
         big = scratch / "20mb.bin"
         big.write_bytes(os.urandom(20 * 1000 * 1000))
-        key = scratch / "adbkey"
+        # The loopback device lets in the starting user's adb keys: this one is named in
+        # $ADB_VENDOR_KEYS (the private adb server below signs with it too).
+        from android_harness.adbshell_transport import load_or_create_adb_key
+        key = load_or_create_adb_key(scratch / "adbkey")
+        os.environ["ADB_VENDOR_KEYS"] = str(key)
         results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, over 127.0.0.1",
                          "runs": args.runs}
         with LoopbackDevice(scratch / "root") as device:

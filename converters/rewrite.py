@@ -282,10 +282,7 @@ def rewrite_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
         if report_path is not None and getattr(exc, "report", None) is not None:
             _write_report(exc.report, report_path, failure=str(exc))
         raise
-    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(output_path).with_name(Path(output_path).name + ".partial")
-    tmp.write_bytes(result.model)
-    os.replace(tmp, output_path)
+    tflite_io.write_bytes_atomically(output_path, result.model)
     if report_path is not None:
         _write_report(result.report, report_path)
     return result
@@ -338,7 +335,14 @@ def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteRep
     replacements: dict[int, list] = {}
     passes = {p.name: p for p in PASSES if p.mode == options.mode}
     for index in range(len(originals)):
-        layer = _depthwise.match(model, g, index)
+        try:
+            layer = _depthwise.match(model, g, index)
+        except _MALFORMED as exc:
+            # An op whose tables do not parse (missing or foreign options) may still load in
+            # LiteRT with its defaults: leave it as it is, say so, go on with the others.
+            report.warnings.append(f"subgraph {g} op {index}: left alone, its tables do not parse "
+                                   f"({type(exc).__name__}: {exc})"[:300])
+            continue
         if layer is None:
             continue
         advance()

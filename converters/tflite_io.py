@@ -31,7 +31,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from wbmm_mobile.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError
+from wbmm_mobile.errors import CorruptModelError, ModelNotFoundError, OutputWriteError, UnsupportedModelError
 
 FILE_IDENTIFIER = b"TFL3"
 _MAX_FLATBUFFER_BYTES = 2**31 - 1
@@ -47,6 +47,24 @@ _TENSOR_TYPE_NAMES = {value: name for name, value in vars(schema.TensorType).ite
 
 # ---------------------------------------------------------------------------- reading
 
+def read_file_bytes(path: str | os.PathLike) -> bytes:
+    """A model file's bytes. Missing: ModelNotFoundError; a folder or unreadable: CorruptModelError;
+    not allowed to read: PermissionError saying so (never "not found")."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise CorruptModelError(f"{path}: is a directory, not a .tflite file") from None
+    except PermissionError as exc:
+        denied = PermissionError(f"{path}: cannot be read: {exc.strerror or 'permission denied'}")
+        denied.errno = exc.errno
+        raise denied from None
+    except OSError as exc:
+        raise CorruptModelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
 def read_model_bytes(model: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None) -> bytes:
     """The bytes of a .tflite given as bytes or a path, checked to be a .tflite flatbuffer.
 
@@ -57,16 +75,8 @@ def read_model_bytes(model: bytes | bytearray | memoryview | str | os.PathLike, 
     if isinstance(model, (bytes, bytearray, memoryview)):
         data, name = bytes(model), name or "<bytes>"
     else:
-        path = Path(model)
-        name = name or str(path)
-        if not path.exists():
-            raise ModelNotFoundError(f"{name}: no such model file")
-        if path.is_dir():
-            raise CorruptModelError(f"{name}: is a directory, not a .tflite file")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise CorruptModelError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+        name = name or str(model)
+        data = read_file_bytes(model)
     if len(data) < 8:
         raise CorruptModelError(f"{name}: {len(data)} bytes is too short for a .tflite model")
     # A flatbuffer .tflite carries its file identifier at bytes 4..8.
@@ -138,6 +148,67 @@ def _as_list(values) -> list[int]:
     return [] if values is None else [int(v) for v in values]
 
 
+def _squashed(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+# Builtin op -> the options table named after it ("STRIDED_SLICE" -> StridedSliceOptions), for
+# the ops that have one; options named after no op (ReducerOptions, Pool2DOptions) are shared.
+_OPTIONS_NAMES = {value: name for name, value in vars(schema.BuiltinOptions).items()
+                  if not name.startswith("_") and isinstance(value, int)}
+_OPS_BY_SQUASHED = {_squashed(name): value for value, name in _BUILTIN_NAMES.items()}
+_OWN_OPTIONS = {op: value for value, name in _OPTIONS_NAMES.items()
+                if name.endswith("Options") and (op := _OPS_BY_SQUASHED.get(_squashed(name[:-7]))) is not None}
+
+
+def litert_hazard(data: bytes) -> str | None:
+    """What in a model LiteRT would trip over in a way that can crash the process, or None:
+    a tensor size that is impossible (a dimension below -1, past 2 GiB, constant data of the
+    wrong length), or an op carrying another op's options table (an opcode index pointing at the
+    wrong op: XNNPACK then reads inputs the op does not have). LiteRT refuses some of these
+    itself, but on its way out it can corrupt its heap so that the process dies later. Read
+    through the flatbuffer accessors (nothing copied); a file too broken to walk is left to
+    LiteRT's own verifier (None)."""
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        n_buffers = model.BuffersLength()
+        codes = []
+        for c in range(model.OperatorCodesLength()):
+            code = model.OperatorCodes(c)
+            codes.append(max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode())))
+        for g in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(g)
+            for o in range(graph.OperatorsLength()):
+                op = graph.Operators(o)
+                options = op.BuiltinOptionsType()
+                builtin = codes[op.OpcodeIndex()] if op.OpcodeIndex() < len(codes) else None
+                carrier = _OPS_BY_SQUASHED.get(_squashed(_OPTIONS_NAMES.get(options, "")[:-7]))
+                if (builtin in _OWN_OPTIONS and options and carrier is not None and carrier != builtin
+                        and _OWN_OPTIONS[builtin] != options):
+                    return (f"subgraph {g} op {o} ({builtin_name(builtin)}) carries "
+                            f"{_OPTIONS_NAMES[options]} (options of {builtin_name(carrier)})")
+            for t in range(graph.TensorsLength()):
+                tensor = graph.Tensors(t)
+                shape = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+                if any(d < -1 for d in shape):
+                    return f"subgraph {g} tensor {t} has shape {shape}"
+                itemsize = np.dtype(_NUMPY_TYPES[tensor.Type()]).itemsize if tensor.Type() in _NUMPY_TYPES else None
+                if itemsize is None or any(d < 0 for d in shape):
+                    continue
+                size = itemsize * int(np.prod(shape, dtype=object))
+                if size > _MAX_FLATBUFFER_BYTES:
+                    return f"subgraph {g} tensor {t} of shape {shape} would take {size} bytes"
+                buffer = tensor.Buffer()
+                if 0 < buffer < n_buffers:
+                    held = model.Buffers(buffer).DataLength()
+                    if held and held != size:
+                        return (f"subgraph {g} tensor {t} of shape {shape} has {held} bytes of constant data, "
+                                f"expected {size}")
+    except Exception:  # noqa: BLE001 - structure problems are LiteRT's verifier's to report
+        return None
+    return None
+
+
 # ---------------------------------------------------------------------------- writing
 
 class _AlignedBufferT(schema.BufferT):
@@ -183,11 +254,25 @@ def model_to_bytes(model: schema.ModelT) -> bytes:
 def write_model(model: schema.ModelT, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` atomically (a partial file never replaces a good one)."""
     path = Path(path)
-    data = model_to_bytes(model)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomically(path, model_to_bytes(model))
     return path
+
+
+def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write through a temporary file beside ``path`` (its folder created), renamed when complete. A
+    failure raises OutputWriteError naming ``path``, never the temporary file, which is removed."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise OutputWriteError(path, exc.strerror or str(exc), exc.errno) from None
 
 
 # ---------------------------------------------------------------------------- small queries
@@ -207,7 +292,8 @@ def opcode_name(model: schema.ModelT, opcode_index: int) -> str:
     value = max(int(code.builtinCode or 0), int(code.deprecatedBuiltinCode or 0))
     if value == schema.BuiltinOperator.CUSTOM:
         custom = code.customCode
-        return custom.decode() if isinstance(custom, bytes) else str(custom)
+        # errors="replace": a custom code that is not UTF-8 is still a name to report, not a crash.
+        return custom.decode(errors="replace") if isinstance(custom, bytes) else str(custom)
     return builtin_name(value)
 
 

@@ -27,7 +27,29 @@ def adb_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def adb_test_key(tmp_path_factory):
+    """One adb RSA key for the whole test session, named in ``$ADB_VENDOR_KEYS`` (restored
+    afterwards): loopback devices trust it as the starting user's key, adb servers and
+    adb-shell sign with it, and the user's real ~/.android is never read for signing or written."""
+    from android_harness.adbshell_transport import load_or_create_adb_key
+    key = load_or_create_adb_key(tmp_path_factory.mktemp("adb-test-key") / "adbkey")
+    saved = os.environ.get("ADB_VENDOR_KEYS")
+    os.environ["ADB_VENDOR_KEYS"] = str(key)
+    yield key
+    if saved is None:
+        os.environ.pop("ADB_VENDOR_KEYS", None)
+    else:
+        os.environ["ADB_VENDOR_KEYS"] = saved
+
+
 @pytest.fixture(scope="module")
-def key_path(tmp_path_factory):
-    """Where a module's adb-shell RSA key is created (never the user's ~/.android)."""
-    return tmp_path_factory.mktemp("keys") / "adbkey"
+def key_path(adb_test_key):
+    """The adb-shell RSA key tests sign with: the session's trusted key (never the user's ~/.android)."""
+    return adb_test_key
+
+
+@pytest.fixture
+def stranger_key(tmp_path):
+    """A fresh adb key no loopback device trusts (for the 'unauthorized' cases)."""
+    return tmp_path / "stranger" / "adbkey"

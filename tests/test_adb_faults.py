@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import threading
 import time
 
@@ -19,7 +18,7 @@ from android_harness.adbshell_transport import AdbShellTransport
 from android_harness.adbutils_transport import AdbServerTransport
 from android_harness.loopback import LoopbackDevice
 from android_harness.loopback.wire import A_CNXN, A_OPEN, HEADER, Packet, checksum, encode_packet
-from tests._adb_helpers import adb_binaries, start_adb_server
+from tests._adb_helpers import adb_binaries, adb_handshake, start_adb_server
 from wbmm_mobile.errors import DeviceGoneError, DeviceUnauthorizedError
 
 pytestmark = pytest.mark.timeout(180)
@@ -91,16 +90,16 @@ def test_long_silent_command_is_not_cut_by_read_timeouts(loopback, key_path):
     transport.close()
 
 
-def test_rejected_key_tells_user_to_accept_prompt_adb_shell(tmp_path, key_path):
-    with LoopbackDevice(tmp_path / "root", auth=True) as device:
+def test_rejected_key_tells_user_to_accept_prompt_adb_shell(tmp_path, stranger_key):
+    with LoopbackDevice(tmp_path / "root") as device:   # authenticated by default
         with pytest.raises(DeviceUnauthorizedError) as caught:
-            AdbShellTransport("127.0.0.1", device.port, key_path=key_path, auth_timeout=2.0)
+            AdbShellTransport("127.0.0.1", device.port, key_path=stranger_key, auth_timeout=2.0)
         assert "accept" in str(caught.value) and "prompt on the phone" in str(caught.value)
         assert len(device.offered_keys) == 1      # the public key reached the "phone"
 
 
 def test_rejected_key_tells_user_to_accept_prompt_adb_server(tmp_path, adb_server):
-    with LoopbackDevice(tmp_path / "root", auth=True) as device:
+    with LoopbackDevice(tmp_path / "root", trust_user_keys=False) as device:
         with pytest.raises(DeviceUnauthorizedError) as caught:
             AdbServerTransport(serial=device.serial, server=adb_server.address, connect_timeout=20)
         assert "accept" in str(caught.value) and "prompt on the phone" in str(caught.value)
@@ -112,7 +111,7 @@ def test_authorized_key_signs_in_without_prompt(tmp_path, key_path):
     private = load_or_create_adb_key(key_path)
     keys_file = tmp_path / "adb_keys"
     keys_file.write_text(open(str(private) + ".pub").read())
-    with LoopbackDevice(tmp_path / "root", auth=True, authorized_keys=keys_file) as device:
+    with LoopbackDevice(tmp_path / "root", trust_user_keys=False, authorized_keys=keys_file) as device:
         transport = AdbShellTransport("127.0.0.1", device.port, key_path=key_path, auth_timeout=5.0)
         assert transport.shell("echo signed-in").stdout == "signed-in\n"
         assert device.offered_keys == []          # the signature alone was enough
@@ -123,7 +122,7 @@ def test_authorized_key_signs_in_without_prompt(tmp_path, key_path):
 def test_accepted_prompt_then_adb_server_signature_is_known(tmp_path, binary):
     """The adb server's own key: accepted once through the prompt, then recognised by signature
     (checked with each real adb, since each signs the token itself)."""
-    adb_server = start_adb_server(binary, tmp_path / "adb-home")
+    adb_server = start_adb_server(binary, tmp_path / "adb-home", vendor_keys=False)
     try:
         _accept_then_recognise(tmp_path, adb_server)
     finally:
@@ -132,13 +131,14 @@ def test_accepted_prompt_then_adb_server_signature_is_known(tmp_path, binary):
 
 def _accept_then_recognise(tmp_path, adb_server):
     keys_file = tmp_path / "adb_keys"
-    with LoopbackDevice(tmp_path / "root", auth=True, authorized_keys=keys_file, accept_new_keys=True) as device:
+    with LoopbackDevice(tmp_path / "root", trust_user_keys=False, authorized_keys=keys_file,
+                        accept_new_keys=True) as device:
         transport = AdbServerTransport(serial=device.serial, server=adb_server.address)
         assert transport.shell("echo allowed").stdout == "allowed\n"
         assert len(device.offered_keys) == 1
         adb_server.adb("disconnect", device.serial, check=False)
     assert keys_file.read_text().strip()
-    with LoopbackDevice(tmp_path / "root", auth=True, authorized_keys=keys_file) as device:
+    with LoopbackDevice(tmp_path / "root", trust_user_keys=False, authorized_keys=keys_file) as device:
         transport = AdbServerTransport(serial=device.serial, server=adb_server.address)
         assert transport.shell("echo known").stdout == "known\n"
         assert device.offered_keys == []
@@ -190,9 +190,7 @@ def test_hostile_client_is_dropped_and_daemon_keeps_serving(name, loopback, key_
 def test_bad_packet_after_handshake_drops_only_that_connection(loopback, key_path):
     bystander = AdbShellTransport("127.0.0.1", loopback.port, key_path=key_path)
     with socket.create_connection(("127.0.0.1", loopback.port), timeout=10) as sock:
-        sock.sendall(encode_packet(Packet(A_CNXN, 0x01000000, 256 * 1024, b"host::\0")))
-        header = sock.recv(24)
-        assert struct.unpack("<I", header[:4])[0] == A_CNXN
+        assert adb_handshake(sock, key_path).command == A_CNXN
         bad_open = bytearray(encode_packet(Packet(A_OPEN, 1, 0, b"shell:echo hi\0")))
         bad_open[20:24] = b"\0\0\0\0"     # magic no longer ~command
         sock.sendall(bytes(bad_open))

@@ -53,10 +53,14 @@ def payload(tmp_path_factory):
 
 
 def test_devices_lists_the_loopback_banner(adb, device):
+    """`adb devices -l` shows the model getprop answers (the fixture says it is a loopback one)."""
     listing = adb.adb("devices", "-l").stdout.decode()
     line = next(line for line in listing.splitlines() if line.startswith(device.serial))
     assert line.split()[1] == "device"
-    assert "model:wbmm_loopback_test_device" in line
+    model = adb.adb("-s", device.serial, "shell", "getprop ro.product.model").stdout.decode().strip()
+    assert model == "Pixel 7 (wbmm loopback fixture)"
+    # adb prints the banner's model with every character other than [A-Za-z0-9.-] as '_'.
+    assert "model:Pixel_7__wbmm_loopback_fixture_" in line and "loopback" in line
     features = adb.adb("-s", device.serial, "features").stdout.decode().split()
     assert "shell_v2" in features
 

@@ -80,7 +80,7 @@ def test_device_facts_match_the_fixture_phone(transport, loopback):
     snapshot = Device(transport).snapshot()
     info = snapshot.info
     assert (info.model, info.manufacturer, info.soc_model, info.board_platform) == \
-        ("Pixel 7", "Google", "Tensor G2", "gs201")
+        ("Pixel 7 (wbmm loopback fixture)", "Google", "Tensor G2", "gs201")
     assert (info.abi, info.sdk_level, info.android_version, info.is_loopback) == ("arm64-v8a", 34, "14", True)
     assert snapshot.cpu.clusters == ((0, 1, 2, 3), (4, 5), (6, 7))
     assert snapshot.cpu.big_core_mask == "f0" and snapshot.cpu.prime_core_mask == "c0"
@@ -258,7 +258,7 @@ def test_devices_command_through_the_adb_server(loopback, adb_server, tmp_path, 
     from wbmm_mobile.cli import main as cli_main
     monkeypatch.setenv("COLUMNS", "400")
     adb_server.adb("connect", loopback.serial)
-    with LoopbackDevice(tmp_path / "locked", auth=True) as locked:
+    with LoopbackDevice(tmp_path / "locked", trust_user_keys=False) as locked:
         adb_server.adb("connect", locked.serial, check=False)
         code = cli_main(["devices", "--adb", adb_server.address])
         adb_server.adb("disconnect", locked.serial, check=False)

@@ -173,14 +173,15 @@ def test_devices_command_shows_the_fixture_phone(tmp_path, monkeypatch, capsys):
 def test_devices_command_reports_an_unauthorized_device(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("COLUMNS", "400")
-    with LoopbackDevice(tmp_path / "root", auth=True) as device:
+    # A device that trusts none of this user's keys: the CLI signs with its own, unknown key.
+    with LoopbackDevice(tmp_path / "root", trust_user_keys=False) as device:
         code = cli_main(["devices", "--no-server", "--direct", device.serial, "--timeout", "2"])
     out = capsys.readouterr().out
     assert code == 2
     assert "prompt on the phone" in out
 
 
-def test_loopback_device_command_serves_until_interrupted(tmp_path):
+def test_loopback_device_command_serves_until_interrupted(tmp_path, key_path):
     port = free_port()
     env = dict(os.environ, HOME=str(tmp_path / "home"))
     help_text = subprocess.run([sys.executable, "-m", "wbmm_mobile.cli", "loopback-device", "--help"],
@@ -193,8 +194,8 @@ def test_loopback_device_command_serves_until_interrupted(tmp_path):
     try:
         banner = process.stdout.readline()
         assert f"127.0.0.1:{port}" in banner and "not a phone" in banner
-        transport = AdbShellTransport("127.0.0.1", port, key_path=tmp_path / "adbkey")
-        assert transport.shell(["getprop", "ro.product.model"]).stdout == "Pixel 7\n"
+        transport = AdbShellTransport("127.0.0.1", port, key_path=key_path)   # in $ADB_VENDOR_KEYS: trusted
+        assert transport.shell(["getprop", "ro.product.model"]).stdout == "Pixel 7 (wbmm loopback fixture)\n"
         transport.close()
     finally:
         process.send_signal(signal.SIGINT)
@@ -213,10 +214,10 @@ def test_usb_without_device_or_extra_is_a_clear_not_found(tmp_path):
         AdbShellTransport.usb(key_path=tmp_path / "adbkey")
 
 
-def test_open_transport_picks_the_client(tmp_path):
+def test_open_transport_picks_the_client(tmp_path, key_path):
     from android_harness.transport import open_transport
     with LoopbackDevice(tmp_path / "root") as device:
-        with open_transport(direct=device.serial, key_path=tmp_path / "adbkey") as transport:
+        with open_transport(direct=device.serial, key_path=key_path) as transport:
             assert isinstance(transport, AdbShellTransport) and transport.serial == device.serial
             assert transport.shell("echo via-direct").stdout == "via-direct\n"
     with pytest.raises(DeviceNotFoundError, match="no ADB server answers at 127.0.0.1:1"):
@@ -241,11 +242,11 @@ def test_silent_peer_is_gone_not_unauthorized(tmp_path):
         listener.close()
 
 
-def test_adb_shell_socket_has_tcp_nodelay(tmp_path):
+def test_adb_shell_socket_has_tcp_nodelay(tmp_path, key_path):
     import socket as socket_module
     with LoopbackDevice(tmp_path / "root") as device:
         for wanted in (True, False):
-            transport = AdbShellTransport("127.0.0.1", device.port, key_path=tmp_path / "adbkey",
+            transport = AdbShellTransport("127.0.0.1", device.port, key_path=key_path,
                                           tcp_nodelay=wanted)
             sock = transport._device._io_manager._transport._connection   # adb-shell keeps it private
             assert bool(sock.getsockopt(socket_module.IPPROTO_TCP, socket_module.TCP_NODELAY)) is wanted

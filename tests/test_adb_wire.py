@@ -18,23 +18,24 @@ from android_harness.loopback import LoopbackDevice
 from android_harness.loopback.wire import (
     A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_VERSION_MIN, A_VERSION_SKIP_CHECKSUM, A_WRTE, HEADER, SHELL_EXIT,
     SHELL_STDOUT, Packet, encode_packet, read_packet)
+from tests._adb_helpers import adb_handshake
 from wbmm_mobile.errors import AdbProtocolError, DeviceGoneError
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def loopback(tmp_path):
+def loopback(tmp_path, key_path):
     with LoopbackDevice(tmp_path / "root") as device:
+        device.test_key = key_path
         yield device
 
 
 def connect(device: LoopbackDevice, version: int = A_VERSION_MIN) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", device.port), timeout=10)
-    sock.sendall(encode_packet(Packet(A_CNXN, version, 64 * 1024, b"host::\0")))
-    reply = read_packet(sock, 1 << 20, checksum_required=True)
+    reply = adb_handshake(sock, device.test_key, version=version, max_data=64 * 1024)   # RSA AUTH is on by default
     assert reply.command == A_CNXN and b"features=" in reply.data and b"shell_v2" in reply.data
-    assert b"wbmm_loopback_test_device" in reply.data
+    assert b"ro.product.model=wbmm loopback (this computer)" in reply.data
     assert reply.arg0 == min(version, A_VERSION_SKIP_CHECKSUM)
     return sock
 

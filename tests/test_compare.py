@@ -157,3 +157,25 @@ def test_a_wbmm_model_named_with_its_lowering_is_compared_with_its_base(tmp_path
     assert rows[("net_wbmm_bmm", "wbmm")].model_speedup == pytest.approx(2.0, rel=1e-12)
     # Only lowering names count as a tag: another suffix is another model.
     assert rows[("net_wbmm_other", "wbmm")].model_speedup is None
+
+
+def test_loopback_records_are_never_labelled_as_a_phone_s(tmp_path):
+    """By the flag, and by 'loopback' in the model even when the flag is missing (an older or
+    hand-edited record); the fixture phone's made-up ABI and SoC are not shown as facts."""
+    import dataclasses
+    truthful = dict(DEVICE, model="wbmm loopback (this computer)", abi="x86_64", soc="Intel(R) Xeon(R) Processor",
+                    loopback=True)
+    flag_lost = dict(truthful, loopback=False)
+    fixture = dict(DEVICE, model="Pixel 7 (wbmm loopback fixture)", loopback=True)
+    store = ResultsStore(tmp_path)
+    for serial, device in (("127.0.0.1:1", truthful), ("127.0.0.1:2", flag_lost), ("127.0.0.1:3", fixture),
+                           ("R58M", DEVICE)):
+        base = record("net", "xnnpack", 1.0)
+        store.append(dataclasses.replace(base, key=dataclasses.replace(base.key, serial=serial), device=device))
+    rows = {row.serial: row for row in compare(tmp_path, plots=False, report=False).rows}
+    for serial in ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"):
+        assert rows[serial].loopback and rows[serial].device.startswith("loopback device: this computer's numbers")
+        assert rows[serial].device.endswith("not a phone's")
+    assert "(x86_64, Intel(R) Xeon(R) Processor)" in rows["127.0.0.1:1"].device
+    assert "arm64" not in rows["127.0.0.1:3"].device and "Tensor" not in rows["127.0.0.1:3"].device
+    assert not rows["R58M"].loopback and rows["R58M"].device.startswith("Pixel 7 (Tensor G2")

@@ -47,6 +47,10 @@ def test_demo_converts_profiles_each_model_and_config_and_compares(tmp_path, cap
     by_run = {(r.model["name"], r.config): r for r in records}
     assert set(by_run) == expected and len(records) == len(expected)
     assert all(r.status == "ok" and r.device["loopback"] and r.latency["count"] >= 5 for r in records)
+    # The loopback device describes this computer, not a phone, and the console said it started one.
+    from android_harness.loopback.identity import android_abi
+    assert {(r.device["abi"], r.device["model"]) for r in records} == {(android_abi(), "wbmm loopback (this computer)")}
+    assert "starting a loopback ADB device on 127.0.0.1" in printed and "because no phone connected" in printed
 
     # The printed and saved table carries the records' own medians, p5 and p95.
     comparison = compare(run_dir, plots=False, report=False)

@@ -234,7 +234,7 @@ def test_device_disappears_mid_run_then_resume_completes(models, tmp_path):
     assert {m.label for m in missing} == {f"{serial} dw_k3 cpu 1t", f"{serial} dw_k7 xnnpack 1t", f"{serial} dw_k7 cpu 1t"}
     assert len(load_records(out)) == 1          # the finished run is on disk
 
-    back = LoopbackDevice(root, port=port).start()   # the device comes back on the same address
+    back = LoopbackDevice(root, port=port, fixture_phone=True).start()   # back on the same address
     try:
         report = profile(replace_resume(plan), progress=False)
     finally:
@@ -305,4 +305,6 @@ def test_demo_profiles_here_when_no_phone_is_connected(models, tmp_path):
     assert where == "this computer (loopback device): no phone connected"
     assert [s.status for s in report.runs] == ["ok"]
     comparison = compare(tmp_path / "results", plots=False, report=False)
-    assert comparison.rows[0].device == "loopback device: this computer's numbers"
+    from android_harness.loopback.identity import android_abi
+    assert comparison.rows[0].device.startswith(f"loopback device: this computer's numbers ({android_abi()}, ")
+    assert comparison.rows[0].device.endswith("not a phone's") and comparison.rows[0].loopback

@@ -175,7 +175,7 @@ def test_wbmm_rewrite_picks_from_the_table_and_names_it(tuned_wbmm, models, tmp_
         report = _rewrite(models["float"], table, tmp_path, "--target", "wbmm")
         layer = report["layers"][0]
         assert layer["strategy"] == strategy and layer["rewritten"] == (strategy is not None), layer
-        assert words in layer["reason"] and "t.json (Pixel 7), measured shape 12x12x8 K=7" in layer["reason"]
+        assert words in layer["reason"] and "t.json (Pixel 7 (wbmm loopback fixture)), measured shape 12x12x8 K=7" in layer["reason"]
         assert "t.json" in report["strategy_table"] and "wbmm" in report["strategy_table"]
     # An int8 layer on wbmm reads the int8 row: custom (when the delegate ran it) is beaten here by builtin_kernel.
     int8_times = {"depthwise": 5.0, "builtin_kernel": 1.0}
@@ -198,7 +198,7 @@ def test_int8_rewrite_reads_the_int8_row_only(tuned_xnnpack, models, tmp_path):
                                                "int8": {"depthwise": 1.0, "builtin_kernel": 5.0}})
     layer = _rewrite(models["int8"], table, tmp_path)["layers"][0]
     assert not layer["rewritten"] and "the stock integer conv is fastest" in layer["reason"]
-    assert "t.json (Pixel 7), measured shape 12x12x8 K=7" in layer["reason"] and "builtin_kernel 5.00 ms" in layer["reason"]
+    assert "t.json (Pixel 7 (wbmm loopback fixture)), measured shape 12x12x8 K=7" in layer["reason"] and "builtin_kernel 5.00 ms" in layer["reason"]
     assert _rewrite(models["float"], table, tmp_path)["layers"][0]["strategy"] == "builtin_kernel"
     # And the reverse: the int8 row's builtin_kernel answers the int8 layer, not the float row's keep.
     table = _edited(path, tmp_path / "t.json", {"float32": {"depthwise": 1.0, "split": 8.0, "dilated": 8.0,

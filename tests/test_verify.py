@@ -187,5 +187,9 @@ def test_a_non_finite_original_is_the_originals_problem():
     assert not result.passed and not result.outputs[0].reference_finite
     assert "reference (original) model gives NaN/inf" in result.summary()
     with pytest.raises(UnsupportedModelError, match="the original model gives NaN/inf on output 0.*not of the"):
-        compare([reference], [reference], tolerance_for("float32"), enforce=True,
+        compare([reference], [np.array([1.0, 2.0, 3.0])], tolerance_for("float32"), enforce=True,
                 reference_name="the original model")
+    # The same NaN in the candidate is agreement: the finite rest is what is judged.
+    assert compare([reference], [reference.copy()], tolerance_for("float32"), enforce=True).passed
+    with pytest.raises(Exception, match="disagrees"):
+        compare([reference], [np.array([1.0, np.nan, 3.5])], tolerance_for("float32"), enforce=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from android_harness.results import RunRecord, load_records
 
 __all__ = ["ComparisonRow", "FailedRun", "Sweep", "Comparison", "compare", "format_table", "markdown_report",
-           "REFERENCE_CONFIGS", "NPU_CHECK_FILE", "find_npu_check", "npu_placement"]
+           "REFERENCE_CONFIGS", "NPU_CHECK_FILE", "find_npu_check", "npu_placement", "is_loopback_record"]
 
 # The baseline a row's speedup is measured against: the first config present.
 REFERENCE_CONFIGS = ("xnnpack", "cpu")
@@ -92,10 +92,22 @@ class Comparison:
     npu_source: str | None = None
 
 
+def is_loopback_record(record: RunRecord) -> bool:
+    """A run on the loopback device (this computer's numbers), by its flag or by its name: the
+    loopback device always puts 'loopback' in its model name, fixture phone included, so a
+    record that lost its flag is still never taken for a phone's."""
+    device = record.device or {}
+    return bool(device.get("loopback")) or "loopback" in str(device.get("model", "")).lower()
+
+
 def _device_label(record: RunRecord) -> str:
     device = record.device
-    if device.get("loopback"):
-        return "loopback device: this computer's numbers"
+    if is_loopback_record(record):
+        # The fixture phone's ABI and SoC are made up: only a truthful loopback device's are shown.
+        truthful = "fixture" not in str(device.get("model", "")).lower()
+        facts = ", ".join(str(device[k]) for k in ("abi", "soc")
+                          if truthful and device.get(k) and device.get(k) != "unknown")
+        return f"loopback device: this computer's numbers{f' ({facts})' if facts else ''}, not a phone's"
     return f"{device.get('model', '?')} ({device.get('soc', '?')}, Android {device.get('android_version', '?')})"
 
 
@@ -184,7 +196,7 @@ def compare(results: str | Path, *, out_dir: str | Path | None = None, plots: bo
             p95_ms=latency.get("p95_ms"), std_ms=latency.get("std_ms"), avg_ms=latency.get("avg_ms"),
             speedup=speedup, reference=reference, model_speedup=model_speedup, energy_mj=energy_mj,
             energy_note=energy_note, throttled=throttled, thermal_note=thermal_note,
-            loopback=bool(record.device.get("loopback"))))
+            loopback=is_loopback_record(record)))
     order = {c: i for i, c in enumerate(CONFIG_ORDER)}
     rows.sort(key=lambda r: (r.serial, _natural(r.model), r.threads, order.get(r.config, 99), r.config))
     failed = [FailedRun(k[0], k[1], k[2], k[3], (r.error or "failed").splitlines()[0])

@@ -212,7 +212,8 @@ def run_demo(out_dir: str | Path = "results/demo", *, input_size: int = 224, run
         plan_options["delegate_lib"] = delegate_lib
     where, report = profile_phone_or_here([m.path for m in models], run_dir, benchmark_binary=benchmark_binary,
                                           adb_server=adb_server, configs=configs, threads=(threads,), runs=runs,
-                                          warmup=warmup, progress=progress, devices=tuple(devices), **plan_options)
+                                          warmup=warmup, progress=progress, devices=tuple(devices),
+                                          announce=lambda line: log(f"   {line}"), **plan_options)
     loopback = where.startswith("this computer")
     log(f"   profiled on {where}")
     if loopback:

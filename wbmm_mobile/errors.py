@@ -39,6 +39,7 @@ __all__ = [
     "PowerMeasurementError",
     "NpuExtraMissingError",
     "NpuSetupError",
+    "OutputWriteError",
 ]
 
 
@@ -166,3 +167,12 @@ class NpuExtraMissingError(WbmmError, ImportError):
 
 class NpuSetupError(WbmmError, RuntimeError):
     """The NPU compilers are installed but cannot be made to run here (no C compiler, a library missing)."""
+
+
+class OutputWriteError(WbmmError, OSError):
+    """An output file that cannot be written (no permission, no such folder, disk full); the
+    message names the file asked for, never a temporary one."""
+
+    def __init__(self, path, reason: str, errno: int | None = None):
+        super().__init__(f"cannot write {path}: {reason}")
+        self.errno = errno

@@ -12,8 +12,11 @@ The rewrite is textual on purpose: it also reaches paths inside quoted nested co
 " /data" or "=/sys" is rewritten there too (a wrong path on the loopback device, never
 an injected command; real phones are unaffected).
 
-Not a sandbox: a command can still name host paths outside those prefixes. The
-loopback device is for tests and dry runs on your own machine only.
+Not a sandbox: the shell is THIS computer's shell, run as the user who started the
+device; a command can still name host paths outside those prefixes. It gets a minimal
+environment (``shell_environment``: none of the starting user's variables, tokens or
+proxy settings) and starts in the root folder. The loopback device is for tests and dry
+runs on your own machine only.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from wbmm_mobile.errors import DeviceError
 
-__all__ = ["RootFolder", "PathEscapeError", "DEVICE_PREFIXES"]
+__all__ = ["RootFolder", "PathEscapeError", "DEVICE_PREFIXES", "HOST_BINS"]
 
 # Top-level Android folders that exist under the root instead of on this machine.
 DEVICE_PREFIXES = ("data", "sdcard", "storage", "sys", "system", "vendor", "odm", "product", "mnt", "apex")
@@ -34,6 +37,8 @@ DEVICE_PREFIXES = ("data", "sdcard", "storage", "sys", "system", "vendor", "odm"
 # A device path starts where a shell word can start: line start, blank, quote, or an operator.
 _DEVICE_PATH = re.compile(
     r"(?:(?<=^)|(?<=[\s'\"=:;|&(<>`]))/(?=(?:%s)(?:/|$|[\s'\";|&)<>`]))" % "|".join(DEVICE_PREFIXES))
+# This computer's tool folders, after the device's own (system/bin first, as on a phone).
+HOST_BINS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
 
 
@@ -79,15 +84,21 @@ class RootFolder:
         """Point absolute device paths in a shell command at the root folder."""
         return _DEVICE_PATH.sub(self.shell_root.rstrip("/") + "/", command)
 
-    def shell_environment(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ if base is None else base)
+    def shell_environment(self) -> dict[str, str]:
+        """The whole environment of a shell command: built from nothing, so none of the starting
+        user's variables (tokens, proxy settings, PYTHONPATH ...) reach it."""
         device_bins = [f"{self.shell_root}/{folder}" for folder in ("system/bin", "system/xbin", "vendor/bin")]
-        env["PATH"] = ":".join(device_bins + [env.get("PATH", "/usr/bin:/bin")])
-        env["WBMM_LOOPBACK_ROOT"] = self.shell_root
-        env["ANDROID_DATA"] = f"{self.shell_root}/data"
-        env["EXTERNAL_STORAGE"] = f"{self.shell_root}/sdcard"
-        env["TMPDIR"] = f"{self.shell_root}/data/local/tmp"
-        return env
+        return {
+            "PATH": ":".join(device_bins + list(HOST_BINS)),
+            "HOME": self.shell_root,
+            "SHELL": "/bin/sh",
+            "LANG": "C.UTF-8",
+            "TMPDIR": f"{self.shell_root}/data/local/tmp",
+            "ANDROID_DATA": f"{self.shell_root}/data",
+            "ANDROID_ROOT": f"{self.shell_root}/system",
+            "EXTERNAL_STORAGE": f"{self.shell_root}/sdcard",
+            "WBMM_LOOPBACK_ROOT": self.shell_root,
+        }
 
     def close(self) -> None:
         if self._alias_dir is not None:

@@ -4,8 +4,10 @@ The command runs on this machine through ``/bin/sh -c`` with cwd = the root fold
 and device paths rewritten into it (``rootfs``). ``shell,v2`` frames stdout and
 stderr separately and ends with an exit-code packet, like adbd; plain ``shell:``
 sends stdout and stderr mixed and no exit code (clients append a marker), and
-``exec:`` sends stdout alone. When the stream or the connection goes away, the
-command's whole process group is killed. Not for: file transfer (``sync_service``).
+``exec:`` sends stdout alone. Each command leads its own process group (its own
+session), registered in the device's ``ProcessGroups``: the whole group is killed when
+the stream or the connection goes away, and ``ProcessGroups.end_all`` kills every group
+when the device stops. Not for: file transfer (``sync_service``).
 """
 
 from __future__ import annotations
@@ -15,18 +17,63 @@ import signal
 import struct
 import subprocess
 import threading
+import time
 
 from android_harness.loopback.rootfs import RootFolder
 from android_harness.loopback.streams import Stream, StreamClosed
 from android_harness.loopback.wire import (
     SHELL_CLOSE_STDIN, SHELL_EXIT, SHELL_STDERR, SHELL_STDIN, SHELL_STDOUT, shell_v2_packet)
 
-__all__ = ["parse_shell_service", "run_shell_service"]
+__all__ = ["parse_shell_service", "run_shell_service", "ProcessGroups"]
 
 # How long output pumps may keep draining after the command exited (a background child
 # that keeps the pipe open must not hold the stream forever).
 _DRAIN_TIMEOUT_S = 10.0
 _POLL_S = 0.2
+
+
+class ProcessGroups:
+    """The commands a device is running, so stopping the device can end all of them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self._closed = False
+
+    def add(self, process: subprocess.Popen) -> bool:
+        """Register a started command; False (and the command is killed) once the device stops."""
+        with self._lock:
+            if not self._closed:
+                self._running.add(process)
+                return True
+        _kill_group(process)
+        return False
+
+    def discard(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.discard(process)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [process.pid for process in self._running]
+
+    def end_all(self, wait_s: float = 1.0) -> None:
+        """Kill every running command's process group, and reap the commands."""
+        with self._lock:
+            self._closed = True
+            running = list(self._running)
+        for process in running:
+            _kill_group(process)
+        deadline = time.monotonic() + wait_s
+        for process in running:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+    def reopen(self) -> None:
+        with self._lock:
+            self._closed = False
 
 
 def parse_shell_service(destination: str) -> tuple[str, list[str], str]:
@@ -36,7 +83,8 @@ def parse_shell_service(destination: str) -> tuple[str, list[str], str]:
     return name, options, command
 
 
-def run_shell_service(stream: Stream, destination: str, rootfs: RootFolder) -> None:
+def run_shell_service(stream: Stream, destination: str, rootfs: RootFolder,
+                      processes: ProcessGroups | None = None) -> None:
     name, options, command = parse_shell_service(destination)
     protocol_v2 = name == "shell" and "v2" in options
     interactive = not command.strip()
@@ -52,6 +100,18 @@ def run_shell_service(stream: Stream, destination: str, rootfs: RootFolder) -> N
     except OSError as exc:
         _send_failure(stream, protocol_v2, f"/system/bin/sh: {exc}\n", 127)
         return
+    if processes is not None and not processes.add(process):
+        _send_failure(stream, protocol_v2, "/system/bin/sh: the device is stopping\n", 137)
+        return
+    try:
+        _serve_process(stream, process, protocol_v2)
+    finally:
+        _kill_group(process)
+        if processes is not None:
+            processes.discard(process)
+
+
+def _serve_process(stream: Stream, process: subprocess.Popen, protocol_v2: bool) -> None:
 
     def pump(fd_stream, kind: int) -> None:
         fd = fd_stream.fileno()
@@ -131,11 +191,13 @@ def _feed_stdin(stream: Stream, process: subprocess.Popen, protocol_v2: bool) ->
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    """SIGKILL the command's whole process group, also after the shell itself exited: a child
+    it left running in the background must not outlive the stream. (Linux never hands out a
+    process id that is still some group's id, so this cannot hit an unrelated group.)"""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _send_failure(stream: Stream, protocol_v2: bool, message: str, code: int) -> None:

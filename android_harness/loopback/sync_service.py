@@ -1,8 +1,11 @@
 """The loopback device's ``sync:`` service: STAT/STA2/LST2, LIST/LIS2, SEND, RECV, QUIT.
 
 Files come from and go to the root folder (``rootfs``); a pushed file is written under
-a temporary name and renamed after DONE, so an interrupted push leaves nothing
-half-written behind. Record layouts are in ``android_harness.sync_protocol``. Faults
+a temporary name beside its target (always inside the root) and renamed after DONE,
+so an interrupted push leaves nothing half-written behind, and it never keeps a
+setuid, setgid or sticky bit. Every failure of a push (a directory as target, no
+permission, a full disk, a name too long) is answered with FAIL and the reason as
+soon as the client has sent its data, never with silence. Record layouts are in ``android_harness.sync_protocol``. Faults
 for tests (drop the connection part-way through a push, a full disk) come from the
 daemon's ``FaultPlan``. Not for: shell commands.
 """
@@ -61,6 +64,12 @@ def run_sync_service(stream: Stream, rootfs: RootFolder, faults, request_counts=
                 return
     except (StreamClosed, TimeoutError, _Abort):
         pass
+    except (OSError, ValueError) as exc:
+        # Whatever went wrong on this side, the client hears why instead of waiting for a timeout.
+        try:
+            _fail(stream, f"sync: {_reason(exc)}")
+        except StreamClosed:
+            pass
     finally:
         stream.close()
 
@@ -119,20 +128,30 @@ def _list(stream: Stream, rootfs: RootFolder, path: str, v2: bool) -> None:
         stream.write(DENT_V1.pack(ID_DONE, 0, 0, 0, 0))
 
 
+def _open_partial(rootfs: RootFolder, path: str):
+    """(target, temporary path, open file) for a push to ``path``; OSError when it cannot be."""
+    target = rootfs.host_path(path)
+    if target == rootfs.root or target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if len(os.fsencode(target.name)) > 255:
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:50]}.", suffix=".partial")
+    return target, partial, os.fdopen(handle, "wb")
+
+
 def _receive_file(stream: Stream, reader: StreamReader, rootfs: RootFolder, spec: str, faults) -> None:
-    """SEND: "path,mode" then DATA chunks then DONE(mtime); answer OKAY or FAIL after DONE."""
+    """SEND: "path,mode" then DATA chunks then DONE(mtime); answer OKAY or FAIL after DONE.
+    After the first error the data is read and dropped, so the client reaches DONE and reads FAIL."""
     path, _, mode_text = spec.rpartition(",")
     if not path:
         path, mode_text = spec, "33188"
     mode = int(mode_text) if mode_text.isdigit() else 0o100644
     error = None
     try:
-        target = rootfs.host_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:50]}.", suffix=".partial")
-        output = os.fdopen(handle, "wb")
+        target, partial, output = _open_partial(rootfs, path)
     except (OSError, PathEscapeError) as exc:
-        error, output, partial = f"{path}: {_reason(exc)}", None, None
+        error, target, output, partial = f"{path}: {_reason(exc)}", None, None, None
     received = 0
     mtime = None
     try:
@@ -151,19 +170,32 @@ def _receive_file(stream: Stream, reader: StreamReader, rootfs: RootFolder, spec
             if faults.disk_quota_bytes is not None and received > faults.disk_quota_bytes and error is None:
                 error = f"{path}: No space left on device"
             if output is not None and error is None:
-                output.write(data)
+                try:
+                    output.write(data)
+                except OSError as exc:
+                    error = f"{path}: {_reason(exc)}"
         if output is not None:
-            output.close()
+            try:
+                output.close()
+            except OSError as exc:
+                error = error or f"{path}: {_reason(exc)}"
             output = None
             if error is None:
-                os.chmod(partial, stat_module.S_IMODE(mode) or 0o644)
-                if mtime:
-                    os.utime(partial, (mtime, mtime))
-                os.replace(partial, target)
-                partial = None
+                try:
+                    # Permission bits only: a pushed file never becomes setuid, setgid or sticky.
+                    os.chmod(partial, (stat_module.S_IMODE(mode) & 0o777) or 0o644)
+                    if mtime:
+                        os.utime(partial, (mtime, mtime))
+                    os.replace(partial, target)
+                    partial = None
+                except OSError as exc:
+                    error = f"{path}: {_reason(exc)}"
     finally:
         if output is not None:
-            output.close()
+            try:
+                output.close()
+            except OSError:
+                pass
         if partial is not None and os.path.exists(partial):
             os.unlink(partial)
     if error is not None:
@@ -175,7 +207,10 @@ def _receive_file(stream: Stream, reader: StreamReader, rootfs: RootFolder, spec
 def _send_file(stream: Stream, rootfs: RootFolder, path: str) -> None:
     """RECV: DATA chunks of at most 64 KiB, then DONE; FAIL when the file cannot be read."""
     try:
-        source = open(rootfs.host_path(path), "rb")
+        host = rootfs.host_path(path)
+        if host.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        source = open(host, "rb")
     except (OSError, PathEscapeError) as exc:
         _fail(stream, f"{path}: {_reason(exc)}")
         return
@@ -184,7 +219,13 @@ def _send_file(stream: Stream, rootfs: RootFolder, path: str) -> None:
     batch = bytearray()
     with source:
         while True:
-            chunk = source.read(SYNC_DATA_MAX)
+            try:
+                chunk = source.read(SYNC_DATA_MAX)
+            except OSError as exc:   # e.g. EISDIR, EIO: the client still gets FAIL, not silence
+                if not batch:
+                    _fail(stream, f"{path}: {_reason(exc)}")
+                    return
+                raise _Abort(str(exc)) from None
             if not chunk:
                 break
             record = REQUEST.pack(ID_DATA, len(chunk)) + chunk

@@ -29,7 +29,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("compare", "wbmm_mobile.cli.compare", "tables, plots and a markdown report from profile results"),
     ("kernel-bench", "wbmm_mobile.cli.kernel_bench", "time the delegate's kernels alone on an Android device (1 and N threads)"),
     ("devices", "wbmm_mobile.cli.devices", "list Android devices: model, SoC, ABI, Android version, battery, thermal"),
-    ("loopback-device", "wbmm_mobile.cli.loopback_device", "serve a folder as an ADB device on 127.0.0.1 (tests and dry runs, not a phone)"),
+    ("loopback-device", "wbmm_mobile.cli.loopback_device", "serve a folder as an ADB device on 127.0.0.1 whose shell is this computer's (tests and dry runs, not a phone)"),
 ]
 
 

@@ -22,6 +22,7 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (errors.BenchmarkError, 1, "benchmark failed"),
     (errors.NpuExtraMissingError, 2, "npu extra not installed"),
     (errors.NpuSetupError, 2, "npu setup"),
+    (errors.OutputWriteError, 2, "error"),
     (errors.ModelNotFoundError, 2, "not found"),
     (FileNotFoundError, 2, "not found"),
     (errors.WbmmError, 2, "error"),

@@ -30,15 +30,7 @@ namespace {
 
 using wbmm::DepthwiseProblem;
 
-struct Rng {
-  uint64_t state;
-  uint32_t Next() {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    return uint32_t(state >> 33);
-  }
-  int Int(int lo, int hi) { return lo + int(Next() % uint32_t(hi - lo + 1)); }
-  float Uniform() { return float(Next() % 2000001) / 1000000.0f - 1.0f; }
-};
+using wbmm_test::Rng;
 
 // y[b, oy, ox, c], WBMM by the index matrix: I[i,j] = (r_i - r_j + wh-1)(2ww-1) + (c_i - c_j + ww-1),
 // clamped to [out_min, out_max].

@@ -1,0 +1,244 @@
+// Every int8 compilation this CPU runs (portable, AVX2, AVX-512 / VNNI, NEON /
+// NEON dot product: under qemu the dot-product one runs with -cpu max and not
+// with -cpu cortex-a53), plus VNNI's blocking in plain C++, against a direct
+// transcription of the definitions: sum of w * (x - zp) over the taps inside
+// the map (plain, any dilation) or inside the window (WBMM), + bias, then
+// TFLite's optimized-kernel requantization written out in 64-bit integers
+// here, not taken from the library. The Python tests check the same kernels
+// against TFLite's own int8 kernels.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "kernels/int8_depthwise.h"
+#include "test_main.h"
+#include "threadpool.h"
+
+namespace wbmm::int8_vnni_layout {
+extern const Int8KernelSet kKernelSet;
+}
+
+namespace {
+
+using wbmm::Int8Problem;
+
+using wbmm_test::Rng;
+
+// Requantization as TFLite's optimized int8 depthwise kernel rounds: the
+// doubling high multiply rounded half up, then a right shift rounded half up.
+int32_t ReferenceRequantize(int64_t acc, double scale) {
+  if (scale == 0) return 0;
+  int shift;
+  const double fraction = std::frexp(scale, &shift);
+  int64_t q = std::llround(fraction * 2147483648.0);
+  if (q == (int64_t(1) << 31)) q /= 2, ++shift;
+  if (shift < -31) return 0;
+  const int left = std::max(shift, 0), right = std::max(-shift, 0);
+  const int64_t x = int64_t(int32_t(uint32_t(int32_t(acc)) << left));
+  const int64_t high = (x * q + (int64_t(1) << 30)) >> 31;  // arithmetic shift: floor
+  return int32_t((high + (right > 0 ? int64_t(1) << (right - 1) : 0)) >> right);
+}
+
+struct Case {
+  Int8Problem p;
+  std::vector<int8_t> x, k;
+  std::vector<int32_t> bias;
+  std::vector<double> scales;
+};
+
+std::vector<int8_t> Reference(const Case& t) {
+  const Int8Problem& p = t.p;
+  const int C = p.channels;
+  std::vector<int8_t> y(size_t(p.batch) * p.out_h * p.out_w * C);
+  for (int b = 0; b < p.batch; ++b)
+    for (int oy = 0; oy < p.out_h; ++oy)
+      for (int ox = 0; ox < p.out_w; ++ox)
+        for (int c = 0; c < C; ++c) {
+          int64_t acc = t.bias.empty() ? 0 : t.bias[c];
+          for (int i = 0; i < p.kernel_h; ++i)
+            for (int j = 0; j < p.kernel_w; ++j) {
+              int iy, ix;
+              if (p.windowed()) {  // 'same' inside the window, nothing outside it
+                iy = oy + i - (p.window_h - 1);
+                ix = ox + j - (p.window_w - 1);
+                if (iy / p.window_h != oy / p.window_h || iy < 0 || ix / p.window_w != ox / p.window_w || ix < 0) continue;
+              } else {
+                iy = oy - p.pad_top + i * p.dilation_h;
+                ix = ox - p.pad_left + j * p.dilation_w;
+              }
+              if (iy < 0 || iy >= p.in_h || ix < 0 || ix >= p.in_w) continue;  // x - zp = 0
+              const int xv = t.x[((size_t(b) * p.in_h + iy) * p.in_w + ix) * C + c];
+              acc += int64_t(t.k[(size_t(i) * p.kernel_w + j) * C + c]) * (xv - p.input_zero_point);
+            }
+          const int32_t v = ReferenceRequantize(acc, t.scales[c]) + p.output_zero_point;
+          y[((size_t(b) * p.out_h + oy) * p.out_w + ox) * C + c] = int8_t(std::min(std::max(v, p.out_min), p.out_max));
+        }
+  return y;
+}
+
+std::vector<int8_t> RunKernel(const wbmm::Int8KernelSet& set, const Case& t, int threads) {
+  wbmm::Int8Packed packed;
+  wbmm::PackInt8Weights(t.p, set, t.k.data(), wbmm::KernelLayout::kTapsThenChannels,
+                        t.bias.empty() ? nullptr : t.bias.data(), t.scales.data(), &packed);
+  std::vector<uint8_t> scratch(wbmm::Int8ScratchBytes(t.p, set, threads) + 64);
+  std::vector<int8_t> y(size_t(t.p.batch) * t.p.out_h * t.p.out_w * t.p.channels, 0x55);
+  wbmm::ThreadPool pool(threads);
+  set.run(t.p, t.x.data(), packed, y.data(), scratch.data(), &pool);
+  return y;
+}
+
+std::vector<const wbmm::Int8KernelSet*> AllSets() {
+  std::vector<const wbmm::Int8KernelSet*> sets = wbmm::Int8KernelSets();
+  sets.push_back(&wbmm::int8_vnni_layout::kKernelSet);
+  return sets;
+}
+
+// Quantization drawn across its range: zero points at the int8 extremes,
+// per-channel scales from 1e-4 to 1 (so multipliers from ~1e-7 to ~10),
+// full-range weights, and a clamp from an activation half the time.
+void RandomQuantization(Rng& rng, Case& t) {
+  Int8Problem& p = t.p;
+  const int zps[] = {-128, 127, 0, -5};
+  p.input_zero_point = rng.Int(0, 1) ? zps[rng.Int(0, 3)] : rng.Int(-128, 127);
+  p.output_zero_point = rng.Int(0, 1) ? zps[rng.Int(0, 3)] : rng.Int(-128, 127);
+  if (rng.Int(0, 1)) {
+    p.out_min = std::max(-128, p.output_zero_point);  // RELU
+    p.out_max = rng.Int(0, 1) ? 127 : std::min(127, p.output_zero_point + rng.Int(1, 100));
+  }
+  const int taps = p.kernel_h * p.kernel_w;
+  t.x.resize(size_t(p.batch) * p.in_h * p.in_w * p.channels);
+  t.k.resize(size_t(taps) * p.channels);
+  for (auto& v : t.x) v = int8_t(rng.Int(-128, 127));
+  for (auto& v : t.k) v = int8_t(rng.Int(-127, 127));
+  t.bias.assign(rng.Int(0, 3) ? p.channels : 0, 0);
+  for (auto& v : t.bias) v = rng.Int(-50000, 50000);
+  t.scales.resize(p.channels);
+  for (auto& s : t.scales) {
+    // Output spans about +-taps * 128 * 128 * scale: keep most outputs in range
+    // while some saturate.
+    const double w_scale = std::pow(10.0, -4.0 + 4.0 * rng.Int(0, 1000) / 1000.0);
+    s = w_scale * 0.05 / (1e-4 * std::sqrt(double(taps)) * 128.0) * (rng.Int(0, 4) == 0 ? 30.0 : 1.0);
+    s = std::min(s, 8.0);
+    if (rng.Int(0, 20) == 0) s = 1e-10;  // below one Q31 step: the zero point
+  }
+}
+
+// Runs `set` on t against the reference; prints the first three cases that
+// differ (with `what` describing the case) and counts them in *bad_cases.
+template <class Describe>
+void Compare(const wbmm::Int8KernelSet& set, const Case& t, int threads, int* bad_cases, Describe what) {
+  CHECK_MSG(*wbmm::ValidateInt8Problem(t.p) == '\0', "%s", wbmm::ValidateInt8Problem(t.p));
+  const auto want = Reference(t);
+  const auto got = RunKernel(set, t, threads);
+  size_t diff = 0;
+  for (size_t i = 0; i < want.size(); ++i) diff += want[i] != got[i];
+  if (diff != 0 && ++*bad_cases <= 3) {
+    ++::wbmm_test::CurrentFailures();
+    std::printf("  %s threads %d zp %d/%d: %zu of %zu outputs differ: ", set.isa, threads, t.p.input_zero_point,
+                t.p.output_zero_point, diff, want.size());
+    what();
+  }
+}
+
+}  // namespace
+
+WBMM_TEST(Int8PlainDepthwiseMatchesDefinition) {
+  Rng rng{7};
+  for (const wbmm::Int8KernelSet* set : AllSets()) {
+    int bad_cases = 0;
+    for (int trial = 0; trial < 60; ++trial) {
+      Case t;
+      Int8Problem& p = t.p;
+      p.batch = rng.Int(1, 2);
+      p.kernel_h = rng.Int(1, 15);
+      p.kernel_w = rng.Int(1, 31);
+      if (trial % 7 == 0) p.kernel_h = p.kernel_w = 31;
+      p.dilation_h = rng.Int(1, 3);
+      p.dilation_w = rng.Int(1, 3);
+      const int eh = (p.kernel_h - 1) * p.dilation_h + 1, ew = (p.kernel_w - 1) * p.dilation_w + 1;
+      const bool same = rng.Int(0, 1) == 1;
+      p.in_h = rng.Int(same ? 1 : eh, eh + 20);
+      p.in_w = rng.Int(same ? 1 : ew, ew + 40);
+      p.channels = rng.Int(1, 37);
+      p.out_h = same ? p.in_h : p.in_h - eh + 1;
+      p.out_w = same ? p.in_w : p.in_w - ew + 1;
+      p.pad_top = same ? (eh - 1) / 2 : 0;
+      p.pad_left = same ? (ew - 1) / 2 : 0;
+      RandomQuantization(rng, t);
+      Compare(*set, t, rng.Int(1, 3), &bad_cases, [&] {
+        std::printf("B%d %dx%dx%d kernel %dx%d dilation %dx%d %s\n", p.batch, p.in_h, p.in_w, p.channels, p.kernel_h,
+                    p.kernel_w, p.dilation_h, p.dilation_w, same ? "same" : "valid");
+      });
+    }
+    if (bad_cases > 3) std::printf("  %s: %d cases differ in all\n", set->isa, bad_cases);
+  }
+}
+
+WBMM_TEST(Int8WindowedMatchesDefinition) {
+  Rng rng{11};
+  for (const wbmm::Int8KernelSet* set : AllSets()) {
+    int bad_cases = 0;
+    for (int trial = 0; trial < 50; ++trial) {
+      Case t;
+      Int8Problem& p = t.p;
+      p.batch = rng.Int(1, 2);
+      p.window_h = rng.Int(1, 8);
+      p.window_w = rng.Int(1, 15);
+      if (trial % 5 == 0) p.window_h = p.window_w = trial % 10 == 0 ? 7 : 14;
+      p.in_h = rng.Int(1, 3 * p.window_h + 2);
+      p.in_w = rng.Int(1, 3 * p.window_w + 2);
+      p.channels = rng.Int(1, 37);
+      p.kernel_h = 2 * p.window_h - 1;
+      p.kernel_w = 2 * p.window_w - 1;
+      p.out_h = p.in_h;
+      p.out_w = p.in_w;
+      RandomQuantization(rng, t);
+      Compare(*set, t, rng.Int(1, 3), &bad_cases, [&] {
+        std::printf("B%d %dx%dx%d window %dx%d\n", p.batch, p.in_h, p.in_w, p.channels, p.window_h, p.window_w);
+      });
+    }
+    if (bad_cases > 3) std::printf("  %s: %d cases differ in all\n", set->isa, bad_cases);
+  }
+}
+
+WBMM_TEST(Int8KernelSetsAreBuilt) {
+  std::string names;
+  for (const wbmm::Int8KernelSet* set : wbmm::Int8KernelSets()) names += std::string(names.empty() ? "" : ",") + set->isa;
+  std::printf("  int8 kernel sets usable here: %s\n", names.c_str());
+  CHECK(wbmm::FindInt8KernelSet("portable") != nullptr);
+  CHECK(wbmm::FindInt8KernelSet("no-such-isa") == nullptr);
+#if defined(__aarch64__)
+  const wbmm::Int8KernelSet* neon = wbmm::FindInt8KernelSet("neon");
+  CHECK(neon != nullptr && std::string(neon->isa).compare(0, 4, "neon") == 0);
+  CHECK(wbmm::FindInt8KernelSet("int8-no") == nullptr);
+  // Both NEON compilations exist; which one "neon" means depends on the CPU (HWCAP_ASIMDDP).
+  std::printf("  neon int8 path on this CPU: %s\n", neon ? neon->isa : "none");
+#endif
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2")) CHECK(wbmm::FindInt8KernelSet("avx2") != nullptr);
+  if (!__builtin_cpu_supports("avx512bw"))
+    std::printf("  note: no AVX-512 here; the avx512 and avx512-vnni int8 kernels are built but not run "
+                "(VNNI's blocking runs as avx512-vnni-layout)\n");
+#endif
+}
+
+WBMM_TEST(Int8QuantizeMultiplierKnownValues) {
+  int32_t q;
+  int shift;
+  wbmm::QuantizeMultiplier(0.5, &q, &shift);
+  CHECK(q == (1 << 30) && shift == 0);
+  wbmm::QuantizeMultiplier(3.0, &q, &shift);
+  CHECK(q == (3 << 29) && shift == 2);
+  wbmm::QuantizeMultiplier(1e-12, &q, &shift);  // below 2^-31
+  CHECK(q == 0 && shift == 0);
+  // 1 - 2^-40 rounds to 2^31, renormalised to 2^30 with one more shift.
+  wbmm::QuantizeMultiplier(1.0 - std::ldexp(1.0, -40), &q, &shift);
+  CHECK(q == (1 << 30) && shift == 1);
+  // Ties in the second rounding go up (toward +inf): -1.5 -> -1, 2.5 -> 3.
+  CHECK(wbmm::RequantizeUpward(-3, 1 << 30, 0, 0) == -1);  // (-3 * 0.5) -> -1.5 -> high mul rounds up
+  // Double rounding: 5 * 0.5 / 2 = 1.25, but 2.5 -> 3 in the high mul, then 3 / 2 = 1.5 -> 2.
+  CHECK(wbmm::RequantizeUpward(5, 1 << 30, 0, 1) == 2);
+}

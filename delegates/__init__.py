@@ -101,8 +101,9 @@ def _library() -> ctypes.CDLL:
     lib.wbmm_delegate_options_help.restype = ctypes.c_char_p
     lib.wbmm_delegate_available_isas.restype = ctypes.c_char_p
     lib.wbmm_delegate_isa.restype = ctypes.c_char_p
+    lib.wbmm_delegate_int8_isa.restype = ctypes.c_char_p
     for name in ("wbmm_delegate_claimed_count", "wbmm_delegate_claimed_node", "wbmm_delegate_isa",
-                 "wbmm_delegate_num_threads"):
+                 "wbmm_delegate_int8_isa", "wbmm_delegate_num_threads"):
         getattr(lib, name).argtypes = [ctypes.c_void_p] + ([ctypes.c_int] if name.endswith("_node") else [])
     return lib
 
@@ -126,6 +127,7 @@ class DelegationReport:
     delegate_nodes: int              # DELEGATE nodes in the interpreter (ours and XNNPACK's)
     isa: str                         # kernel instruction set in use
     num_threads: int
+    int8_isa: str = ""               # its int8 compilation (e.g. 'avx512-vnni', 'neon-dotprod')
 
     def count(self, op_name: str) -> int:
         return sum(1 for name in self.claimed_ops if name == op_name)
@@ -149,4 +151,5 @@ def delegation_report(interpreter, delegate) -> DelegationReport:
         delegate_nodes=sum(1 for op in details if op["op_name"] == "DELEGATE"),
         isa=lib.wbmm_delegate_isa(pointer).decode(),
         num_threads=lib.wbmm_delegate_num_threads(pointer),
+        int8_isa=lib.wbmm_delegate_int8_isa(pointer).decode(),
     )

@@ -42,7 +42,7 @@ constexpr int G = V8::kGroup;
 constexpr int E = L * G;  // elements per packed entry
 
 struct Params {  // one channel block's requantization
-  const int32_t *mult, *lsh, *rsh;
+  const float* scale;
   int zp, lo, hi;
 };
 
@@ -76,8 +76,7 @@ void PlainColumns(const PlainArgs& a, int ox0) {
   }
 #pragma GCC unroll 32
   for (int o = 0; o < NX; ++o)
-    V8::Requantize(acc[o], a.bias, a.q.mult, a.q.lsh, a.q.rsh, a.q.zp, a.q.lo, a.q.hi, a.out + (ox0 + o) * a.out_pixel,
-                   a.valid_lanes);
+    V8::Requantize(acc[o], a.bias, a.q.scale, a.q.zp, a.q.lo, a.q.hi, a.out + (ox0 + o) * a.out_pixel, a.valid_lanes);
 }
 
 struct WindowArgs {
@@ -108,8 +107,8 @@ void WindowColumns(const WindowArgs& a, int oy, int ox0, int valid_columns) {
 #pragma GCC unroll 32
   for (int o = 0; o < NX; ++o)
     if (o < valid_columns)
-      V8::Requantize(acc[o], bias + o * L, a.q.mult, a.q.lsh, a.q.rsh, a.q.zp, a.q.lo, a.q.hi,
-                     a.out + (ox0 + o) * a.out_pixel, a.valid_lanes);
+      V8::Requantize(acc[o], bias + o * L, a.q.scale, a.q.zp, a.q.lo, a.q.hi, a.out + (ox0 + o) * a.out_pixel,
+                     a.valid_lanes);
 }
 
 template <class Args, template <int> class Fn, size_t... I>
@@ -167,8 +166,7 @@ struct Context {
 };
 
 Params BlockParams(const Context& c, int cb) {
-  return {c.k.multiplier.data() + cb * L, c.k.left_shift.data() + cb * L, c.k.right_shift.data() + cb * L,
-          c.p.output_zero_point, c.p.out_min, c.p.out_max};
+  return {c.k.scale.data() + cb * L, c.p.output_zero_point, c.p.out_min, c.p.out_max};
 }
 
 void PlainTile(const Context& c, int64_t tile, int thread) {

@@ -20,18 +20,21 @@
 // subtract the zero point, and the result is exact at every border because
 // padding holds the zero point itself.
 //
-// Requantization, one scheme for every ISA (RequantizeUpward): TFLite's
-// QuantizeMultiplier (Q31 multiplier and shift from the double
-// x_scale * w_scale[c] / y_scale), then the rounding of TFLite's optimized int8
-// depthwise kernel, which is the builtin kernel ai-edge-litert 2.3 runs (its
-// "upward" output rounding): v = floor((x * 2^left * q + 2^30) / 2^31), then
-// (v + 2^(right-1)) >> right, + output zero point, clamp. Measured against
-// that builtin kernel it is bit-identical, while gemmlowp's
-// RoundingDivideByPOT (half away from zero: the reference kernel) and
-// TFLITE_SINGLE_ROUNDING (one rounding: what XNNPACK's results match) each
-// differ on ~0.03% of outputs by one step. Matching the builtin kernel keeps
-// the delegate's results identical to the CPU path every phone has, and
-// XNNPACK is within one step of it.
+// Requantization, one scheme for every ISA (RequantizeFp32): XNNPACK's "fp32"
+// scheme, the one its int8 convolutions use: scale[c] = x_scale * w_scale[c]
+// / y_scale in float32 (computed in that order, as XNNPACK computes it),
+// float(acc) * scale[c], clamped to the activation range less the zero point,
+// rounded to nearest with ties to even, + the output zero point. Why this one:
+// XNNPACK is LiteRT's default CPU path, and its results do not depend on the
+// shape. TFLite's builtin int8 kernel (ai-edge-litert 2.3, x86-64) does:
+// measured here, its vectorized output stage rounds twice (a Q31 doubling
+// high multiply, then a right shift, both rounding half up: TFLite's "upward"
+// depthwise rounding) while the leftover values of a row go through
+// MultiplyByQuantizedMultiplier built with TFLITE_SINGLE_ROUNDING (one
+// rounding), so which of its outputs round twice depends on the map width and
+// channel count. Measured on the test models: this scheme is bit-identical to
+// XNNPACK and within one step of the builtin kernel, which it matches on about
+// 99.9-99.97% of outputs (the double rounding's share).
 //
 // Packing (once, at Prepare): channels in blocks of the ISA's lanes; taps in
 // groups of `group` consecutive taps of a kernel row, interleaved per channel
@@ -46,6 +49,8 @@
 #ifndef WBMM_DELEGATES_KERNELS_INT8_DEPTHWISE_H_
 #define WBMM_DELEGATES_KERNELS_INT8_DEPTHWISE_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -78,29 +83,21 @@ const char* ValidateInt8Problem(const Int8Problem& p);
 using AlignedInts = std::vector<int32_t, CacheLineAllocator<int32_t>>;
 using AlignedBytes = std::vector<uint8_t, CacheLineAllocator<uint8_t>>;
 
-// TFLite's QuantizeMultiplier: m = q * 2^(shift - 31), q in [2^30, 2^31);
-// multipliers below 2^-31 become (0, 0).
-void QuantizeMultiplier(double m, int32_t* quantized, int* shift);
-
-// The requantization every compilation implements (scalar form, also the
+// The requantization every compilation implements (this scalar form is the
 // portable path's): see the file comment.
-inline int32_t RequantizeUpward(int32_t acc, int32_t multiplier, int left_shift, int right_shift) {
-  const int64_t x = int64_t(int32_t(uint32_t(acc) << left_shift));  // x * 2^left, wrapping as TFLite's int32 does
-  const int64_t high = (x * multiplier + (int64_t(1) << 30)) >> 31;  // floor: gemmlowp's nudge + truncation equals this
-  const int32_t v = int32_t(high);
-  const int32_t round = right_shift > 0 ? int32_t(1) << (right_shift - 1) : 0;
-  return int32_t(uint32_t(v) + uint32_t(round)) >> right_shift;
+inline int8_t RequantizeFp32(int32_t acc, float scale, int zero_point, int lo, int hi) {
+  float f = float(acc) * scale;
+  f = std::min(std::max(f, float(lo - zero_point)), float(hi - zero_point));
+  return int8_t(int(std::nearbyint(f)) + zero_point);  // default rounding mode: nearest, ties to even
 }
 
 // Everything Prepare builds for one int8 conv: the packed weights and, per
-// channel block of `lanes`, the requantization parameters and corrected bias.
+// channel block of `lanes`, the requantization scales and corrected bias.
 struct Int8Packed {
-  AlignedBytes weights;     // element_bytes per value, see PackInt8Weights
-  AlignedInts bias;         // [block][position][lane]: bias - (zp + input_offset) * sum of multiplied weights
-  AlignedInts multiplier;   // [block][lane]
-  AlignedInts left_shift;   // [block][lane]
-  AlignedInts right_shift;  // [block][lane]
-  int positions = 1;        // 1 (plain) or wh * ww (windowed)
+  AlignedBytes weights;  // element_bytes per value, see PackInt8Weights
+  AlignedInts bias;      // [block][position][lane]: bias - (zp + input_offset) * sum of multiplied weights
+  AlignedFloats scale;   // [block][lane]: x_scale * w_scale[c] / y_scale
+  int positions = 1;     // 1 (plain) or wh * ww (windowed)
 };
 
 // One compilation of the int8 kernels.
@@ -115,9 +112,9 @@ struct Int8KernelSet {
 };
 
 // kernel: (kh, kw, C) int8 (or (C, kh, kw) with kChannelsThenTaps); bias (C,)
-// int32 or nullptr; scales[c] = x_scale * w_scale[c] / y_scale (double).
+// int32 or nullptr; scales[c] = x_scale * w_scale[c] / y_scale in float32.
 void PackInt8Weights(const Int8Problem& p, const Int8KernelSet& set, const int8_t* kernel, KernelLayout layout,
-                     const int32_t* bias, const double* scales, Int8Packed* packed);
+                     const int32_t* bias, const float* scales, Int8Packed* packed);
 
 size_t Int8ScratchBytes(const Int8Problem& p, const Int8KernelSet& set, int num_threads);
 size_t Int8ThreadScratchBytes(const Int8Problem& p, const Int8KernelSet& set);

@@ -1,5 +1,4 @@
-// The ISA-independent half of the int8 kernels: validation, TFLite's
-// QuantizeMultiplier, weight and per-channel parameter packing (with the
+// The ISA-independent half of the int8 kernels: validation, weight and per-channel parameter packing (with the
 // zero-point correction folded into the bias), scratch sizes, and choosing
 // which compilation of int8_depthwise.cc runs.
 //
@@ -56,31 +55,10 @@ const char* ValidateInt8Problem(const Int8Problem& p) {
   return "";
 }
 
-void QuantizeMultiplier(double m, int32_t* quantized, int* shift) {
-  if (m == 0.0) {
-    *quantized = 0;
-    *shift = 0;
-    return;
-  }
-  int exponent = 0;
-  const double fraction = std::frexp(m, &exponent);
-  int64_t q = int64_t(std::round(fraction * double(int64_t(1) << 31)));
-  if (q == (int64_t(1) << 31)) {
-    q /= 2;
-    ++exponent;
-  }
-  if (exponent < -31) {  // below the smallest Q31 step: TFLite's kernels then output the zero point
-    exponent = 0;
-    q = 0;
-  }
-  *quantized = int32_t(q);
-  *shift = exponent;
-}
-
 static int Groups(int taps, int group) { return (taps + group - 1) / group; }
 
 void PackInt8Weights(const Int8Problem& p, const Int8KernelSet& set, const int8_t* kernel, KernelLayout layout,
-                     const int32_t* bias, const double* scales, Int8Packed* packed) {
+                     const int32_t* bias, const float* scales, Int8Packed* packed) {
   const int L = set.lanes, G = set.group, C = p.channels, kh = p.kernel_h, kw = p.kernel_w;
   const int blocks = (C + L - 1) / L;
   auto weight = [&](int c, int i, int j) -> int32_t {
@@ -110,24 +88,15 @@ void PackInt8Weights(const Int8Problem& p, const Int8KernelSet& set, const int8_
             put((((size_t(cb) * kh + i) * per_row + e) * L + l) * G + g, weight(cb * L + l, i, j));
           }
 
-  // Per channel: Q31 multiplier and shifts; bias minus (zp + input offset) * the
+  // Per channel: the scale; bias minus (zp + input offset) * the
   // weights each output multiplies (padding included, where x is the zero point).
   const int32_t x_offset = p.input_zero_point + set.input_offset;
   packed->positions = p.windowed() ? p.window_h * p.window_w : 1;
-  packed->multiplier.assign(size_t(blocks) * L, 0);
-  packed->left_shift.assign(size_t(blocks) * L, 0);
-  packed->right_shift.assign(size_t(blocks) * L, 0);
+  packed->scale.assign(size_t(blocks) * L, 0.0f);
   packed->bias.assign(size_t(blocks) * packed->positions * L, 0);
   for (int c = 0; c < blocks * L; ++c) {
     const int cb = c / L, l = c % L;
-    if (c < C) {
-      int32_t q;
-      int shift;
-      QuantizeMultiplier(scales[c], &q, &shift);
-      packed->multiplier[c] = q;
-      packed->left_shift[c] = shift > 0 ? shift : 0;
-      packed->right_shift[c] = shift > 0 ? 0 : -shift;
-    }
+    if (c < C) packed->scale[c] = scales[c];
     const int32_t b = c < C && bias != nullptr ? bias[c] : 0;
     for (int pos = 0; pos < packed->positions; ++pos) {
       int64_t sum = 0;

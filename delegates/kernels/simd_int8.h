@@ -3,8 +3,7 @@
 //
 //   Dot(acc, x, w)      acc[l] += sum over g < kGroup of x[l * kGroup + g] * w[l * kGroup + g]
 //   PackColumn(src, s, dst)  dst[l * kGroup + g] = src[l + g * s] + kInputOffset (int8 -> TX)
-//   Requantize(...)     RequantizeUpward (int8_depthwise.h) on kLanes channels, + zero point,
-//                       clamp, n int8 stores
+//   Requantize(...)     RequantizeFp32 (int8_depthwise.h) on kLanes channels, n int8 stores
 //
 // How each ISA multiplies int8 (exactly, in int32, never saturating):
 //   avx2, avx512   int8 widened to int16, madd over pairs of taps (vpmaddwd)
@@ -45,16 +44,9 @@ struct ScalarInt8 {
     for (int l = 0; l < L; ++l)
       for (int g = 0; g < G; ++g) dst[l * G + g] = TX(int(src[l + g * tap_stride]) + Offset);
   }
-  static inline void Requantize(const int32_t* acc, const int32_t* bias, const int32_t* mult, const int32_t* lsh,
-                                const int32_t* rsh, int zp, int lo, int hi, int8_t* out, int n) {
-    for (int l = 0; l < n; ++l) {
-      int32_t v = RequantizeUpward(acc[l] + bias[l], mult[l], lsh[l], rsh[l]) + zp;
-      out[l] = int8_t(v < lo ? lo : v > hi ? hi : v);
-    }
-  }
-  static inline void Requantize(Acc acc, const int32_t* bias, const int32_t* mult, const int32_t* lsh,
-                                const int32_t* rsh, int zp, int lo, int hi, int8_t* out, int n) {
-    Requantize(acc.v, bias, mult, lsh, rsh, zp, lo, hi, out, n);
+  static inline void Requantize(Acc acc, const int32_t* bias, const float* scale, int zp, int lo, int hi, int8_t* out,
+                                int n) {
+    for (int l = 0; l < n; ++l) out[l] = RequantizeFp32(acc.v[l] + bias[l], scale[l], zp, lo, hi);
   }
 };
 
@@ -86,22 +78,12 @@ struct V8 {
     const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + s));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b)));
   }
-  static inline void Requantize(Acc acc, const int32_t* bias, const int32_t* mult, const int32_t* lsh,
-                                const int32_t* rsh, int zp, int lo, int hi, int8_t* out, int n) {
-    auto ld = [](const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); };
-    __m256i x = _mm256_sllv_epi32(_mm256_add_epi32(acc, ld(bias)), ld(lsh));
-    const __m256i q = ld(mult), half = _mm256_set1_epi64x(int64_t(1) << 30);
-    // floor((x * q + 2^30) / 2^31) per 64-bit product: even lanes keep bits 31..62
-    // in their low half, odd lanes get them into their high half.
-    const __m256i even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, q), half), 31);
-    const __m256i odd = _mm256_slli_epi64(
-        _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(q, 32)), half), 1);
-    __m256i v = _mm256_blend_epi32(even, odd, 0xAA);
-    const __m256i r = ld(rsh);
-    const __m256i round = _mm256_srli_epi32(_mm256_sllv_epi32(_mm256_set1_epi32(1), r), 1);
-    v = _mm256_srav_epi32(_mm256_add_epi32(v, round), r);
-    v = _mm256_add_epi32(v, _mm256_set1_epi32(zp));
-    v = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi));
+  static inline void Requantize(Acc acc, const int32_t* bias, const float* scale, int zp, int lo, int hi, int8_t* out,
+                                int n) {
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias)))),
+                             _mm256_loadu_ps(scale));
+    f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(float(lo - zp))), _mm256_set1_ps(float(hi - zp)));
+    const __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(zp));  // MXCSR: nearest, ties to even
     __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v, v), _mm256_setzero_si256());
     const __m128i bytes = _mm_unpacklo_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
     if (n == 8) {
@@ -119,19 +101,11 @@ struct V8 {
 namespace wbmm {
 // The requantization and stores shared by both AVX-512 compilations.
 struct Avx512Requantize {
-  static inline void Requantize(__m512i acc, const int32_t* bias, const int32_t* mult, const int32_t* lsh,
-                                const int32_t* rsh, int zp, int lo, int hi, int8_t* out, int n) {
-    __m512i x = _mm512_sllv_epi32(_mm512_add_epi32(acc, _mm512_loadu_si512(bias)), _mm512_loadu_si512(lsh));
-    const __m512i q = _mm512_loadu_si512(mult), half = _mm512_set1_epi64(int64_t(1) << 30);
-    const __m512i even = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, q), half), 31);
-    const __m512i odd = _mm512_slli_epi64(
-        _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(q, 32)), half), 1);
-    __m512i v = _mm512_mask_blend_epi32(__mmask16(0xAAAA), even, odd);
-    const __m512i r = _mm512_loadu_si512(rsh);
-    const __m512i round = _mm512_srli_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), r), 1);
-    v = _mm512_srav_epi32(_mm512_add_epi32(v, round), r);
-    v = _mm512_add_epi32(v, _mm512_set1_epi32(zp));
-    v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(lo)), _mm512_set1_epi32(hi));
+  static inline void Requantize(__m512i acc, const int32_t* bias, const float* scale, int zp, int lo, int hi,
+                                int8_t* out, int n) {
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, _mm512_loadu_si512(bias))), _mm512_loadu_ps(scale));
+    f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(float(lo - zp))), _mm512_set1_ps(float(hi - zp)));
+    const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(zp));  // nearest, ties to even
     _mm512_mask_cvtepi32_storeu_epi8(out, __mmask16((1u << n) - 1), v);
   }
 };
@@ -188,15 +162,12 @@ struct V8 : Avx512Requantize {
 
 #elif defined(WBMM_INT8_NEON) || defined(WBMM_INT8_NEON_DOTPROD)
 namespace wbmm {
-// vqrdmulh is floor((2 x q + 2^31) / 2^32) = floor((x q + 2^30) / 2^31), the
-// first rounding; vrshl by -right adds 2^(right-1) and shifts: the second.
 struct NeonRequantize {
-  static inline void Requantize(int32x4_t acc, const int32_t* bias, const int32_t* mult, const int32_t* lsh,
-                                const int32_t* rsh, int zp, int lo, int hi, int8_t* out, int n) {
-    int32x4_t x = vshlq_s32(vaddq_s32(acc, vld1q_s32(bias)), vld1q_s32(lsh));
-    int32x4_t v = vrshlq_s32(vqrdmulhq_s32(x, vld1q_s32(mult)), vnegq_s32(vld1q_s32(rsh)));
-    v = vaddq_s32(v, vdupq_n_s32(zp));
-    v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(lo)), vdupq_n_s32(hi));
+  static inline void Requantize(int32x4_t acc, const int32_t* bias, const float* scale, int zp, int lo, int hi,
+                                int8_t* out, int n) {
+    float32x4_t f = vmulq_f32(vcvtq_f32_s32(vaddq_s32(acc, vld1q_s32(bias))), vld1q_f32(scale));
+    f = vminq_f32(vmaxq_f32(f, vdupq_n_f32(float(lo - zp))), vdupq_n_f32(float(hi - zp)));
+    const int32x4_t v = vaddq_s32(vcvtnq_s32_f32(f), vdupq_n_s32(zp));  // fcvtns: nearest, ties to even
     const int16x4_t h = vmovn_s32(v);
     const int8x8_t b = vmovn_s16(vcombine_s16(h, h));
     if (n == 4) {

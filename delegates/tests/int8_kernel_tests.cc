@@ -3,8 +3,7 @@
 // with -cpu cortex-a53), plus VNNI's blocking in plain C++, against a direct
 // transcription of the definitions: sum of w * (x - zp) over the taps inside
 // the map (plain, any dilation) or inside the window (WBMM), + bias, then
-// TFLite's optimized-kernel requantization written out in 64-bit integers
-// here, not taken from the library. The Python tests check the same kernels
+// XNNPACK's fp32 requantization written out here, not taken from the library. The Python tests check the same kernels
 // against TFLite's own int8 kernels.
 #include <algorithm>
 #include <cmath>
@@ -27,26 +26,18 @@ using wbmm::Int8Problem;
 
 using wbmm_test::Rng;
 
-// Requantization as TFLite's optimized int8 depthwise kernel rounds: the
-// doubling high multiply rounded half up, then a right shift rounded half up.
-int32_t ReferenceRequantize(int64_t acc, double scale) {
-  if (scale == 0) return 0;
-  int shift;
-  const double fraction = std::frexp(scale, &shift);
-  int64_t q = std::llround(fraction * 2147483648.0);
-  if (q == (int64_t(1) << 31)) q /= 2, ++shift;
-  if (shift < -31) return 0;
-  const int left = std::max(shift, 0), right = std::max(-shift, 0);
-  const int64_t x = int64_t(int32_t(uint32_t(int32_t(acc)) << left));
-  const int64_t high = (x * q + (int64_t(1) << 30)) >> 31;  // arithmetic shift: floor
-  return int32_t((high + (right > 0 ? int64_t(1) << (right - 1) : 0)) >> right);
+// Requantization as XNNPACK's "fp32" scheme: float(acc) * scale, rounded to
+// nearest with ties to even (rint in the default rounding mode), clamped.
+int32_t ReferenceRequantize(int64_t acc, float scale, int zp, int lo, int hi) {
+  const double v = std::rint(double(float(float(acc) * scale)));
+  return int32_t(std::min<double>(std::max<double>(v + zp, lo), hi));
 }
 
 struct Case {
   Int8Problem p;
   std::vector<int8_t> x, k;
   std::vector<int32_t> bias;
-  std::vector<double> scales;
+  std::vector<float> scales;
 };
 
 std::vector<int8_t> Reference(const Case& t) {
@@ -73,8 +64,8 @@ std::vector<int8_t> Reference(const Case& t) {
               const int xv = t.x[((size_t(b) * p.in_h + iy) * p.in_w + ix) * C + c];
               acc += int64_t(t.k[(size_t(i) * p.kernel_w + j) * C + c]) * (xv - p.input_zero_point);
             }
-          const int32_t v = ReferenceRequantize(acc, t.scales[c]) + p.output_zero_point;
-          y[((size_t(b) * p.out_h + oy) * p.out_w + ox) * C + c] = int8_t(std::min(std::max(v, p.out_min), p.out_max));
+          y[((size_t(b) * p.out_h + oy) * p.out_w + ox) * C + c] =
+              int8_t(ReferenceRequantize(acc, t.scales[c], p.output_zero_point, p.out_min, p.out_max));
         }
   return y;
 }
@@ -120,9 +111,8 @@ void RandomQuantization(Rng& rng, Case& t) {
     // Output spans about +-taps * 128 * 128 * scale: keep most outputs in range
     // while some saturate.
     const double w_scale = std::pow(10.0, -4.0 + 4.0 * rng.Int(0, 1000) / 1000.0);
-    s = w_scale * 0.05 / (1e-4 * std::sqrt(double(taps)) * 128.0) * (rng.Int(0, 4) == 0 ? 30.0 : 1.0);
-    s = std::min(s, 8.0);
-    if (rng.Int(0, 20) == 0) s = 1e-10;  // below one Q31 step: the zero point
+    s = float(std::min(w_scale * 0.05 / (1e-4 * std::sqrt(double(taps)) * 128.0) * (rng.Int(0, 4) == 0 ? 30.0 : 1.0), 8.0));
+    if (rng.Int(0, 20) == 0) s = 1e-10f;  // every output the zero point
   }
 }
 
@@ -225,20 +215,13 @@ WBMM_TEST(Int8KernelSetsAreBuilt) {
 #endif
 }
 
-WBMM_TEST(Int8QuantizeMultiplierKnownValues) {
-  int32_t q;
-  int shift;
-  wbmm::QuantizeMultiplier(0.5, &q, &shift);
-  CHECK(q == (1 << 30) && shift == 0);
-  wbmm::QuantizeMultiplier(3.0, &q, &shift);
-  CHECK(q == (3 << 29) && shift == 2);
-  wbmm::QuantizeMultiplier(1e-12, &q, &shift);  // below 2^-31
-  CHECK(q == 0 && shift == 0);
-  // 1 - 2^-40 rounds to 2^31, renormalised to 2^30 with one more shift.
-  wbmm::QuantizeMultiplier(1.0 - std::ldexp(1.0, -40), &q, &shift);
-  CHECK(q == (1 << 30) && shift == 1);
-  // Ties in the second rounding go up (toward +inf): -1.5 -> -1, 2.5 -> 3.
-  CHECK(wbmm::RequantizeUpward(-3, 1 << 30, 0, 0) == -1);  // (-3 * 0.5) -> -1.5 -> high mul rounds up
-  // Double rounding: 5 * 0.5 / 2 = 1.25, but 2.5 -> 3 in the high mul, then 3 / 2 = 1.5 -> 2.
-  CHECK(wbmm::RequantizeUpward(5, 1 << 30, 0, 1) == 2);
+WBMM_TEST(Int8RequantizationRoundsTiesToEven) {
+  // XNNPACK's fp32 scheme: 2.5 -> 2, 3.5 -> 4, -2.5 -> -2, clamped after rounding.
+  CHECK(wbmm::RequantizeFp32(5, 0.5f, 0, -128, 127) == 2);
+  CHECK(wbmm::RequantizeFp32(7, 0.5f, 0, -128, 127) == 4);
+  CHECK(wbmm::RequantizeFp32(-5, 0.5f, 0, -128, 127) == -2);
+  CHECK(wbmm::RequantizeFp32(-5, 0.5f, 10, -128, 127) == 8);
+  CHECK(wbmm::RequantizeFp32(1 << 30, 200.0f, -128, -128, 127) == 127);   // no int32 overflow on the way
+  CHECK(wbmm::RequantizeFp32(-(1 << 30), 200.0f, 127, -128, 127) == -128);
+  CHECK(wbmm::RequantizeFp32(100, 1.0f, 0, 0, 50) == 50);
 }

@@ -186,3 +186,23 @@ def int8_conv_model(op: str, x_shape, kernel: np.ndarray, kernel_scales, x_quant
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def to_int8_tflite(model, input_shape, images: int = 8, seed: int = 0) -> bytes:
+    """A Keras model through the real TFLiteConverter, full integer (int8 input and output),
+    calibrated on ``images`` seeded standard-normal images of ``input_shape`` (no batch axis)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+
+    def representative():
+        for _ in range(images):
+            yield [rng.standard_normal((1, *input_shape)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()

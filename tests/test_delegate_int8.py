@@ -27,7 +27,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 import delegates
 from converters.custom_ops import DepthwiseOptions, WbmmOptions
-from delegate_models import int8_conv_model
+from delegate_models import int8_conv_model, to_int8_tflite
 
 pytestmark = pytest.mark.skipif(not delegates.DEFAULT_LIBRARY.is_file() and not __import__("os").environ.get(
     delegates.LIBRARY_ENV_VAR), reason="build the delegate first: make delegate")
@@ -138,23 +138,6 @@ def test_tiny_multipliers_output_the_zero_point_like_tflite():
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
-
-
-def to_int8_tflite(model, input_shape, seed: int = 0) -> bytes:
-    """Full-integer conversion (int8 input and output) calibrated on seeded random images."""
-    rng = np.random.default_rng(seed)
-
-    def representative():
-        for _ in range(8):
-            yield [rng.standard_normal((1, *input_shape)).astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
 
 
 @pytest.mark.parametrize("kernel, padding, activation, channels, dilation", [

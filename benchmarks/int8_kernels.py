@@ -81,6 +81,7 @@ class Case:
     variants: list[Variant] = field(default_factory=list)
     max_steps: dict = field(default_factory=dict)      # variant -> largest |difference| from the baseline, in steps
     identical: dict = field(default_factory=dict)      # variant -> fraction of outputs equal to the baseline's
+    identical_to_xnnpack: dict = field(default_factory=dict)  # variant -> the same fraction against "xnnpack"
     baseline: str = ""
     claimed: dict = field(default_factory=dict)        # variant -> nodes the delegate took (whole models)
 
@@ -120,6 +121,8 @@ def time_case(name: str, interpreters: dict, runs: int, warmup: int, baseline: s
             diff = np.abs(out.astype(np.int32) - reference.astype(np.int32))
             case.max_steps[key] = int(diff.max())
             case.identical[key] = float(np.mean(diff == 0))
+            if "xnnpack" in outputs and outputs["xnnpack"].shape == out.shape and baseline != "xnnpack":
+                case.identical_to_xnnpack[key] = float(np.mean(out == outputs["xnnpack"]))
     return case
 
 
@@ -320,8 +323,10 @@ def main(argv=None) -> int:
     for case in cases:
         console.print(f"[bold]{case.name}[/bold]  " + "  ".join(
             f"{v.name} {v.median_ms:.3f} ms" for v in case.variants))
-        steps_text = "  ".join(f"{k}: max {v} steps, {case.identical[k]:.4%} identical" for k, v in case.max_steps.items()
-                               if k in case.identical and k != case.baseline)
+        steps_text = "  ".join(
+            f"{k}: max {v} steps, {case.identical[k]:.4%} identical"
+            + (f" ({case.identical_to_xnnpack[k]:.4%} to xnnpack)" if k in case.identical_to_xnnpack else "")
+            for k, v in case.max_steps.items() if k != case.baseline)
         if steps_text:
             console.print(f"    vs {case.baseline}: {steps_text}")
     for key, value in sorted(summary["ratios"].items()):

@@ -23,6 +23,21 @@ depthwise layout (1, kh, kw, C):
     output:  (B, OH, OW, C) float32 with TF's SAME or VALID rule, then the fused
     activation (TFLite's ActivationFunctionType numbering).
 
+int8 form of both (the delegate runs it; same names, same options, same
+``FORMAT_VERSION``): the op is int8 when input 0 is int8, and then follows
+TFLite's int8 spec:
+    inputs:  0 x (B, H, W, C) int8, per-tensor (scale, zero point);
+             1 kernel / table (1, kh, kw, C) int8, per-channel symmetric
+               (zero points 0, quantized_dimension 3);
+             2 bias (C,) int32 at scale x_scale * w_scale[c], zero point 0, or -1.
+    output:  int8, per-tensor.
+    ``WBMM``: padding (bottom/right to the window, and at every window border)
+    holds the input zero point (real 0); ``shortcut`` must be 0 (fold the identity
+    into the table's centre tap before quantizing: the delegate refuses flag 1).
+    ``WBMM_DEPTHWISE``: int8 DEPTHWISE_CONV_2D with its padding and activation.
+    Requantization: XNNPACK's (float32 scale x_scale * w_scale[c] / y_scale,
+    round half to even), see docs/USAGE.md.
+
 ``custom_options`` of both: little-endian int32 words
     [MAGIC, FORMAT_VERSION, a, b, c, d]
 with (a, b, c, d) = (window_h, window_w, flags, 0) for WBMM, flags bit 0 =

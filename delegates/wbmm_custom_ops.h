@@ -4,7 +4,9 @@
 // (inputs, kernel layout (1, kh, kw, C), custom_options = 6 little-endian int32
 // words [MAGIC, FORMAT_VERSION, a, b, c, d]). tests/test_delegate_custom_ops.py
 // parses the constants below and compares them with the Python module, so keep
-// the `constexpr <type> kName = value;` form.
+// the `constexpr <type> kName = value;` form. The ops are int8 when their input
+// is (the int8 form is in converters/custom_ops.py and docs/USAGE.md; delegate.cc
+// checks it): no word here says so.
 
 #ifndef WBMM_DELEGATES_WBMM_CUSTOM_OPS_H_
 #define WBMM_DELEGATES_WBMM_CUSTOM_OPS_H_

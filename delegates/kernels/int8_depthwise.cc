@@ -74,9 +74,15 @@ void PlainColumns(const PlainArgs& a, int ox0) {
       for (int o = 0; o < NX; ++o) acc[o] = V8::Dot(acc[o], x + o * E, w);
     }
   }
+  // Locals, not a's fields: the int8 stores may alias anything, so fields
+  // would be reloaded (and the clamp constants rebuilt) after every output.
+  const Params q = a.q;
+  const int32_t* bias = a.bias;
+  int8_t* out = a.out + ox0 * a.out_pixel;
+  const ptrdiff_t step = a.out_pixel;
+  const int lanes = a.valid_lanes;
 #pragma GCC unroll 32
-  for (int o = 0; o < NX; ++o)
-    V8::Requantize(acc[o], a.bias, a.q.scale, a.q.zp, a.q.lo, a.q.hi, a.out + (ox0 + o) * a.out_pixel, a.valid_lanes);
+  for (int o = 0; o < NX; ++o) V8::Requantize(acc[o], bias, q.scale, q.zp, q.lo, q.hi, out + o * step, lanes);
 }
 
 struct WindowArgs {
@@ -104,11 +110,13 @@ void WindowColumns(const WindowArgs& a, int oy, int ox0, int valid_columns) {
     }
   }
   const int32_t* bias = a.bias + (ptrdiff_t(oy) * a.ww + ox0) * L;
+  const Params q = a.q;  // locals: see PlainColumns
+  int8_t* out = a.out + ox0 * a.out_pixel;
+  const ptrdiff_t step = a.out_pixel;
+  const int lanes = a.valid_lanes;
 #pragma GCC unroll 32
   for (int o = 0; o < NX; ++o)
-    if (o < valid_columns)
-      V8::Requantize(acc[o], bias + o * L, a.q.scale, a.q.zp, a.q.lo, a.q.hi, a.out + (ox0 + o) * a.out_pixel,
-                     a.valid_lanes);
+    if (o < valid_columns) V8::Requantize(acc[o], bias + o * L, q.scale, q.zp, q.lo, q.hi, out + o * step, lanes);
 }
 
 template <class Args, template <int> class Fn, size_t... I>

@@ -7,7 +7,9 @@ entry point ``benchmark_model --external_delegate_path`` uses on a phone.
 ``library_path()`` finds the built library (``make delegate``) or the file named
 by ``$WBMM_DELEGATE_LIB``. Options are the library's own table (see
 ``options_help()``): num_threads, spin_us, claim_depthwise, min_kernel, verbose,
-isa.
+isa. It runs float32 and int8 (TFLite's int8 spec) convs; ``isa`` names a family
+whose int8 compilation is chosen at run time (``DelegationReport.int8_isa``:
+e.g. avx512-vnni, neon-dotprod); docs/USAGE.md says what is claimed.
 
 Not for: building the library (CMake does, from ``delegates/CMakeLists.txt``)
 or deciding which ops to rewrite (``converters/``).

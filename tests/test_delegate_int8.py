@@ -306,3 +306,30 @@ def test_missing_quantization_is_left_to_tflite(capfd):
     except (RuntimeError, ValueError):
         pass
     assert "input has no quantization parameters" in capfd.readouterr().err
+
+
+def test_small_convnext_like_model_full_int8():
+    """A ConvNeXt-shaped Keras model (patchify stem, two blocks of grouped 7x7 conv -> LayerNorm ->
+    pointwise MLP -> residual add, a downsampling conv, one more block) converted full int8: XNNPACK
+    alone against XNNPACK with the delegate taking the three grouped 7x7 convs."""
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((32, 32, 3), batch_size=1)
+    y = keras.layers.Conv2D(24, 4, strides=4)(inp)
+
+    def block(t, channels):
+        r = keras.layers.Conv2D(channels, 7, padding="same", groups=channels)(t)
+        r = keras.layers.LayerNormalization(epsilon=1e-6)(r)
+        r = keras.layers.Dense(4 * channels, activation="gelu")(r)
+        r = keras.layers.Dense(channels)(r)
+        return keras.layers.Add()([t, r])
+
+    y = block(block(y, 24), 24)
+    y = keras.layers.Conv2D(40, 2, strides=2)(y)
+    y = block(y, 40)
+    tflite = to_int8_tflite(keras.Model(inp, y), (32, 32, 3))
+    x = np.random.default_rng(7).integers(-128, 128, (1, 32, 32, 3)).astype(np.int8)
+    alone, _ = run(tflite, x, XNNPACK)
+    for isa in ISAS:
+        y_delegate, report = run(tflite, x, XNNPACK, claim_depthwise=1, isa=isa)
+        assert report.count("CONV_2D") == 3, report.claimed_ops
+        assert np.abs(y_delegate - alone).max() <= 1 and np.mean(y_delegate == alone) >= 0.999, isa

@@ -23,20 +23,23 @@ depthwise layout (1, kh, kw, C):
     output:  (B, OH, OW, C) float32 with TF's SAME or VALID rule, then the fused
     activation (TFLite's ActivationFunctionType numbering).
 
-int8 form of both ops (same names, same options, same ``FORMAT_VERSION``): the op is int8
-when input 0 is int8, following TFLite's int8 quantisation spec:
+int8 form of both (the delegate runs it; same names, same options, same
+``FORMAT_VERSION``): the op is int8 when input 0 is int8, and then follows
+TFLite's int8 spec:
     inputs:  0 x (B, H, W, C) int8, per-tensor (scale, zero point);
-             1 kernel / table (1, kh, kw, C) int8, per-channel symmetric (zero point 0,
-               quantized_dimension 3);
-             2 bias (C,) int32 with scale x_scale * w_scale[c] and zero point 0, or -1.
-    output:  int8, per-tensor (scale, zero point).
-    Requantisation as TFLite's builtin int8 DEPTHWISE_CONV_2D: the int32 sum of
-    (x - x_zero_point) * w plus the bias, times the per-channel multiplier
-    x_scale * w_scale[c] / out_scale, rounded, plus the output zero point, clamped to int8
-    and to the fused activation's range. ``WBMM`` in int8 has the shortcut flag 0: the
-    identity shortcut is folded into the table's centre tap before the table is quantised
-    (``convert --precision int8 --lowering custom``); ``WBMM_DEPTHWISE`` from the rewriter
-    reuses the layer's own int8 tensors and quantisation unchanged.
+             1 kernel / table (1, kh, kw, C) int8, per-channel symmetric
+               (zero points 0, quantized_dimension 3);
+             2 bias (C,) int32 at scale x_scale * w_scale[c], zero point 0, or -1.
+    output:  int8, per-tensor.
+    ``WBMM``: padding (bottom/right to the window, and at every window border)
+    holds the input zero point (real 0); ``shortcut`` must be 0 (fold the identity
+    into the table's centre tap before quantizing: the delegate refuses flag 1).
+    ``WBMM_DEPTHWISE``: int8 DEPTHWISE_CONV_2D with its padding and activation.
+    The emitters: ``convert --precision int8 --lowering custom`` folds the shortcut into
+    the table before quantising it; the rewriter's ``WBMM_DEPTHWISE`` reuses the layer's own
+    int8 tensors and quantisation unchanged.
+    Requantization: XNNPACK's (float32 scale x_scale * w_scale[c] / y_scale,
+    round half to even), see docs/USAGE.md.
 
 ``custom_options`` of both: little-endian int32 words
     [MAGIC, FORMAT_VERSION, a, b, c, d]

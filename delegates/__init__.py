@@ -7,7 +7,9 @@ entry point ``benchmark_model --external_delegate_path`` uses on a phone.
 ``library_path()`` finds the built library (``make delegate``) or the file named
 by ``$WBMM_DELEGATE_LIB``. Options are the library's own table (see
 ``options_help()``): num_threads, spin_us, claim_depthwise, min_kernel, verbose,
-isa.
+isa. It runs float32 and int8 (TFLite's int8 spec) convs; ``isa`` names a family
+whose int8 compilation is chosen at run time (``DelegationReport.int8_isa``:
+e.g. avx512-vnni, neon-dotprod); docs/USAGE.md says what is claimed.
 
 Not for: building the library (CMake does, from ``delegates/CMakeLists.txt``)
 or deciding which ops to rewrite (``converters/``).
@@ -101,8 +103,9 @@ def _library() -> ctypes.CDLL:
     lib.wbmm_delegate_options_help.restype = ctypes.c_char_p
     lib.wbmm_delegate_available_isas.restype = ctypes.c_char_p
     lib.wbmm_delegate_isa.restype = ctypes.c_char_p
+    lib.wbmm_delegate_int8_isa.restype = ctypes.c_char_p
     for name in ("wbmm_delegate_claimed_count", "wbmm_delegate_claimed_node", "wbmm_delegate_isa",
-                 "wbmm_delegate_num_threads"):
+                 "wbmm_delegate_int8_isa", "wbmm_delegate_num_threads"):
         getattr(lib, name).argtypes = [ctypes.c_void_p] + ([ctypes.c_int] if name.endswith("_node") else [])
     return lib
 
@@ -126,6 +129,7 @@ class DelegationReport:
     delegate_nodes: int              # DELEGATE nodes in the interpreter (ours and XNNPACK's)
     isa: str                         # kernel instruction set in use
     num_threads: int
+    int8_isa: str = ""               # its int8 compilation (e.g. 'avx512-vnni', 'neon-dotprod')
 
     def count(self, op_name: str) -> int:
         return sum(1 for name in self.claimed_ops if name == op_name)
@@ -149,4 +153,5 @@ def delegation_report(interpreter, delegate) -> DelegationReport:
         delegate_nodes=sum(1 for op in details if op["op_name"] == "DELEGATE"),
         isa=lib.wbmm_delegate_isa(pointer).decode(),
         num_threads=lib.wbmm_delegate_num_threads(pointer),
+        int8_isa=lib.wbmm_delegate_int8_isa(pointer).decode(),
     )

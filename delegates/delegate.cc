@@ -13,14 +13,21 @@
 // and with claim_depthwise:1 builtin DEPTHWISE_CONV_2D and the CONV_2D whose
 // groups equal its channels (one input channel per group: how TFLite stores
 // Keras Conv2D(groups=C), e.g. every 7x7 conv of keras.applications
-// ConvNeXt); float32 activations,
-// float32 or float16 kernels, including a DEQUANTIZE (fp16 -> fp32) that feeds
-// only the kernel input of a claimed node (the DEQUANTIZE is claimed too and
-// folded into weight packing).
+// ConvNeXt). float32: float32 activations, float32 or float16 kernels,
+// including a DEQUANTIZE (fp16 -> fp32) that feeds only the kernel input of a
+// claimed node (the DEQUANTIZE is claimed too and folded into weight packing);
+// stride 1, dilation 1. int8 (TFLite's int8 spec, kernels/int8_depthwise.h):
+// per-tensor int8 activations, per-channel symmetric int8 weights on the
+// channel axis (or per-tensor with zero point 0), int32 bias at
+// x_scale * w_scale[c]; stride 1, any dilation; the custom ops are int8 when
+// their input is (the WBMM shortcut must then be folded into the table).
+// Other quantizations (uint8, int16, weights with a zero point, a bias at
+// another scale) are left to TFLite with the reason; custom ops with them fail.
 //
-// Not for: quantised models, strided/dilated depthwise, dynamic kernels.
+// Not for: strided depthwise, depth multiplier != 1, dynamic kernels.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -31,6 +38,7 @@
 #include <vector>
 
 #include "abi_check.h"
+#include "kernels/int8_depthwise.h"
 #include "kernels/windowed_depthwise.h"
 #include "options.h"
 #include "threadpool.h"
@@ -53,10 +61,12 @@ struct ConvPlan {
   int dequantize_node = -1;   // the folded DEQUANTIZE of the kernel, if any
   int bias_source = -1;       // likewise for the bias
   int bias_dequantize_node = -1;
+  bool int8 = false;  // int8 activations and weights (else float32)
   bool windowed = false;
   int window_h = 0, window_w = 0;
   bool shortcut = false;
   int kernel_h = 0, kernel_w = 0;
+  int dilation_h = 1, dilation_w = 1;
   KernelLayout kernel_layout = KernelLayout::kTapsThenChannels;
   Padding padding = Padding::kSame;
   Activation activation = Activation::kNone;
@@ -70,6 +80,18 @@ std::string Describe(const TfLiteRegistration* reg) {
   if (reg->builtin_code == kTfLiteBuiltinConv2d) return "CONV_2D";
   if (reg->builtin_code == kTfLiteBuiltinDequantize) return "DEQUANTIZE";
   return "builtin op " + std::to_string(reg->builtin_code);
+}
+
+const char* TypeName(TfLiteType type) {
+  switch (type) {
+    case kTfLiteFloat32: return "float32";
+    case kTfLiteFloat16: return "float16";
+    case kTfLiteInt32: return "int32";
+    case kTfLiteUInt8: return "uint8";
+    case kTfLiteInt16: return "int16";
+    case kTfLiteInt8: return "int8";
+    default: return "another type";
+  }
 }
 
 bool IsConstant(const TfLiteTensor& t) {
@@ -134,26 +156,101 @@ std::string ResolveWeight(const GraphView& g, int tensor, const char* what, int*
   return "";
 }
 
+// The kernel's channel axis: 3 in (1, kh, kw, C), 0 in a grouped CONV_2D's (C, kh, kw, 1).
+int ChannelAxis(const ConvPlan& plan) { return plan.kernel_layout == KernelLayout::kChannelsThenTaps ? 0 : 3; }
+
+// The affine quantization of t, or nullptr.
+const TfLiteAffineQuantization* Affine(const TfLiteTensor& t) {
+  if (t.quantization.type != kTfLiteAffineQuantization || t.quantization.params == nullptr) return nullptr;
+  const auto* q = static_cast<const TfLiteAffineQuantization*>(t.quantization.params);
+  return q->scale != nullptr && q->zero_point != nullptr && q->scale->size >= 1 ? q : nullptr;
+}
+
+// "" when t is per-tensor int8 with a positive scale (scale, zero point filled).
+std::string PerTensorInt8(const TfLiteTensor& t, const char* what, float* scale, int* zero_point) {
+  if (t.type != kTfLiteInt8) return std::string(what) + " is " + TypeName(t.type) + ", not int8";
+  const TfLiteAffineQuantization* q = Affine(t);
+  if (q == nullptr) return std::string(what) + " has no quantization parameters";
+  if (q->scale->size != 1 || q->zero_point->size != 1) return std::string(what) + " is not quantized per tensor";
+  if (!(q->scale->data[0] > 0.0f) || !std::isfinite(q->scale->data[0])) return std::string(what) + " scale is not positive";
+  if (q->zero_point->data[0] < -128 || q->zero_point->data[0] > 127) return std::string(what) + " zero point is outside int8";
+  *scale = q->scale->data[0];
+  *zero_point = q->zero_point->data[0];
+  return "";
+}
+
+// TFLite's int8 spec for the weights: constant int8, symmetric (every zero
+// point 0), one scale per channel on the channel axis or one for all; the bias
+// constant int32 at x_scale * w_scale[c] with zero point 0.
+std::string CheckInt8Weights(const GraphView& g, ConvPlan* plan, float x_scale) {
+  const TfLiteTensor* t = g.context->tensors;
+  const TfLiteTensor& k = t[plan->kernel];
+  const int channels = k.dims->data[ChannelAxis(*plan)];
+  if (!IsConstant(k)) return "kernel is not a constant";
+  if (k.type != kTfLiteInt8) return std::string("kernel is ") + TypeName(k.type) + ", input is int8";
+  const TfLiteAffineQuantization* q = Affine(k);
+  if (q == nullptr) return "kernel has no quantization parameters";
+  const bool per_channel = q->scale->size > 1;
+  if (per_channel && (q->scale->size != channels || q->quantized_dimension != ChannelAxis(*plan)))
+    return "kernel is quantized along axis " + std::to_string(q->quantized_dimension) + " with " +
+           std::to_string(q->scale->size) + " scales, not per channel";
+  if (q->zero_point->size != q->scale->size) return "kernel has " + std::to_string(q->zero_point->size) + " zero points for " +
+                                                    std::to_string(q->scale->size) + " scales";
+  for (int c = 0; c < q->zero_point->size; ++c)
+    if (q->zero_point->data[c] != 0) return "kernel has a nonzero zero point (not symmetric)";
+  for (int c = 0; c < q->scale->size; ++c)
+    if (!(q->scale->data[c] > 0.0f) || !std::isfinite(q->scale->data[c])) return "kernel scale is not positive";
+  plan->kernel_source = plan->kernel;
+  if (plan->bias < 0) return "";
+  const TfLiteTensor& b = t[plan->bias];
+  if (!IsConstant(b) || b.type != kTfLiteInt32) return "bias is not a constant int32 tensor";
+  if (b.dims == nullptr || b.dims->size != 1 || b.dims->data[0] != channels) return "bias shape " + ShapeText(b) + " is not (C,)";
+  const TfLiteAffineQuantization* bq = Affine(b);
+  if (bq == nullptr) return "bias has no quantization parameters";
+  for (int c = 0; c < channels; ++c) {
+    const double want = double(x_scale) * q->scale->data[per_channel ? c : 0];
+    const double got = bq->scale->data[bq->scale->size > 1 ? c : 0];
+    if (std::fabs(got - want) > 1e-6 * want) return "bias scale is not input scale x kernel scale";
+    if (bq->zero_point->data[bq->zero_point->size > 1 ? c : 0] != 0) return "bias has a nonzero zero point";
+  }
+  plan->bias_source = plan->bias;
+  return "";
+}
+
 std::string CheckCommonTensors(const GraphView& g, ConvPlan* plan) {
   const TfLiteTensor* t = g.context->tensors;
   const TfLiteTensor& x = t[plan->input];
-  if (x.type != kTfLiteFloat32) return "input is not float32";
+  if (x.type == kTfLiteInt8) plan->int8 = true;
+  else if (x.type != kTfLiteFloat32) return std::string("input is ") + TypeName(x.type) + ", not float32 or int8";
   if (x.dims == nullptr || x.dims->size != 4) return "input " + ShapeText(x) + " is not NHWC";
-  if (t[plan->output].type != kTfLiteFloat32) return "output is not float32";
+  float x_scale = 0.0f, y_scale = 0.0f;
+  int zero_point = 0;
+  if (plan->int8) {
+    std::string why = PerTensorInt8(x, "input", &x_scale, &zero_point);
+    if (why.empty()) why = PerTensorInt8(t[plan->output], "output", &y_scale, &zero_point);
+    if (!why.empty()) return why;
+    if (plan->windowed && plan->shortcut)
+      return "int8 WBMM takes no shortcut flag: the identity must be folded into the table's centre tap before it is "
+             "quantized";
+  } else {
+    if (t[plan->output].type != kTfLiteFloat32) return "output is not float32";
+    if (plan->dilation_h != 1 || plan->dilation_w != 1) return "dilation is not 1";
+  }
   const TfLiteTensor& k = t[plan->kernel];
   // (1, kh, kw, C), or (C, kh, kw, 1) for a grouped CONV_2D: the unit axis and the channel axis.
   const bool channels_first = plan->kernel_layout == KernelLayout::kChannelsThenTaps;
-  const int unit_axis = channels_first ? 3 : 0, channel_axis = channels_first ? 0 : 3;
+  const int unit_axis = channels_first ? 3 : 0, channel_axis = ChannelAxis(*plan);
   if (k.dims == nullptr || k.dims->size != 4 || k.dims->data[unit_axis] != 1)
     return "kernel shape " + ShapeText(k) + (channels_first ? " is not (C, kh, kw, 1)" : " is not (1, kh, kw, C)");
-  std::string why = ResolveWeight(g, plan->kernel, "kernel", &plan->kernel_source, &plan->dequantize_node);
-  if (!why.empty()) return why;
   if (k.dims->data[1] != plan->kernel_h || k.dims->data[2] != plan->kernel_w)
     return "kernel " + ShapeText(k) + " does not match " + std::to_string(plan->kernel_h) + "x" +
            std::to_string(plan->kernel_w);
   if (k.dims->data[channel_axis] != x.dims->data[3])
     return "kernel channels " + std::to_string(k.dims->data[channel_axis]) + " differ from input channels " +
            std::to_string(x.dims->data[3]) + (channels_first ? " (groups != channels)" : " (depth multiplier != 1)");
+  if (plan->int8) return CheckInt8Weights(g, plan, x_scale);
+  std::string why = ResolveWeight(g, plan->kernel, "kernel", &plan->kernel_source, &plan->dequantize_node);
+  if (!why.empty()) return why;
   if (plan->bias >= 0) {
     const TfLiteTensor& b = t[plan->bias];
     why = ResolveWeight(g, plan->bias, "bias", &plan->bias_source, &plan->bias_dequantize_node);
@@ -175,13 +272,16 @@ std::string ReadConvParams(const void* builtin_data, const char* op, ConvPlan* p
   const auto* params = static_cast<const Params*>(builtin_data);
   if (params == nullptr) return std::string("no ") + op + " parameters";
   if (params->stride_width != 1 || params->stride_height != 1) return "stride is not 1";
-  if (params->dilation_width_factor != 1 || params->dilation_height_factor != 1) return "dilation is not 1";
+  if (params->dilation_width_factor < 1 || params->dilation_height_factor < 1) return "dilation is not positive";
+  plan->dilation_h = params->dilation_height_factor;  // float32 refuses > 1 (CheckCommonTensors)
+  plan->dilation_w = params->dilation_width_factor;
   if (params->padding == kTfLitePaddingSame) plan->padding = Padding::kSame;
   else if (params->padding == kTfLitePaddingValid) plan->padding = Padding::kValid;
   else return "padding is neither SAME nor VALID";
   if (params->activation == kTfLiteActNone) plan->activation = Activation::kNone;
   else if (params->activation == kTfLiteActRelu) plan->activation = Activation::kRelu;
   else if (params->activation == kTfLiteActRelu6) plan->activation = Activation::kRelu6;
+  else if (params->activation == kTfLiteActReluN1To1) plan->activation = Activation::kReluN1To1;
   else return "fused activation " + std::to_string(int(params->activation)) + " is not supported";
   plan->op_label = op;
   return "";
@@ -243,6 +343,7 @@ struct Delegate {
   TfLiteDelegate base;  // handed to TFLite; base.data_ points back here
   DelegateOptions options;
   const KernelSet* kernels = nullptr;
+  const Int8KernelSet* int8_kernels = nullptr;  // the int8 compilation of the same ISA family
   std::unique_ptr<ThreadPool> pool;
   std::map<int, ConvPlan> claimed;  // node -> plan, valid while TFLite builds partitions
   std::vector<int> claimed_nodes;   // of the last Prepare, including folded DEQUANTIZE nodes
@@ -262,21 +363,23 @@ void Log(const Delegate& d, int level, const char* format, ...) {
 
 struct ConvOp {
   ConvPlan plan;
-  DepthwiseProblem problem;
+  DepthwiseProblem problem;  // float32
   AlignedFloats weights, bias;
+  Int8Problem int8_problem;  // int8
+  Int8Packed int8_packed;
 };
 
 struct Partition {
   Delegate* delegate = nullptr;
   std::vector<ConvOp> ops;                // execution order
-  std::map<int, AlignedFloats> own;  // tensors internal to the partition
-  AlignedFloats scratch;             // max over ops of ScratchFloats: ops run one after another
+  std::map<int, AlignedFloats> own;  // tensors internal to the partition (any element type)
+  AlignedFloats scratch;             // max over ops of their scratch: ops run one after another
 };
 
-float* TensorData(TfLiteContext* context, Partition* p, int index) {
+void* TensorData(TfLiteContext* context, Partition* p, int index) {
   auto it = p->own.find(index);
   if (it != p->own.end()) return it->second.data();
-  return static_cast<float*>(context->tensors[index].data);
+  return context->tensors[index].data;
 }
 
 TfLiteIntArray* NewIntArray(std::initializer_list<int> values) {
@@ -317,53 +420,129 @@ TfLiteStatus Fail(TfLiteContext* context, const std::string& message) {
   return kTfLiteError;
 }
 
+// TFLite's CalculateActivationRangeQuantized (XNNPACK's delegate takes the same): the activation's real bounds
+// quantized with the output's scale and zero point (float division, rounded
+// half away from zero), within int8.
+void Int8ActivationRange(Activation activation, float scale, int zero_point, int* lo, int* hi) {
+  auto quantize = [&](float f) {
+    const double q = double(zero_point) + double(std::round(f / scale));
+    return int(std::min(std::max(q, -1e6), 1e6));
+  };
+  *lo = -128;
+  *hi = 127;
+  if (activation == Activation::kRelu || activation == Activation::kRelu6) *lo = std::max(-128, quantize(0.0f));
+  if (activation == Activation::kRelu6) *hi = std::min(127, quantize(6.0f));
+  if (activation == Activation::kReluN1To1) {
+    *lo = std::max(-128, quantize(-1.0f));
+    *hi = std::min(127, quantize(1.0f));
+  }
+}
+
+// The map, kernel, window and padding of plan's op on input x (DepthwiseProblem
+// or Int8Problem): TF's SAME/VALID rule on the dilated kernel.
+template <class Problem>
+void FillGeometry(const ConvPlan& plan, const TfLiteTensor& x, Problem* p) {
+  p->batch = x.dims->data[0];
+  p->in_h = x.dims->data[1];
+  p->in_w = x.dims->data[2];
+  p->channels = x.dims->data[3];
+  p->kernel_h = plan.kernel_h;
+  p->kernel_w = plan.kernel_w;
+  const int eff_h = (p->kernel_h - 1) * plan.dilation_h + 1, eff_w = (p->kernel_w - 1) * plan.dilation_w + 1;
+  if (plan.windowed) {
+    p->window_h = plan.window_h;
+    p->window_w = plan.window_w;
+    p->out_h = p->in_h;
+    p->out_w = p->in_w;
+  } else if (plan.padding == Padding::kSame) {  // TF: pad_total = effective kernel - 1, the smaller half on top/left
+    p->out_h = p->in_h;
+    p->out_w = p->in_w;
+    p->pad_top = (eff_h - 1) / 2;
+    p->pad_left = (eff_w - 1) / 2;
+  } else {
+    p->out_h = p->in_h - eff_h + 1;
+    p->out_w = p->in_w - eff_w + 1;
+  }
+}
+
+// Shapes, requantization and packed weights of one int8 op. Returns "" or why not.
+std::string PrepareInt8(TfLiteContext* context, const Delegate& delegate, ConvOp& op, size_t* scratch_bytes) {
+  const ConvPlan& plan = op.plan;
+  const TfLiteTensor& x = context->tensors[plan.input];
+  const TfLiteTensor& y = context->tensors[plan.output];
+  const TfLiteTensor& k = context->tensors[plan.kernel_source];
+  const auto* xq = static_cast<const TfLiteAffineQuantization*>(x.quantization.params);
+  const auto* yq = static_cast<const TfLiteAffineQuantization*>(y.quantization.params);
+  const auto* kq = static_cast<const TfLiteAffineQuantization*>(k.quantization.params);
+  Int8Problem& p = op.int8_problem;
+  p = Int8Problem();
+  FillGeometry(plan, x, &p);
+  p.dilation_h = plan.dilation_h;
+  p.dilation_w = plan.dilation_w;
+  p.input_zero_point = xq->zero_point->data[0];
+  p.output_zero_point = yq->zero_point->data[0];
+  Int8ActivationRange(plan.activation, yq->scale->data[0], p.output_zero_point, &p.out_min, &p.out_max);
+  const char* invalid = ValidateInt8Problem(p);
+  if (*invalid) return invalid;
+  // XNNPACK's requantization scale, in float32 and in its order (kernels/int8_depthwise.h).
+  std::vector<float> scales(size_t(p.channels));
+  for (int c = 0; c < p.channels; ++c) {
+    const float input_times_kernel = xq->scale->data[0] * kq->scale->data[kq->scale->size > 1 ? c : 0];
+    scales[c] = input_times_kernel / yq->scale->data[0];
+  }
+  const int32_t* bias = plan.bias >= 0 ? static_cast<const int32_t*>(context->tensors[plan.bias_source].data) : nullptr;
+  PackInt8Weights(p, *delegate.int8_kernels, static_cast<const int8_t*>(k.data), plan.kernel_layout, bias, scales.data(),
+                  &op.int8_packed);
+  *scratch_bytes = std::max(*scratch_bytes, Int8ScratchBytes(p, *delegate.int8_kernels, delegate.pool->num_threads()));
+  return "";
+}
+
+// Resizes the output to (B, OH, OW, C) if it differs, and sizes the
+// partition's own copy when the output is internal. Returns "" or why not.
+std::string ShapeOutput(TfLiteContext* context, Partition* partition, int output, int batch, int h, int w, int c,
+                        size_t element_bytes) {
+  TfLiteTensor& out = context->tensors[output];
+  const bool same_shape = out.dims != nullptr && out.dims->size == 4 && out.dims->data[0] == batch &&
+                          out.dims->data[1] == h && out.dims->data[2] == w && out.dims->data[3] == c;
+  if (!same_shape && context->ResizeTensor(context, &out, NewIntArray({batch, h, w, c})) != kTfLiteOk)
+    return "cannot resize the output";
+  auto own = partition->own.find(output);
+  if (own != partition->own.end())
+    own->second.assign((size_t(batch) * h * w * c * element_bytes + sizeof(float) - 1) / sizeof(float), 0.0f);
+  return "";
+}
+
 TfLiteStatus PartitionPrepare(TfLiteContext* context, TfLiteNode* node) {
   auto* partition = static_cast<Partition*>(node->user_data);
   Delegate* delegate = partition->delegate;
   const int lanes = delegate->kernels->lanes;
-  size_t scratch = 0;
+  size_t scratch = 0, int8_scratch_bytes = 0;
   for (ConvOp& op : partition->ops) {
     const ConvPlan& plan = op.plan;
-    const TfLiteTensor& x = context->tensors[plan.input];
+    if (plan.int8) {
+      std::string why = PrepareInt8(context, *delegate, op, &int8_scratch_bytes);
+      const Int8Problem& p = op.int8_problem;
+      if (why.empty()) why = ShapeOutput(context, partition, plan.output, p.batch, p.out_h, p.out_w, p.channels, 1);
+      if (!why.empty()) return Fail(context, std::string(plan.op_label) + " node " + std::to_string(plan.node_index) + ": " + why);
+      continue;
+    }
     DepthwiseProblem& p = op.problem;
     p = DepthwiseProblem();
-    p.batch = x.dims->data[0];
-    p.in_h = x.dims->data[1];
-    p.in_w = x.dims->data[2];
-    p.channels = x.dims->data[3];
-    p.kernel_h = plan.kernel_h;
-    p.kernel_w = plan.kernel_w;
-    if (plan.windowed) {
-      p.window_h = plan.window_h;
-      p.window_w = plan.window_w;
-      p.out_h = p.in_h;
-      p.out_w = p.in_w;
-    } else if (plan.padding == Padding::kSame) {  // TF: pad_total = k - 1, the smaller half on top/left
-      p.out_h = p.in_h;
-      p.out_w = p.in_w;
-      p.pad_top = (p.kernel_h - 1) / 2;
-      p.pad_left = (p.kernel_w - 1) / 2;
-    } else {
-      p.out_h = p.in_h - p.kernel_h + 1;
-      p.out_w = p.in_w - p.kernel_w + 1;
-    }
+    FillGeometry(plan, context->tensors[plan.input], &p);
     if (plan.activation == Activation::kRelu) p.out_min = 0.0f;
     if (plan.activation == Activation::kRelu6) {
       p.out_min = 0.0f;
       p.out_max = 6.0f;
     }
+    if (plan.activation == Activation::kReluN1To1) {
+      p.out_min = -1.0f;
+      p.out_max = 1.0f;
+    }
     const char* invalid = ValidateProblem(p);
     if (*invalid) return Fail(context, std::string(plan.op_label) + " node " + std::to_string(plan.node_index) + ": " + invalid);
 
-    TfLiteTensor& out = context->tensors[plan.output];
-    const bool same_shape = out.dims != nullptr && out.dims->size == 4 && out.dims->data[0] == p.batch &&
-                            out.dims->data[1] == p.out_h && out.dims->data[2] == p.out_w &&
-                            out.dims->data[3] == p.channels;
-    if (!same_shape &&
-        context->ResizeTensor(context, &out, NewIntArray({p.batch, p.out_h, p.out_w, p.channels})) != kTfLiteOk)
-      return Fail(context, "cannot resize the output of node " + std::to_string(plan.node_index));
-    auto own = partition->own.find(plan.output);
-    if (own != partition->own.end()) own->second.assign(size_t(p.batch) * p.out_h * p.out_w * p.channels, 0.0f);
+    const std::string why = ShapeOutput(context, partition, plan.output, p.batch, p.out_h, p.out_w, p.channels, sizeof(float));
+    if (!why.empty()) return Fail(context, why + " of node " + std::to_string(plan.node_index));
 
     const TfLiteTensor& k = context->tensors[plan.kernel_source];
     op.weights.assign(PackedWeightFloats(p, lanes), 0.0f);
@@ -381,7 +560,7 @@ TfLiteStatus PartitionPrepare(TfLiteContext* context, TfLiteNode* node) {
                          plan.windowed && plan.shortcut, op.weights.data(), op.bias.data(), plan.kernel_layout);
     scratch = std::max(scratch, ScratchFloats(p, lanes, delegate->pool->num_threads()));
   }
-  partition->scratch.assign(scratch, 0.0f);
+  partition->scratch.assign(std::max(scratch, (int8_scratch_bytes + sizeof(float) - 1) / sizeof(float)), 0.0f);
   return kTfLiteOk;
 }
 
@@ -389,11 +568,16 @@ TfLiteStatus PartitionInvoke(TfLiteContext* context, TfLiteNode* node) {
   auto* partition = static_cast<Partition*>(node->user_data);
   Delegate* delegate = partition->delegate;
   for (ConvOp& op : partition->ops) {
-    const float* in = TensorData(context, partition, op.plan.input);
-    float* out = TensorData(context, partition, op.plan.output);
+    const void* in = TensorData(context, partition, op.plan.input);
+    void* out = TensorData(context, partition, op.plan.output);
     if (in == nullptr || out == nullptr) return Fail(context, "tensor data missing at invoke");
-    delegate->kernels->run(op.problem, in, op.weights.data(), op.bias.data(), out, partition->scratch.data(),
-                           delegate->pool.get());
+    if (op.plan.int8)
+      delegate->int8_kernels->run(op.int8_problem, static_cast<const int8_t*>(in), op.int8_packed,
+                                  static_cast<int8_t*>(out), reinterpret_cast<uint8_t*>(partition->scratch.data()),
+                                  delegate->pool.get());
+    else
+      delegate->kernels->run(op.problem, static_cast<const float*>(in), op.weights.data(), op.bias.data(),
+                             static_cast<float*>(out), partition->scratch.data(), delegate->pool.get());
   }
   return kTfLiteOk;
 }
@@ -444,9 +628,10 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* base) {
       }
       continue;
     }
-    Log(*delegate, 1, "node %d %s: claimed (%dx%d kernel%s, isa %s, %d threads)", node_index, conv.op_label,
-        conv.kernel_h, conv.kernel_w, conv.dequantize_node >= 0 ? ", float16 weights via DEQUANTIZE" : "",
-        delegate->kernels->isa, delegate->pool->num_threads());
+    Log(*delegate, 1, "node %d %s: claimed (%s%dx%d kernel%s, isa %s, %d threads)", node_index, conv.op_label,
+        conv.int8 ? "int8, " : "", conv.kernel_h, conv.kernel_w,
+        conv.dequantize_node >= 0 ? ", float16 weights via DEQUANTIZE" : "",
+        conv.int8 ? delegate->int8_kernels->isa : delegate->kernels->isa, delegate->pool->num_threads());
     delegate->claimed[node_index] = conv;
     if (conv.dequantize_node >= 0) to_replace.push_back(conv.dequantize_node);
     if (conv.bias_dequantize_node >= 0) to_replace.push_back(conv.bias_dequantize_node);
@@ -485,7 +670,9 @@ WBMM_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** va
   std::string why = wbmm::ParseOptions(keys, values, count, &delegate->options);
   if (why.empty()) {
     delegate->kernels = wbmm::FindKernelSet(delegate->options.isa.c_str());
-    if (delegate->kernels == nullptr) why = "no kernel set for isa " + delegate->options.isa;
+    delegate->int8_kernels = wbmm::FindInt8KernelSet(delegate->options.isa.c_str());
+    if (delegate->kernels == nullptr || delegate->int8_kernels == nullptr)
+      why = "no kernel set for isa " + delegate->options.isa;
   }
   if (!why.empty()) {
     const std::string message = "wbmm delegate: " + why;
@@ -520,6 +707,9 @@ WBMM_EXPORT int wbmm_delegate_claimed_node(const TfLiteDelegate* base, int i) {
 }
 WBMM_EXPORT const char* wbmm_delegate_isa(const TfLiteDelegate* base) {
   return base == nullptr ? "" : static_cast<const wbmm::Delegate*>(base->data_)->kernels->isa;
+}
+WBMM_EXPORT const char* wbmm_delegate_int8_isa(const TfLiteDelegate* base) {
+  return base == nullptr ? "" : static_cast<const wbmm::Delegate*>(base->data_)->int8_kernels->isa;
 }
 WBMM_EXPORT int wbmm_delegate_num_threads(const TfLiteDelegate* base) {
   const auto* d = base == nullptr ? nullptr : static_cast<const wbmm::Delegate*>(base->data_);

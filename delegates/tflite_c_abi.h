@@ -32,7 +32,7 @@ typedef enum TfLiteStatus {
   kTfLiteApplicationError = 3,
 } TfLiteStatus;
 
-// Element types (values of TfLiteType); we read float32 and float16 only.
+// Element types (values of TfLiteType); we read float32, float16, int8 and int32 (int8 bias).
 typedef enum TfLiteType {
   kTfLiteNoType = 0,
   kTfLiteFloat32 = 1,
@@ -65,8 +65,22 @@ typedef struct TfLiteQuantizationParams {
 
 typedef struct TfLiteQuantization {
   int type;       // TfLiteQuantizationType
-  void* params;
+  void* params;   // TfLiteAffineQuantization* when type == kTfLiteAffineQuantization
 } TfLiteQuantization;
+
+enum { kTfLiteNoQuantization = 0, kTfLiteAffineQuantization = 1 };
+
+typedef struct TfLiteFloatArray {
+  int size;
+  float data[];
+} TfLiteFloatArray;
+
+// Per-tensor (one scale) or per-axis (one scale per index of quantized_dimension).
+typedef struct TfLiteAffineQuantization {
+  TfLiteFloatArray* scale;
+  TfLiteIntArray* zero_point;
+  int32_t quantized_dimension;
+} TfLiteAffineQuantization;
 
 typedef enum TfLiteAllocationType {
   kTfLiteMemNone = 0,

@@ -4,7 +4,9 @@
 // (inputs, kernel layout (1, kh, kw, C), custom_options = 6 little-endian int32
 // words [MAGIC, FORMAT_VERSION, a, b, c, d]). tests/test_delegate_custom_ops.py
 // parses the constants below and compares them with the Python module, so keep
-// the `constexpr <type> kName = value;` form.
+// the `constexpr <type> kName = value;` form. The ops are int8 when their input
+// is (the int8 form is in converters/custom_ops.py and docs/USAGE.md; delegate.cc
+// checks it): no word here says so.
 
 #ifndef WBMM_DELEGATES_WBMM_CUSTOM_OPS_H_
 #define WBMM_DELEGATES_WBMM_CUSTOM_OPS_H_
@@ -30,6 +32,9 @@ constexpr int32_t kPaddingValid = 1;
 constexpr int32_t kActivationNone = 0;
 constexpr int32_t kActivationRelu = 1;
 constexpr int32_t kActivationRelu6 = 3;
+// TFLite's RELU_N1_TO_1 (clamp to [-1, 1]): builtin convs carry it; converters/
+// custom_ops.py does not emit it in the custom ops.
+constexpr int32_t kActivationReluN1To1 = 2;
 
 // Input slots shared by both ops.
 constexpr int kInputX = 0;
@@ -37,7 +42,7 @@ constexpr int kInputKernel = 1;
 constexpr int kInputBias = 2;
 
 enum class Padding { kSame, kValid };
-enum class Activation { kNone, kRelu, kRelu6 };
+enum class Activation { kNone, kRelu, kRelu6, kReluN1To1 };
 
 // Parsed custom_options of either op.
 struct CustomOpOptions {
@@ -54,6 +59,7 @@ inline bool ActivationFromCode(int32_t code, Activation* out) {
     case kActivationNone: *out = Activation::kNone; return true;
     case kActivationRelu: *out = Activation::kRelu; return true;
     case kActivationRelu6: *out = Activation::kRelu6; return true;
+    case kActivationReluN1To1: *out = Activation::kReluN1To1; return true;
     default: return false;
   }
 }

@@ -104,3 +104,105 @@ def depthwise_model(x_shape, kernel: np.ndarray, padding: int = 0, activation: i
     kh, kw = np.asarray(kernel).shape[-3:-1]
     return custom_op_model(WBMM_DEPTHWISE_OP, x_shape, kernel, DepthwiseOptions(kh, kw, padding, activation).pack(),
                            bias, **kwargs)
+
+
+def _quantization(scales, zero_points, axis: int = 0) -> schema.QuantizationParametersT:
+    q = schema.QuantizationParametersT()
+    q.scale = [float(s) for s in np.atleast_1d(scales)]
+    q.zeroPoint = [int(z) for z in np.atleast_1d(zero_points)]
+    q.quantizedDimension = axis
+    return q
+
+
+def int8_conv_model(op: str, x_shape, kernel: np.ndarray, kernel_scales, x_quant, y_quant, bias=None, *,
+                    options: bytes | None = None, padding: str = "same", activation: int = 0, dilation=(1, 1),
+                    bias_scales=None, kernel_zero_points=None, x_type: int = schema.TensorType.INT8,
+                    kernel_axis: int = 3) -> bytes:
+    """x -> op(x, kernel (1, kh, kw, C) int8[, bias int32]) -> y, quantized by hand (TFLite's int8 spec
+    unless the keyword arguments break it on purpose).
+
+    ``op`` is ``"DEPTHWISE_CONV_2D"`` (builtin; padding, activation, dilation used) or a custom op name
+    with its packed ``options``. ``x_quant`` / ``y_quant`` are (scale, zero point); ``kernel_scales``
+    one per channel (or one); the bias scale defaults to x_scale * kernel_scale[c], as the spec says.
+    """
+    batch, height, width, channels = x_shape
+    kernel = np.asarray(kernel, np.int8).reshape(1, *np.asarray(kernel).shape[-3:])
+    kh, kw = kernel.shape[1:3]
+    kernel_scales = np.atleast_1d(np.asarray(kernel_scales, np.float32))
+    model = schema.ModelT()
+    model.version = 3
+    model.description = "wbmm delegate int8 test model"
+    model.buffers = [_buffer(None), _buffer(kernel.tobytes())]
+    x = _tensor("x", x_shape, x_type)
+    x.quantization = _quantization(*x_quant)
+    k = _tensor("kernel", kernel.shape, schema.TensorType.INT8, 1)
+    k.quantization = _quantization(kernel_scales, np.zeros(len(kernel_scales), np.int64)
+                                   if kernel_zero_points is None else kernel_zero_points, kernel_axis)
+    tensors = [x, k]
+    inputs = [0, 1]
+    if bias is not None:
+        model.buffers.append(_buffer(np.asarray(bias, np.int32).tobytes()))
+        b = _tensor("bias", (channels,), schema.TensorType.INT32, len(model.buffers) - 1)
+        scales = np.float32(x_quant[0]) * kernel_scales if bias_scales is None else bias_scales
+        b.quantization = _quantization(scales, np.zeros(len(np.atleast_1d(scales)), np.int64))
+        tensors.append(b)
+        inputs.append(len(tensors) - 1)
+    code = schema.OperatorCodeT()
+    operator = schema.OperatorT()
+    if op == "DEPTHWISE_CONV_2D":
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DEPTHWISE_CONV_2D
+        o = schema.DepthwiseConv2DOptionsT()
+        o.padding = schema.Padding.SAME if padding == "same" else schema.Padding.VALID
+        o.strideW = o.strideH = 1
+        o.depthMultiplier = 1
+        o.fusedActivationFunction = activation
+        o.dilationHFactor, o.dilationWFactor = dilation
+        operator.builtinOptionsType = schema.BuiltinOptions.DepthwiseConv2DOptions
+        operator.builtinOptions = o
+        eff_h, eff_w = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
+        out_shape = x_shape if padding == "same" else (batch, height - eff_h + 1, width - eff_w + 1, channels)
+    else:
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+        code.customCode = op
+        operator.customOptions = list(options)
+        operator.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
+        words = np.frombuffer(options, "<i4")
+        same = op == WBMM_OP or int(words[4]) == 0
+        out_shape = x_shape if same else (batch, height - kh + 1, width - kw + 1, channels)
+    y = _tensor("y", out_shape, x_type)
+    y.quantization = _quantization(*y_quant)
+    tensors.append(y)
+    operator.opcodeIndex = 0
+    operator.inputs = inputs
+    operator.outputs = [len(tensors) - 1]
+    subgraph = schema.SubGraphT()
+    subgraph.tensors = tensors
+    subgraph.inputs = [0]
+    subgraph.outputs = [len(tensors) - 1]
+    subgraph.operators = [operator]
+    subgraph.name = "main"
+    model.subgraphs = [subgraph]
+    model.operatorCodes = [code]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def to_int8_tflite(model, input_shape, images: int = 8, seed: int = 0) -> bytes:
+    """A Keras model through the real TFLiteConverter, full integer (int8 input and output),
+    calibrated on ``images`` seeded standard-normal images of ``input_shape`` (no batch axis)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+
+    def representative():
+        for _ in range(images):
+            yield [rng.standard_normal((1, *input_shape)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()

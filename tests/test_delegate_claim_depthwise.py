@@ -125,3 +125,31 @@ def test_grouped_conv_with_one_channel_per_group_is_claimed(grouped_model, fp16,
 
     _, report_off = _run(tflite, x, resolver=OpResolverType.AUTO)
     assert report_off.claimed_nodes == ()
+
+
+def test_relu_n1_to_1_is_a_clamp():
+    """A DEPTHWISE_CONV_2D whose fused activation is RELU_N1_TO_1 (set in the flatbuffer: Keras has
+    no such layer) runs on the delegate as a clamp to [-1, 1], like TFLite's builtin kernel."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((15, 13, 6), batch_size=1)
+    tflite = _convert(keras.Model(inp, keras.layers.DepthwiseConv2D(9, padding="same")(inp)))
+    model = schema.ModelT.InitFromPackedBuf(tflite, 0)
+    (op,) = model.subgraphs[0].operators
+    op.builtinOptions.fusedActivationFunction = schema.ActivationFunctionType.RELU_N1_TO_1
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    edited = bytes(builder.Output())
+    x = np.random.default_rng(2).standard_normal((1, 15, 13, 6)).astype(np.float32)
+    reference = Interpreter(model_content=edited,
+                            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    reference.allocate_tensors()
+    reference.set_tensor(reference.get_input_details()[0]["index"], x)
+    reference.invoke()
+    expected = reference.get_tensor(reference.get_output_details()[0]["index"])
+    assert expected.min() == -1.0 and expected.max() == 1.0  # the clamp is reached on both sides
+    y, report = _run(edited, x, claim_depthwise=1)
+    assert report.claimed_ops == ("DEPTHWISE_CONV_2D",)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)

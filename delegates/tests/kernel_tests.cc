@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/int8_depthwise.h"
 #include "kernels/windowed_depthwise.h"
 #include "test_main.h"
 #include "threadpool.h"
@@ -30,15 +31,7 @@ namespace {
 
 using wbmm::DepthwiseProblem;
 
-struct Rng {
-  uint64_t state;
-  uint32_t Next() {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    return uint32_t(state >> 33);
-  }
-  int Int(int lo, int hi) { return lo + int(Next() % uint32_t(hi - lo + 1)); }
-  float Uniform() { return float(Next() % 2000001) / 1000000.0f - 1.0f; }
-};
+using wbmm_test::Rng;
 
 // y[b, oy, ox, c], WBMM by the index matrix: I[i,j] = (r_i - r_j + wh-1)(2ww-1) + (c_i - c_j + ww-1),
 // clamped to [out_min, out_max].
@@ -420,6 +413,35 @@ WBMM_TEST(KernelsDoNotAllocateWhileRunning) {
       for (int i = 0; i < 5; ++i) set->run(p, x.data(), w.data(), b.data(), y.data(), scratch.data(), &pool);
       g_counting = false;
       CHECK_MSG(g_allocations.load() == 0, "%s %s: %ld allocations", set->isa, windowed ? "windowed" : "plain",
+                g_allocations.load());
+    }
+  }  // The int8 kernels, every compilation this CPU runs.
+  for (const wbmm::Int8KernelSet* set : wbmm::Int8KernelSets()) {
+    for (bool windowed : {true, false}) {
+      wbmm::Int8Problem p;
+      p.in_h = p.in_w = p.out_h = p.out_w = 20;
+      p.channels = 13;
+      if (windowed) {
+        p.window_h = p.window_w = 5;
+        p.kernel_h = p.kernel_w = 9;
+      } else {
+        p.kernel_h = p.kernel_w = 7;
+        p.dilation_h = 2;
+        p.pad_top = 6;
+        p.pad_left = 3;
+      }
+      std::vector<int8_t> x(20 * 20 * 13, 3), k(size_t(p.kernel_h) * p.kernel_w * 13, 2), y(x.size());
+      std::vector<float> scales(13, 0.01f);
+      wbmm::Int8Packed packed;
+      wbmm::PackInt8Weights(p, *set, k.data(), wbmm::KernelLayout::kTapsThenChannels, nullptr, scales.data(), &packed);
+      std::vector<uint8_t> scratch(wbmm::Int8ScratchBytes(p, *set, 3));
+      wbmm::ThreadPool pool(3);
+      set->run(p, x.data(), packed, y.data(), scratch.data(), &pool);
+      g_allocations = 0;
+      g_counting = true;
+      for (int i = 0; i < 5; ++i) set->run(p, x.data(), packed, y.data(), scratch.data(), &pool);
+      g_counting = false;
+      CHECK_MSG(g_allocations.load() == 0, "int8 %s %s: %ld allocations", set->isa, windowed ? "windowed" : "plain",
                 g_allocations.load());
     }
   }

@@ -82,6 +82,9 @@ WBMM_TEST(CustomOptionsReader) {
   b = Words(wbmm::kMagic, 2, 7, 7, 1, 0);
   CHECK(wbmm::ParseCustomOptions("WBMM", b.data(), int(b.size()), &o).find("version 2") != std::string::npos);
   CHECK(wbmm::ParseCustomOptions("WBMM", b.data(), 20, &o).find("20 bytes") != std::string::npos);
-  b = Words(wbmm::kMagic, 1, 7, 7, 0, 2);  // RELU_N1_TO_1 is not implemented
+  b = Words(wbmm::kMagic, 1, 7, 7, 0, 2);  // RELU_N1_TO_1: a clamp to [-1, 1]
+  CHECK(wbmm::ParseCustomOptions("WBMM_DEPTHWISE", b.data(), int(b.size()), &o).empty());
+  CHECK(o.activation == wbmm::Activation::kReluN1To1);
+  b = Words(wbmm::kMagic, 1, 7, 7, 0, 4);  // TANH is not a clamp
   CHECK(wbmm::ParseCustomOptions("WBMM_DEPTHWISE", b.data(), int(b.size()), &o).find("activation") != std::string::npos);
 }

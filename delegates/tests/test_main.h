@@ -2,6 +2,7 @@
 #ifndef WBMM_DELEGATES_TESTS_TEST_MAIN_H_
 #define WBMM_DELEGATES_TESTS_TEST_MAIN_H_
 
+#include <cstdint>
 #include <cstdio>
 #include <vector>
 
@@ -14,6 +15,16 @@ std::vector<TestCase>& Registry();
 int& CurrentFailures();
 struct Registrar {
   Registrar(const char* name, void (*fn)()) { Registry().push_back({name, fn}); }
+};
+// A fixed pseudo-random stream (64-bit LCG), the same on every platform.
+struct Rng {
+  uint64_t state;
+  uint32_t Next() {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return uint32_t(state >> 33);
+  }
+  int Int(int lo, int hi) { return lo + int(Next() % uint32_t(hi - lo + 1)); }
+  float Uniform() { return float(Next() % 2000001) / 1000000.0f - 1.0f; }
 };
 }  // namespace wbmm_test
 

@@ -680,7 +680,7 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
     depthwise convs of kernel >= ``min_kernel``, and ``.tflite`` files: those convs go through the
     exact rewriter (``converters.rewrite``; ``--lowering custom`` asks it for its custom op).
     """
-    from wbmm_mobile.report import write_json
+    from wbmm_mobile.json_output import write_json
 
     model_path = Path(model_path)
     if not model_path.exists():

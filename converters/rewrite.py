@@ -34,6 +34,7 @@ from converters.rewrites import (_depthwise, depthwise_builtin_kernel, depthwise
                                 depthwise_halo, depthwise_split, depthwise_windowed, static_shapes)
 from converters.rewrites._graph import GraphEditor, prune_unused
 from wbmm_mobile.errors import CorruptModelError, UnsupportedModelError, VerificationError, WbmmError
+from wbmm_mobile.progress import ProgressBar as _ProgressBar
 
 MODES = ("exact", "windowed")
 
@@ -188,37 +189,6 @@ def rewrite_model(data: bytes, options: RewriteOptions | None = None, name: str 
                 raise
             bar.advance()
     return RewriteResult(out, report)
-
-
-class _ProgressBar:
-    """A rich progress bar on stderr over the candidate layers and the verification, or nothing."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task("rewriting layers", total=max(total, 1))
-
-    def __enter__(self):
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def describe(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, description=text)
 
 
 def rewrite_file(input_path: str | os.PathLike, output_path: str | os.PathLike,

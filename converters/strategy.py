@@ -187,7 +187,7 @@ def measure_strategies(shape: LayerShape, kernels: str, threads: int = 1, runs: 
                        strategies: tuple[str, ...] = ("split", "halo")) -> dict[str, float]:
     """Median ms of each exact rewrite of a one-layer model of ``shape`` (plus the stock conv)."""
     from converters.rewrite import RewriteOptions, rewrite_model
-    from wbmm_mobile.hostbench import time_model
+    from converters.hostbench import time_model
 
     stock = depthwise_model(shape)
     times = {"depthwise": time_model(stock, threads=threads, runs=runs, warmup=3, kernels=kernels,

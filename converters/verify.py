@@ -13,7 +13,7 @@ is ``max_rel = max_abs / max_i |ref_i|`` (the largest deviation measured against
 largest reference magnitude, not element by element, so outputs near zero do not
 blow it up). Quantised outputs are dequantised before comparison.
 
-Not for timing (``wbmm_mobile.hostbench``) and not for conversion itself.
+Not for timing (``converters.hostbench``) and not for conversion itself.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``wbmm-mobile bench``: time .tflite models on this machine, over ``wbmm_mobile.hostbench.compare_models``."""
+"""``wbmm-mobile bench``: time .tflite models on this machine, over ``converters.hostbench.compare_models``."""
 
 from __future__ import annotations
 
@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from wbmm_mobile.hostbench import compare_models
-    from wbmm_mobile.report import bench_table, write_json
+    from converters.hostbench import compare_models
+    from wbmm_mobile.json_output import write_json
+    from wbmm_mobile.report import bench_table
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     delegate = None

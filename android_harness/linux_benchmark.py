@@ -205,7 +205,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                 return None
             return load_delegate(args.external_delegate_path, options)
 
-        kernels = "xnnpack" if args.use_xnnpack else "builtin"
+        kernels = "xnnpack" if args.use_xnnpack else "cpu"
         # The same interpreter setup hostbench uses, built once more only to read which
         # nodes the delegates took (benchmark_model prints that before timing).
         probe = load_interpreter(graph, threads=threads, kernels=kernels, delegate=external_delegate())

@@ -256,7 +256,7 @@ def wbmm_cases(runs: int, warmup: int, progress, task) -> list[Case]:
             bmm, fused = converted.pop((shape, window))
             interpreters = {
                 "bmm_xnnpack": _interpreter(bmm, kernels="xnnpack"),
-                "fused_delegate_1t": _interpreter(fused, kernels="builtin", delegate=delegates.load(num_threads=1)),
+                "fused_delegate_1t": _interpreter(fused, kernels="cpu", delegate=delegates.load(num_threads=1)),
             }
             progress.update(task, description=f"WBMM w={window} {height}x{width}x{channels}: timing")
             x = np.random.default_rng(1).standard_normal((1, *shape)).astype(np.float32)
@@ -266,7 +266,7 @@ def wbmm_cases(runs: int, warmup: int, progress, task) -> list[Case]:
                 # A second pass, 1 against 2 threads: timed apart from the bmm pass so the
                 # 2-thread pool's polling worker does not sit beside the 1-thread variants.
                 threaded = {"fused_delegate_1t_again": interpreters["fused_delegate_1t"],
-                            "fused_delegate_2t": _interpreter(fused, kernels="builtin",
+                            "fused_delegate_2t": _interpreter(fused, kernels="cpu",
                                                               delegate=delegates.load(num_threads=2))}
                 more, more_outputs, _ = time_side_by_side(threaded, x, runs, warmup, fmas)
                 variants += more
@@ -298,8 +298,8 @@ def depthwise_cases(runs: int, warmup: int, progress, task) -> list[Case]:
         tflite = converted.pop(kernel)
         interpreters = {
             "xnnpack": _interpreter(tflite, kernels="xnnpack"),
-            "builtin": _interpreter(tflite, kernels="builtin"),
-            "delegate_1t": _interpreter(tflite, kernels="builtin",
+            "cpu": _interpreter(tflite, kernels="cpu"),
+            "delegate_1t": _interpreter(tflite, kernels="cpu",
                                         delegate=delegates.load(num_threads=1, claim_depthwise=1)),
         }
         progress.update(task, description=f"depthwise {kernel}x{kernel}: timing")
@@ -309,7 +309,7 @@ def depthwise_cases(runs: int, warmup: int, progress, task) -> list[Case]:
                                                            warmup, fmas, sgemm=True)
         cases.append(Case(f"depthwise_k{kernel}_{height}x{width}x{channels}", fmas, variants,
                           *sgemm_rates, sgemm_block_gfma_per_s=sgemm_block_rate()[0],
-                          max_rel_error=max(_max_rel(outputs["builtin"], o) for o in outputs.values())))
+                          max_rel_error=max(_max_rel(outputs["cpu"], o) for o in outputs.values())))
         del interpreters, outputs
         progress.advance(task)
     return cases
@@ -358,7 +358,7 @@ def summarize(cases: list[Case], models: list[ModelCase] = ()) -> dict:
         else:
             ratios[f"{c.name}_delegate_vs_xnnpack"] = c.median("xnnpack") / c.median("delegate_1t")
             ratios[f"{c.name}_delegate_vs_xnnpack_best"] = c.best("xnnpack") / c.best("delegate_1t")
-            ratios[f"{c.name}_delegate_vs_builtin"] = c.median("builtin") / c.median("delegate_1t")
+            ratios[f"{c.name}_delegate_vs_cpu"] = c.median("cpu") / c.median("delegate_1t")
     targets = {}
     main = by_name.get("wbmm_w7_56x56x96")
     if main:

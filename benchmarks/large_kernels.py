@@ -151,7 +151,7 @@ def write_strategy_table(rows: list[dict], path: Path) -> None:
     layers = []
     for row in rows:
         _, height, width, channels = row["shape"]
-        for kernels in ("xnnpack", "builtin"):
+        for kernels in ("xnnpack", "cpu"):
             names = ("split", "dilated", "halo", "builtin_kernel") if kernels == "xnnpack" else ("split", "dilated", "halo")
             ms = {n: row["median_ms"][f"{n}_{kernels}"] for n in names if f"{n}_{kernels}" in row["median_ms"]}
             ms["depthwise"] = row["median_ms"][f"depthwise_{kernels}"]

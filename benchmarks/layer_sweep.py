@@ -65,7 +65,7 @@ def build_variants(shape, delegate):
     variants = []
     for k in KERNELS:
         data = convert_keras(single_layer_model("depthwise", shape, k, seed=k), name=f"dw{k}").tflite
-        for runtime in ("xnnpack", "builtin"):
+        for runtime in ("xnnpack", "cpu"):
             variants.append(dict(label=f"dw{k} {runtime}", family=f"depthwise ({runtime})", field=k,
                                  runtime=runtime, data=data, facts={}))
     for w in WINDOWS:
@@ -80,7 +80,7 @@ def build_variants(shape, delegate):
                      "dense_bytes": layer.dense_bytes, "max_tensor_rank": result.report.max_tensor_rank,
                      "verification": result.report.verification.summary() if result.report.verification else
                      result.report.verification_note, "ops": result.report.op_counts}
-            runtimes = ("delegate",) if lowering == "custom" else ("xnnpack", "builtin")
+            runtimes = ("wbmm",) if lowering == "custom" else ("xnnpack", "cpu")
             for runtime in runtimes:
                 variants.append(dict(label=f"wbmm{w} {lowering} {runtime}", family=f"WBMM {lowering} ({runtime})",
                                      field=2 * w - 1, runtime=runtime, data=result.tflite, facts=facts,
@@ -91,9 +91,9 @@ def build_variants(shape, delegate):
 def time_interleaved(variants, delegate, runs: int, warmup: int, progress) -> None:
     interpreters = []
     for v in variants:
-        kernels = "xnnpack" if v["runtime"] in ("xnnpack", "delegate") else "builtin"
+        kernels = "xnnpack" if v["runtime"] in ("xnnpack", "wbmm") else "cpu"
         interp = load_interpreter(v["data"], threads=1, kernels=kernels,
-                                  delegate=delegate if v["runtime"] == "delegate" else None)
+                                  delegate=delegate if v["runtime"] == "wbmm" else None)
         for detail, value in zip(interp.get_input_details(), random_inputs(interp, 0)):
             interp.set_tensor(detail["index"], value)
         for _ in range(warmup):
@@ -140,7 +140,7 @@ def rank_check(shape, window: int, runs: int, warmup: int) -> dict:
     variants = []
     for name, data in files.items():
         counts, max_rank, _ = model_facts(data)
-        for runtime in ("xnnpack", "builtin"):
+        for runtime in ("xnnpack", "cpu"):
             variants.append(dict(label=f"{name} {runtime}", runtime=runtime, data=data, ops=dict(counts),
                                  max_tensor_rank=max_rank))
     time_interleaved(variants, None, runs, warmup, lambda: None)

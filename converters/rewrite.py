@@ -382,7 +382,7 @@ def _verify(original: bytes, rewritten: bytes, model, options: RewriteOptions, r
             report.warnings.append(report.verification_note)
             return
         custom_check = _check_custom_layers(custom_layers, make_delegate, options.seed)
-    kernels = "builtin" if options.target == "builtin" else "xnnpack"
+    kernels = "cpu" if options.target == "cpu" else "xnnpack"
     input_sets = [verify.random_inputs(original, options.seed), verify.random_inputs(original, options.seed + 1)]
     if options.inputs is not None:
         input_sets.append(list(options.inputs))

@@ -1,10 +1,10 @@
 """The ``auto`` strategy: which exact rewrite (split, dilated, halo, custom, builtin_kernel) each layer gets.
 
-Rules that come from what a runtime accepts are fixed (WBMM.md): the ``delegate``
+Rules that come from what a runtime accepts are fixed (WBMM.md): the ``wbmm``
 target runs the ``WBMM_DEPTHWISE`` custom op; NNAPI takes BATCH_MATMUL only from
 feature level 6 (Android 12), so ``split`` is the one safe choice there; the TFLite
 GPU delegate has rejected batched BATCH_MATMUL with a constant operand, so ``split``.
-For ``xnnpack`` and ``builtin`` the choice between ``split``, ``dilated``, ``halo``, ``builtin_kernel``
+For ``xnnpack`` and ``cpu`` the choice between ``split``, ``dilated``, ``halo``, ``builtin_kernel``
 (XNNPACK only) and keeping the layer is a measurement: either the shipped table
 ``strategy_measurements.json`` (made by ``benchmarks/large_kernels.py
 --write-strategy-table`` on the machine it names, nearest shape in log space), or, with
@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-TARGETS = ("xnnpack", "builtin", "nnapi", "gpu", "delegate")
+from wbmm_mobile import backends
+
+TARGETS = ("xnnpack", "cpu", "nnapi", "gpu", "wbmm")   # names from wbmm_mobile.backends
 STRATEGIES = ("auto", "split", "dilated", "halo", "custom", "builtin_kernel")
 TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
 REWRITE_MARGIN = 0.9   # dilated, halo or builtin_kernel is picked only when it takes <= 90% of split's time
@@ -52,14 +54,13 @@ class LayerShape:
 
 def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool = False,
          table_path: Path | None = None) -> Pick:
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    target = backends.canonical(target, TARGETS, what="target")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy != "auto":
         return Pick((strategy,), f"--strategy {strategy} asked for")
-    if target == "delegate":
-        return Pick(("custom", "split"), "delegate target: the wbmm delegate runs WBMM_DEPTHWISE")
+    if target == "wbmm":
+        return Pick(("custom", "split"), "wbmm target: the wbmm delegate runs WBMM_DEPTHWISE")
     if target == "nnapi":
         return Pick(("split",), "nnapi: BATCH_MATMUL needs NNAPI feature level 6 (Android 12); split uses "
                                 "DEPTHWISE_CONV_2D/ADD/PAD/STRIDED_SLICE only")
@@ -112,7 +113,8 @@ def _load_table(path: str) -> dict:
 def lookup(shape: LayerShape, kernels: str, table_path: Path | None = None):
     """(nearest measured shape, {strategy: ms}, machine) from the table, nearest in log-space."""
     table = _load_table(str(table_path or TABLE_PATH))
-    rows = [r for r in table.get("layers", []) if r.get("kernels") == kernels]
+    # Tables written before the rename say "builtin" for "cpu".
+    rows = [r for r in table.get("layers", []) if backends.ALIASES.get(r.get("kernels"), r.get("kernels")) == kernels]
     if not rows:
         return shape, None, None
 

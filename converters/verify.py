@@ -25,6 +25,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
+from wbmm_mobile import backends
 from wbmm_mobile.errors import CorruptModelError, DelegateError, ModelNotFoundError, UnsupportedModelError, \
     VerificationError
 
@@ -34,7 +35,7 @@ FLOAT32_RELATIVE = 1e-4
 FLOAT16_RELATIVE = 1e-2
 INT8_STEPS = 2.0
 
-KERNELS = ("xnnpack", "builtin")
+KERNELS = ("xnnpack", "cpu")   # the backends this computer runs (wbmm_mobile.backends)
 _TFLITE_IDENTIFIER = b"TFL3"
 
 
@@ -74,14 +75,14 @@ def load_interpreter(model: ModelLike, *, threads: int = 1, kernels: str = "xnnp
     """An allocated ai-edge-litert Interpreter.
 
     ``kernels='xnnpack'`` is the runtime's default (XNNPACK applied to what it supports);
-    ``'builtin'`` disables the default delegates so TFLite's own kernels run.
+    ``'cpu'`` disables the default delegates so TFLite's own kernels run (``'builtin'``
+    is the old spelling).
     ``delegate`` (a loaded delegate or the path of an external delegate .so) is applied
     on top, e.g. the project's C++ delegate for the custom ``WBMM`` ops.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    if kernels not in KERNELS:
-        raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+    kernels = backends.canonical(kernels, KERNELS, what="kernels")
     data = read_model_bytes(model)
     resolver = OpResolverType.AUTO if kernels == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     loaded = _resolve_delegate(delegate)
@@ -126,12 +127,12 @@ def _specs(details: Sequence[dict]) -> list[TensorSpec]:
 
 
 def input_specs(model: ModelLike) -> list[TensorSpec]:
-    interpreter = load_interpreter(model, kernels="builtin") if not hasattr(model, "get_input_details") else model
+    interpreter = load_interpreter(model, kernels="cpu") if not hasattr(model, "get_input_details") else model
     return _specs(interpreter.get_input_details())
 
 
 def output_specs(model: ModelLike) -> list[TensorSpec]:
-    interpreter = load_interpreter(model, kernels="builtin") if not hasattr(model, "get_output_details") else model
+    interpreter = load_interpreter(model, kernels="cpu") if not hasattr(model, "get_output_details") else model
     return _specs(interpreter.get_output_details())
 
 
@@ -346,7 +347,7 @@ def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
 
 
 def verify_tflite_against_tflite(reference: ModelLike, candidate: ModelLike, *, precision: str = "float32",
-                                 seed: int = 0, inputs: Sequence[np.ndarray] | None = None, kernels: str = "builtin",
+                                 seed: int = 0, inputs: Sequence[np.ndarray] | None = None, kernels: str = "cpu",
                                  delegate: Any = None, enforce: bool = True) -> VerificationResult:
     """Run two .tflite models on the same seeded inputs and compare (int8: dequantised outputs,
     tolerance from the candidate's output scales)."""

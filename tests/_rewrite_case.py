@@ -94,13 +94,13 @@ class Case:
             tflite_io.op_names(tflite_io.load_model_bytes(self.original))), "the model changed"
         return self
 
-    def outputs(self, seed: int = 5, kernels: str = "builtin"):
+    def outputs(self, seed: int = 5, kernels: str = "cpu"):
         inputs = verify.random_inputs(self.original, seed)
         reference = verify.run_tflite(self.original, inputs, kernels=kernels, dequantize_outputs=True)[0]
         candidate = verify.run_tflite(self.result.model, inputs, kernels=kernels, dequantize_outputs=True)[0]
         return inputs, reference, candidate
 
-    def compare(self, rtol: float, atol: float, kernels: str = "builtin") -> "Case":
+    def compare(self, rtol: float, atol: float, kernels: str = "cpu") -> "Case":
         _, reference, candidate = self.outputs(kernels=kernels)
         np.testing.assert_allclose(candidate, reference, rtol=rtol, atol=atol)
         return self
@@ -122,5 +122,5 @@ class Case:
             model = tflite_io.read_model(path)
             assert tflite_io.op_names(model) == tflite_io.op_names(tflite_io.load_model_bytes(self.result.model))
             if interpreter:
-                verify.load_interpreter(path, kernels="builtin")
+                verify.load_interpreter(path, kernels="cpu")
         return self

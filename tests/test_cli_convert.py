@@ -109,13 +109,13 @@ def test_bench_two_models_with_speedups(keras_file, tmp_path, capsys):
     model = out / "tiny_wbmm.tflite"
     capsys.readouterr()
     json_path = tmp_path / "bench.json"
-    assert main(["bench", str(model), str(model), "--runs", "4", "--warmup", "1", "--kernels", "builtin",
+    assert main(["bench", str(model), str(model), "--runs", "4", "--warmup", "1", "--kernels", "cpu",
                  "--json", str(json_path)]) == 0
     printed = capsys.readouterr().out
     assert "median ms" in printed and "1.00x" in printed
     data = json.loads(json_path.read_text())
     assert [len(m["runs_ms"]) for m in data["models"]] == [4, 4] and data["speedups_vs_first"][0] == 1.0
-    assert data["models"][0]["kernels"] == "builtin"
+    assert data["models"][0]["kernels"] == "cpu"
     assert main(["bench", str(model), str(tmp_path / "gone.tflite"), "--runs", "2"]) == 2
     assert "gone.tflite: no such model file" in capsys.readouterr().err
 

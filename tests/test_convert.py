@@ -104,7 +104,7 @@ def test_builtin_lowerings_match_numpy_reference(lowering, tmp_path):
     x = random_inputs(path, seed=5)[0]
     expected = core.wbmm_forward(x.astype(np.float64), layer.table.numpy().astype(np.float64), layer.window,
                                  shortcut=True, bias=layer.bias.numpy())
-    for kernels in ("xnnpack", "builtin"):
+    for kernels in ("xnnpack", "cpu"):
         got = run_tflite(path, [x], kernels=kernels)[0]
         assert got.shape == (1, 10, 12, 6)
         np.testing.assert_allclose(got, expected, rtol=0, atol=RTOL_FP32 * np.abs(expected).max())
@@ -158,7 +158,7 @@ def test_two_layer_model_folds_batchnorm_and_verifies(two_layer_model):
         assert "MUL" not in ops                                         # the BN went into the table
         assert result.report.verification.max_rel <= RTOL_FP32
         assert max(_all_ranks(result.tflite)) <= 4
-        load_interpreter(result.tflite, kernels="builtin")             # reloads with the stock runtime
+        load_interpreter(result.tflite, kernels="cpu")             # reloads with the stock runtime
 
 
 @pytest.mark.parametrize("lowering", ["bmm", "gather"])

@@ -23,7 +23,7 @@ def tiny_model(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("kernels", ["xnnpack", "builtin"])
+@pytest.mark.parametrize("kernels", ["xnnpack", "cpu"])
 def test_time_model_reports_every_run(tiny_model, kernels):
     calls = []
     stats = time_model(tiny_model, runs=7, warmup=3, kernels=kernels, progress=lambda done, total: calls.append(done))
@@ -64,7 +64,7 @@ def test_compare_models_and_bad_inputs(tiny_model, tmp_path):
 
 def test_compare_models_interleaves_rounds(tiny_model):
     calls = []
-    result = compare_models([tiny_model, tiny_model], runs=5, warmup=2, kernels="builtin",
+    result = compare_models([tiny_model, tiny_model], runs=5, warmup=2, kernels="cpu",
                             progress=lambda done, total: calls.append((done, total)))
     assert [s.runs for s in result.stats] == [5, 5] and [s.warmup for s in result.stats] == [2, 2]
     assert calls[-1] == (2 * (1 + 2 + 5), 2 * (1 + 2 + 5))

@@ -28,8 +28,8 @@ def test_rewrite_writes_model_and_report(model_path, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "split" in printed and "1 of 1 depthwise convs rewritten" in printed
     inputs = verify.random_inputs(model_path.read_bytes(), 9)
-    np.testing.assert_allclose(verify.run_tflite(out, inputs, kernels="builtin")[0],
-                               verify.run_tflite(model_path, inputs, kernels="builtin")[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(verify.run_tflite(out, inputs, kernels="cpu")[0],
+                               verify.run_tflite(model_path, inputs, kernels="cpu")[0], rtol=1e-5, atol=1e-6)
 
 
 def test_windowed_mode_warns(model_path, tmp_path, capsys):

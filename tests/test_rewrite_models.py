@@ -41,8 +41,8 @@ def test_every_depthwise_layer_is_reported(strategy):
     assert ops.count("CONV_2D") == 1                                   # only the stem is left
     assert result.report.verification["passed"] and result.report.verification["max_rel"] <= 1e-4
     inputs = verify.random_inputs(small_net(), 11)
-    np.testing.assert_allclose(verify.run_tflite(result.model, inputs, kernels="builtin")[0],
-                               verify.run_tflite(small_net(), inputs, kernels="builtin")[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(verify.run_tflite(result.model, inputs, kernels="cpu")[0],
+                               verify.run_tflite(small_net(), inputs, kernels="cpu")[0], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("strategy", ["split", "halo"])
@@ -53,8 +53,8 @@ def test_dynamic_batch_survives_the_rewrite(strategy):
     result = rewrite_model(original, RewriteOptions(strategy=strategy))
     assert result.report.rewritten_count == 2
     batch3 = [np.random.default_rng(2).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)]
-    expected = verify.run_tflite(original, batch3, kernels="builtin")[0]
-    got = verify.run_tflite(result.model, batch3, kernels="builtin")[0]
+    expected = verify.run_tflite(original, batch3, kernels="cpu")[0]
+    got = verify.run_tflite(result.model, batch3, kernels="cpu")[0]
     assert got.shape == (3, 5)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 

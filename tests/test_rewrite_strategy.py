@@ -11,7 +11,7 @@ def test_fixed_rules_per_target():
     shape = LayerShape(56, 56, 96, 13)
     assert pick(shape, "nnapi").order == ("split",) and "feature level 6" in pick(shape, "nnapi").reason
     assert pick(shape, "gpu").order == ("split",) and "BATCH_MATMUL" in pick(shape, "gpu").reason
-    assert pick(shape, "delegate").order[0] == "custom"
+    assert pick(shape, "wbmm").order[0] == "custom"
     assert pick(shape, "xnnpack", "halo").order == ("halo",)
 
 
@@ -37,7 +37,7 @@ def test_table_picks_the_faster_with_a_margin(tmp_path):
 
 def test_no_table_row_for_kernels_falls_back_to_split(tmp_path):
     path = _table(tmp_path, 4.0, 2.0)
-    chosen = pick(LayerShape(56, 56, 96, 13), "builtin", table_path=path)
+    chosen = pick(LayerShape(56, 56, 96, 13), "cpu", table_path=path)
     assert chosen.order[0] == "split" and "no shipped measurement" in chosen.reason
 
 
@@ -56,11 +56,11 @@ def test_keep_and_builtin_kernel_choices(tmp_path):
     row = {"height": 14, "width": 14, "channels": 384, "kernel": 13}
     path.write_text(json.dumps({"machine": "test", "layers": [
         dict(row, kernels="xnnpack", median_ms={"split": 6.0, "halo": 10.0, "builtin_kernel": 1.7, "depthwise": 17.0}),
-        dict(row, kernels="builtin", median_ms={"split": 25.0, "halo": 88.0, "depthwise": 1.8})]}))
+        dict(row, kernels="cpu", median_ms={"split": 25.0, "halo": 88.0, "depthwise": 1.8})]}))
     strategy._load_table.cache_clear()
     shape = LayerShape(14, 14, 384, 13)
     assert pick(shape, "xnnpack", table_path=path).order[0] == "builtin_kernel"
-    kept = pick(shape, "builtin", table_path=path)
+    kept = pick(shape, "cpu", table_path=path)
     assert kept.order == ("keep",) and "stock conv is fastest" in kept.reason
 
 

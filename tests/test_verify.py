@@ -67,7 +67,7 @@ def test_fp32_model_matches_keras_on_both_kernel_sets(tiny_keras, tiny_fp32, tmp
     reference = [np.asarray(tiny_keras(inputs[0]))]
     path = tmp_path / "m.tflite"
     path.write_bytes(tiny_fp32)
-    for kernels in ("xnnpack", "builtin"):
+    for kernels in ("xnnpack", "cpu"):
         outputs = run_tflite(path, inputs, kernels=kernels)
         result = compare(reference, outputs, tolerance_for("float32"), enforce=True)
         assert result.passed and result.max_rel <= 1e-4

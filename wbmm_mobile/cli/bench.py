@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from wbmm_mobile.cli._arguments import at_least
+from wbmm_mobile.cli._arguments import at_least, backend_name
 
 HELP = "benchmark .tflite models here (ai-edge-litert): median, p5, p95 and speedups vs the first model"
 
@@ -27,9 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=at_least(0), default=5, help="untimed invokes before timing (default: 5)")
     parser.add_argument("--min-secs", type=float, default=0.0,
                         help="keep invoking until this many seconds were timed, even past --runs (default: 0)")
-    parser.add_argument("--kernels", choices=("xnnpack", "builtin"), default="xnnpack",
-                        help="xnnpack: the runtime's default XNNPACK delegate; builtin: TFLite's own kernels "
-                             "(default: xnnpack)")
+    parser.add_argument("--kernels", type=backend_name(("xnnpack", "cpu"), "kernels"), default="xnnpack",
+                        metavar="xnnpack|cpu",
+                        help="xnnpack: the runtime's default XNNPACK delegate; cpu: TFLite's own builtin kernels "
+                             "(default: xnnpack; `builtin` is the old name of cpu)")
     parser.add_argument("--delegate", action="store_true",
                         help="also apply the project's C++ wbmm delegate (delegates.load(); needed for models "
                              "with WBMM custom ops; build it with `make delegate`) (default: off)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from wbmm_mobile.cli._arguments import at_least
+from wbmm_mobile.cli._arguments import at_least, backend_name
 
 HELP = "rewrite large depthwise convolutions of a .tflite (exactly, or as WBMM windows)"
 
@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "measured deviation are reported)")
     parser.add_argument("--min-kernel", type=at_least(1), default=7, metavar="K",
                         help="rewrite only kernels with max(kh, kw) >= K (default: 7)")
-    parser.add_argument("--target", choices=TARGETS, default="xnnpack",
-                        help="the runtime the model is for; decides what `auto` picks and which kernels verify it "
-                             "(default: xnnpack)")
+    parser.add_argument("--target", type=backend_name(TARGETS, "target"), default="xnnpack", metavar="|".join(TARGETS),
+                        help="the backend the model is for; decides what `auto` picks and which kernels verify it "
+                             "(default: xnnpack; `builtin` and `delegate` are the old names of cpu and wbmm)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
                         help="exact rewrite per layer: split (sum of <=5x5 depthwise convs), dilated (sum of "
                              "centred dilated depthwise convs of <=25 taps reading the input itself; 7x7 and 9x9), "

@@ -1,6 +1,6 @@
 """Keras model with WBMM layers -> verified .tflite bytes and a conversion report.
 
-Steps: find the WBMM layers and what can be folded into each (WBMM.md's reparameterisation:
+Steps: find the WBMM layers and what can be folded into each (docs/WBMM.md's reparameterisation:
 the identity shortcut, parallel depthwise branches with their BNs when the map is one window,
 an eval-mode BatchNormalization after it); ask the chosen lowering (``converters.lowerings``)
 whether it can deploy each one (a refusal names the layer and the reason); clone the model
@@ -202,7 +202,7 @@ def _fold_plans(model, fold_batchnorm: bool) -> dict[int, _FoldPlan]:
     Branches: an Add of WBMM(x) and [BN](DW_k(x)) terms folds exactly when the map is one window
     (H <= wh, W <= ww): each branch then sees zero padding exactly where WBMM's window does
     (``core.fold_branch``), as in WBMM-P's stage 4 at 224x224. BatchNorm: a BN reading only the
-    WBMM (or that Add) output folds always (WBMM.md's reparameterisation).
+    WBMM (or that Add) output folds always (docs/WBMM.md's reparameterisation).
     """
     import keras
 

@@ -1,6 +1,6 @@
 """The ``auto`` strategy: which exact rewrite (split, dilated, halo, custom, builtin_kernel) each layer gets.
 
-Rules that come from what a runtime accepts are fixed (WBMM.md): the ``wbmm``
+Rules that come from what a runtime accepts are fixed (docs/WBMM.md): the ``wbmm``
 target runs the ``WBMM_DEPTHWISE`` custom op; NNAPI takes BATCH_MATMUL only from
 feature level 6 (Android 12), so ``split`` is the one safe choice there; the TFLite
 GPU delegate has rejected batched BATCH_MATMUL with a constant operand, so ``split``.

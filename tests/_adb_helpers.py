@@ -17,6 +17,8 @@ from pathlib import Path
 
 import adbutils
 
+from tests._tiers import FAST, skip_in_fast_tier
+
 DEBIAN_ADB = "/usr/bin/adb"
 BUNDLED_ADB = Path(adbutils.__file__).parent / "binaries" / "adb"
 
@@ -74,4 +76,6 @@ class AdbServer:
 
 
 def start_adb_server(binary: str, home: Path) -> AdbServer:
+    if FAST:
+        skip_in_fast_tier("system")
     return AdbServer(binary, free_port(), home).start()

@@ -51,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "they become constants, -1 for the batch, so XNNPACK can take the whole graph)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip running the rewritten model against the original (not recommended)")
-    parser.add_argument("--report", metavar="report.json", default=None,
-                        help="also write the report as JSON to this path")
+    parser.add_argument("--json", "--report", dest="report", metavar="PATH", default=None,
+                        help="also write the report as JSON to PATH ('-': print it instead of the table; "
+                             "--report is the old name)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +69,13 @@ def run(args: argparse.Namespace) -> int:
                              measure=args.measure, verify=not args.no_verify, inputs=args.inputs, seed=args.seed,
                              progress=sys.stderr.isatty(), static_shapes=not args.keep_dynamic_shapes)
     # The library draws its own progress bar (on a terminal), so no spinner here.
-    result = rewrite_file(args.input, args.output, options, report_path=args.report)
+    to_stdout = args.report == "-"
+    result = rewrite_file(args.input, args.output, options, report_path=None if to_stdout else args.report)
+    if to_stdout:
+        from wbmm_mobile.json_output import print_json
+
+        print_json(result.report.to_dict())
+        return 0
     print_report(result.report, console)
     console.print(f"wrote {args.output} ({result.report.bytes_before:,} -> {result.report.bytes_after:,} bytes)"
                   + (f", report {args.report}" if args.report else ""))

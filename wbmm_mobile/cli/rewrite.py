@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from wbmm_mobile.cli._arguments import at_least, backend_name
+from wbmm_mobile.cli._output import add_json_argument
 
 HELP = "rewrite large depthwise convolutions of a .tflite (exactly, or as WBMM windows)"
 
@@ -51,34 +52,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "they become constants, -1 for the batch, so XNNPACK can take the whole graph)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip running the rewritten model against the original (not recommended)")
-    parser.add_argument("--json", "--report", dest="report", metavar="PATH", default=None,
-                        help="also write the report as JSON to PATH ('-': print it instead of the table; "
-                             "--report is the old name)")
+    add_json_argument(parser, "the report (also when verification fails)", "--report")
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rich.console import Console
-
     from converters.rewrite import RewriteOptions, rewrite_file
+    from wbmm_mobile.cli._output import emit_json, json_to_stdout, stdout_console
 
-    # A pipe or CI log gets a wide table rather than rich's 80-column default.
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = stdout_console(args)   # a pipe or CI log gets whole values, not rich's 80 columns
     options = RewriteOptions(mode=args.mode, strategy=args.strategy, target=args.target, min_kernel=args.min_kernel,
                              measure=args.measure, verify=not args.no_verify, inputs=args.inputs, seed=args.seed,
                              progress=sys.stderr.isatty(), static_shapes=not args.keep_dynamic_shapes)
     # The library draws its own progress bar (on a terminal), so no spinner here.
-    to_stdout = args.report == "-"
-    result = rewrite_file(args.input, args.output, options, report_path=None if to_stdout else args.report)
-    if to_stdout:
-        from wbmm_mobile.json_output import print_json
-
-        print_json(result.report.to_dict())
-        return 0
+    to_stdout = json_to_stdout(args)
+    result = rewrite_file(args.input, args.output, options, report_path=None if to_stdout else args.json)
     print_report(result.report, console)
     console.print(f"wrote {args.output} ({result.report.bytes_before:,} -> {result.report.bytes_after:,} bytes)"
-                  + (f", report {args.report}" if args.report else ""))
+                  + (f", report {args.json}" if args.json and not to_stdout else ""))
+    if to_stdout:
+        emit_json(result.report.to_dict(), args)
     return 0
 
 

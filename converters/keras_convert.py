@@ -34,8 +34,9 @@ import numpy as np
 
 from converters.lowerings import DEFAULT_LOWERING, LOWERING_NAMES, get_lowering
 from converters.lowerings.base import WbmmParams, compact
+from converters.reports import LayerReport
 from converters.verify import VerificationResult, compare, dequantize, input_specs, random_inputs, run_tflite, \
-    tolerance_for, tolerances_for_model
+    tolerance_for, tolerances_for_model, wbmm_delegate_factory
 from wbmm_mobile import core
 from wbmm_mobile.errors import ConversionError, CorruptModelError, ModelNotFoundError, UnsupportedLayerError, \
     UnsupportedModelError, VerificationError
@@ -45,19 +46,6 @@ REPRESENTATIVE_SAMPLES = 32
 
 
 # ----------------------------------------------------------------------------- report
-
-@dataclass
-class LayerReport:
-    name: str
-    window: tuple[int, int]
-    channels: int
-    input_hw: tuple[int, int]
-    lowering: str
-    folded: list[str]
-    table_bytes: int          # compact float32 table (+ bias)
-    dense_bytes: int          # dense float32 M (+ bias)
-    numpy_check: dict | None = None   # custom lowering without delegate: per-layer check of the stored op
-
 
 @dataclass
 class ConversionReport:
@@ -78,6 +66,7 @@ class ConversionReport:
     output_path: str | None = None
     rewrite: dict | None = None          # the rewriter's report when large depthwise convs went through it
     rewrite_notes: list[str] = field(default_factory=list)
+    npu_placement: dict | None = None    # --target qualcomm-htp / ethos-u: where the compilers put the ops
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -342,7 +331,7 @@ def _take_input(name: str, position: int):
 
 
 @contextlib.contextmanager
-def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], replaced: dict[int, Any]):
+def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], replaced: dict[int, Any], precision: str):
     """The model to hand to the TFLite converter, with WBMM layers lowered."""
     import keras
 
@@ -353,7 +342,7 @@ def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], replaced: di
 
         def clone(layer):
             if id(layer) in by_layer:
-                return lowering.deploy_layer(by_layer[id(layer)])
+                return lowering.deploy_layer(by_layer[id(layer)], precision)
             if id(layer) in replaced:
                 kind = replaced[id(layer)]
                 return _pass_through(layer.name) if kind == "pass" else _take_input(layer.name, kind[1])
@@ -379,7 +368,7 @@ def _deploy_model(model, lowering, by_layer: dict[int, WbmmParams], replaced: di
     try:
         for layer in _all_layers(model):
             if id(layer) in by_layer:
-                deploy = lowering.deploy_layer(by_layer[id(layer)])
+                deploy = lowering.deploy_layer(by_layer[id(layer)], precision)
                 object.__setattr__(layer, "call", deploy.call)
                 patched.append(layer)
             elif replaced.get(id(layer)) == "pass":
@@ -473,7 +462,7 @@ def model_facts(data: bytes) -> tuple[Counter, int, list[str]]:
     """(op type counts over all subgraphs, max tensor rank, names of tensors of rank > 4)."""
     from converters import tflite_io
 
-    tree = tflite_io.load_model_bytes(data)
+    tree = tflite_io.load_model(data)
     counts: Counter = Counter()
     max_rank, high = 0, []
     for index, subgraph in enumerate(tree.subgraphs):
@@ -488,11 +477,19 @@ def model_facts(data: bytes) -> tuple[Counter, int, list[str]]:
 
 def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers: dict[str, Any],
                             seed: int, precision: str) -> list[dict]:
-    """Check each stored WBMM custom op (table, bias, options) in numpy against its Keras layer."""
+    """Check each stored WBMM custom op (table, bias, options) in numpy against its Keras layer.
+
+    An int8 op is read back to real numbers (filter scale per channel, bias at input scale x
+    filter scale), fed inputs drawn inside the central half of its input's int8 range, and its
+    output quantised with the op's output parameters; the Keras layer's output is clipped to
+    that output's range (saturation is the quantised model's, not an error) and the two must
+    agree within two output steps, the int8 policy.
+    """
     from converters import tflite_io
     from converters.custom_ops import WBMM_OP, unpack_options
+    from converters.verify import TensorSpec, quantize
 
-    tree = tflite_io.load_model_bytes(data)
+    tree = tflite_io.load_model(data)
     subgraph = tree.subgraphs[0]
     ops = [op for op in subgraph.operators if tflite_io.opcode_name(tree, op.opcodeIndex) == WBMM_OP]
     if len(ops) != len(params):
@@ -502,10 +499,22 @@ def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers:
     for op, p in zip(ops, params):
         options = unpack_options(WBMM_OP, bytes(bytearray(op.customOptions)))
         kernel = tflite_io.constant_value(tree, 0, int(op.inputs[1])).astype(np.float64)[0]
-        table, window = core.kernel_to_table(kernel)
         bias = None if int(op.inputs[2]) < 0 else tflite_io.constant_value(tree, 0, int(op.inputs[2]))
         shape = tuple(1 if v is None else int(v) for v in p.input_shape)
         x = rng.uniform(-1, 1, shape).astype(np.float32)
+        x_t, out_t = subgraph.tensors[int(op.inputs[0])], subgraph.tensors[int(op.outputs[0])]
+        integer = precision == "int8" and x_t.quantization is not None and x_t.quantization.scale is not None
+        if integer:
+            w_scale = np.asarray(subgraph.tensors[int(op.inputs[1])].quantization.scale, np.float64)
+            x_spec = TensorSpec("x", shape, np.dtype(np.int8), float(x_t.quantization.scale[0]),
+                                int(x_t.quantization.zeroPoint[0]))
+            out_spec = TensorSpec("y", shape, np.dtype(np.int8), float(out_t.quantization.scale[0]),
+                                  int(out_t.quantization.zeroPoint[0]))
+            low, high = ((np.array([-128, 127]) - x_spec.zero_point) * x_spec.scale) / 2
+            x = dequantize(quantize(rng.uniform(low, high, shape), x_spec), x_spec)
+            kernel = kernel * w_scale
+            bias = None if bias is None else bias * x_spec.scale * w_scale
+        table, window = core.kernel_to_table(kernel)
         stored = core.wbmm_forward(x.astype(np.float64), table, (options.window_h, options.window_w),
                                    shortcut=options.shortcut, bias=bias)
         layer = keras_layers[p.name]
@@ -516,30 +525,16 @@ def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers:
 
             span = keras.Model(layer.input, keras_layers[p.end_layer].output)
             reference = np.asarray(span(x, training=False), np.float64)
-        result = compare([reference], [stored], tolerance_for(precision), what=f"custom op of layer {p.name!r}")
+        tolerance = tolerance_for(precision, out_spec.scale if integer else None)
+        if integer:
+            stored = dequantize(quantize(stored, out_spec), out_spec)
+            reference = np.clip(reference, *((np.array([-128, 127]) - out_spec.zero_point) * out_spec.scale))
+        result = compare([reference], [stored], tolerance, what=f"custom op of layer {p.name!r}")
         results.append({"layer": p.name, "window": list(window), **result.to_dict()})
         if not result.passed:
             raise VerificationError(f"the {WBMM_OP} op stored for layer {p.name!r} disagrees with the Keras layer: "
                                     f"{result.summary()}")
     return results
-
-
-def _load_project_delegate():
-    """The project's C++ delegate when ``delegates.load`` exists and the library is built, else None."""
-    try:
-        import delegates
-        load = getattr(delegates, "load", None)
-        if load is None:
-            from delegates import loader as _loader  # noqa: F401 - another layout of the same package
-            load = getattr(_loader, "load", None)
-    except ImportError:
-        return None, "delegates.load is not available"
-    if load is None:
-        return None, "delegates.load is not available"
-    try:
-        return load(), ""
-    except Exception as exc:  # noqa: BLE001 - any failure means "verify in numpy instead"
-        return None, f"delegate not loaded ({' '.join(str(exc).split())[:120]})"
 
 
 def verify_against_keras(model, data: bytes, precision: str, seed: int = 0, delegate: Any = None,
@@ -576,7 +571,7 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
     notes: list[str] = []
     warned: list[str] = []
     params, by_layer, replaced = wbmm_params(model, fold_batchnorm=fold_batchnorm,
-                                             fold_shortcut=precision != "int8")
+                                             fold_shortcut=precision != "int8" or strategy.folds_shortcut_at_int8)
     for p in params:
         reason = strategy.check(p, precision)
         if reason:
@@ -592,13 +587,13 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
             warnings.warn(str(w.message), stacklevel=2)
         notes = [n for n in notes if n not in warned]
 
-    with _deploy_model(model, strategy, by_layer, replaced) as deploy:
+    with _deploy_model(model, strategy, by_layer, replaced, precision) as deploy:
         data = to_tflite(deploy, precision, representative)
 
     if params and strategy.edits_flatbuffer:
         from converters import tflite_io
 
-        tree = tflite_io.load_model_bytes(data)
+        tree = tflite_io.load_model(data)
         notes += strategy.finalize(tree, params)
         compact(tree)
         data = tflite_io.model_to_bytes(tree)
@@ -611,10 +606,20 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
     verification, note, layer_checks = None, "not verified (verify=False)", {}
     if verify:
         if strategy.needs_delegate and params:
-            loaded, why = (delegate, "") if delegate is not None else _load_project_delegate()
-            if loaded is not None:
-                verification = verify_against_keras(model, data, precision, seed, delegate=loaded)
-                note = "ai-edge-litert + wbmm delegate vs Keras on seeded random inputs"
+            make_delegate, why = wbmm_delegate_factory(delegate)
+            if make_delegate is not None and precision == "int8":
+                from converters.quantized import delegate_runs_int8_custom_ops
+
+                runs_int8, int8_why = delegate_runs_int8_custom_ops(make_delegate, op="WBMM")
+                if not runs_int8:
+                    make_delegate, why = None, int8_why
+            if make_delegate is not None:
+                # int8: on a calibration sample, as below (the policy measures the conversion, not
+                # clipping of values the calibration never saw).
+                verification = verify_against_keras(model, data, precision, seed, delegate=make_delegate(),
+                                                    inputs=int8_check_input)
+                note = "ai-edge-litert + wbmm delegate vs Keras on " + (
+                    "the first representative sample" if precision == "int8" else "seeded random inputs")
             else:
                 keras_layers = {layer.name: layer for layer in _all_layers(model)}
                 for check in _custom_ops_numpy_check(data, params, keras_layers, seed, precision):
@@ -630,9 +635,11 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
             verification = verify_against_keras(model, data, precision, seed)
             note = "ai-edge-litert (XNNPACK) vs Keras on seeded random inputs"
 
-    layers = [LayerReport(name=p.name, window=p.window, channels=p.channels,
-                          input_hw=(p.input_shape[1], p.input_shape[2]), lowering=lowering, folded=p.folded,
-                          table_bytes=p.table_bytes, dense_bytes=p.dense_bytes, numpy_check=layer_checks.get(p.name))
+    layers = [LayerReport(name=p.name, op="WBMM", kernel=f"{p.window[0]}x{p.window[1]}",
+                          input_shape=[1 if v is None else int(v) for v in p.input_shape], precision=precision,
+                          rewritten=True, strategy=lowering, reason=strategy.summary, window=p.window,
+                          folded=p.folded, table_bytes=p.table_bytes, dense_bytes=p.dense_bytes,
+                          numpy_check=layer_checks.get(p.name))
               for p in params]
     report = ConversionReport(
         model_name=name or getattr(model, "name", "model"), precision=precision, lowering=lowering, layers=layers,
@@ -649,7 +656,7 @@ def _large_depthwise_count(data: bytes, min_kernel: int) -> int:
     from converters import tflite_io
     from converters.rewrites import _depthwise
 
-    tree = tflite_io.load_model_bytes(data)
+    tree = tflite_io.load_model(data)
     count = 0
     for g, subgraph in enumerate(tree.subgraphs):
         for op_index in range(len(subgraph.operators or [])):
@@ -659,7 +666,7 @@ def _large_depthwise_count(data: bytes, min_kernel: int) -> int:
     return count
 
 
-def _rewrite(data: bytes, name: str, lowering: str, seed: int, min_kernel: int):
+def _rewrite(data: bytes, name: str, lowering: str, seed: int, min_kernel: int, target: str = "xnnpack"):
     """Exact rewrite of large depthwise convs through ``converters.rewrite`` (issue 3), if present."""
     try:
         from converters.rewrite import RewriteOptions, rewrite_model
@@ -667,14 +674,19 @@ def _rewrite(data: bytes, name: str, lowering: str, seed: int, min_kernel: int):
         raise UnsupportedModelError(f"{name}: large depthwise convs need converters.rewrite, "
                                     f"which is not installed ({exc})") from exc
     strategy = "custom" if lowering == "custom" else "auto"
-    return rewrite_model(data, RewriteOptions(mode="exact", strategy=strategy, min_kernel=min_kernel, seed=seed),
-                         name=name)
+    return rewrite_model(data, RewriteOptions(mode="exact", strategy=strategy, min_kernel=min_kernel, seed=seed,
+                                              target=target), name=name)
 
 
 def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, precision: str = "float32",
                  lowering: str = DEFAULT_LOWERING, representative_data: str | os.PathLike | None = None,
-                 seed: int = 0, fold_batchnorm: bool = True, min_kernel: int = 7) -> ConversionReport:
+                 seed: int = 0, fold_batchnorm: bool = True, min_kernel: int = 7,
+                 target: str = "xnnpack") -> ConversionReport:
     """Convert a model file; write ``OUT/<name>.tflite`` and ``OUT/report.json`` only once verified.
+
+    ``target`` (a rewrite target of ``converters.strategy.TARGETS``) steers the rewriter; for the NPU
+    targets (qualcomm-htp, ethos-u) the lowered WBMM layers must also compile wholly onto the NPU
+    (``converters.npu_placement.check_converted``), else the conversion is refused with the reasons.
 
     ``.keras`` with WBMM layers: lowered with ``lowering``. ``.keras`` without WBMM layers but with
     depthwise convs of kernel >= ``min_kernel``, and ``.tflite`` files: those convs go through the
@@ -698,13 +710,13 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
             raise CorruptModelError(f"{rep_path}: not a .npy array ({exc})") from exc
 
     if model_path.suffix == ".tflite":
-        from converters.verify import read_model_bytes
+        from converters.tflite_io import read_model_bytes
 
         original = read_model_bytes(model_path)
         if precision != "float32":
             raise UnsupportedModelError(f"{model_path}: a .tflite keeps its own precision; --precision applies "
                                         "to Keras models only")
-        rewritten = _rewrite(original, str(model_path), lowering, seed, min_kernel)
+        rewritten = _rewrite(original, str(model_path), lowering, seed, min_kernel, target)
         counts, max_rank, _ = model_facts(rewritten.model)
         result = ConversionResult(rewritten.model, ConversionReport(
             model_name=model_path.stem, precision="as input", lowering=f"rewrite ({rewritten.report.strategy})",
@@ -714,6 +726,11 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
             warnings=list(rewritten.report.warnings), rewrite=rewritten.report.to_dict(),
             rewrite_notes=[f"rewriter: {rewritten.report.rewritten_count} depthwise conv(s) rewritten"]))
     else:
+        from converters import npu_placement
+
+        if npu_placement.applies(target) and lowering == "custom":
+            raise UnsupportedModelError(f"--lowering custom emits WBMM custom ops, which no NPU compiler takes; "
+                                        f"use --lowering bmm for --target {target}")
         model = load_keras_model(model_path)
         result = convert_keras(model, precision=precision, lowering=lowering, representative_data=data_array,
                                seed=seed, fold_batchnorm=fold_batchnorm, name=model_path.stem)
@@ -723,7 +740,7 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
                 f"{large} depthwise conv(s) with kernel >= {min_kernel} left as they are (this model has WBMM "
                 "layers, which convert lowers; run `wbmm-mobile rewrite` on the output to rewrite them too)")
         if not result.report.layers and large:
-            rewritten = _rewrite(result.tflite, str(model_path), lowering, seed, min_kernel)
+            rewritten = _rewrite(result.tflite, str(model_path), lowering, seed, min_kernel, target)
             counts, max_rank, _ = model_facts(rewritten.model)
             result.report.rewrite = rewritten.report.to_dict()
             result.report.rewrite_notes.append(
@@ -733,6 +750,8 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
             result.report.tflite_bytes = len(rewritten.model)
             result.report.needs_delegate = "WBMM_DEPTHWISE" in counts
             result = ConversionResult(rewritten.model, result.report)
+        if result.report.layers and npu_placement.applies(target):
+            result.report.npu_placement = npu_placement.check_converted(result.tflite, target, lowering)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,7 @@
 """The ``auto`` strategy: which exact rewrite (split, dilated, halo, custom, builtin_kernel) each layer gets.
 
+For ``qualcomm-htp`` and ``ethos-u`` the pick is only a list of candidates: each is compiled by
+the NPU's own compiler (``converters/npu_placement.py``), which refuses what leaves the NPU.
 Rules that come from what a runtime accepts are fixed (docs/WBMM.md): the ``wbmm``
 target runs the ``WBMM_DEPTHWISE`` custom op; NNAPI takes BATCH_MATMUL only from
 feature level 6 (Android 12), so ``split`` is the one safe choice there; the TFLite
@@ -7,14 +9,31 @@ GPU delegate has rejected batched BATCH_MATMUL with a constant operand, so ``spl
 For ``xnnpack`` and ``cpu`` the choice between ``split``, ``dilated``, ``halo``, ``builtin_kernel``
 (XNNPACK only) and keeping the layer is a measurement: either the shipped table
 ``strategy_measurements.json`` (made by ``benchmarks/large_kernels.py
---write-strategy-table`` on the machine it names, nearest shape in log space), or, with
+--write-strategy-table`` on the machine it names, nearest shape in log space), a device's
+table measured by ``wbmm-mobile tune`` (``converters.strategy_table``), or, with
 ``measure=True``, timings of the candidates on a one-layer model of the layer's exact
-shape on this machine. Anything but ``split`` must take at most ``REWRITE_MARGIN`` (or, to
+shape on this machine (``converters.strategy_measure.MeasuredHere``). Whatever answers is
+passed as ``table``: this module holds the policy only and times nothing. Anything but ``split`` must take at most ``REWRITE_MARGIN`` (or, to
 keep the stock conv, ``KEEP_MARGIN``) times split's time to be picked, so timing noise
 never trades a measured ``split`` for a slower choice. On builtin kernels the stock
 depthwise kernel usually wins, and ``auto`` then keeps the layer and says so.
 
-Not for: building the rewrites (``converters/rewrites/``) or the rewrite loop.
+Integer layers (int8, int16) stay integer (``pick_integer``): ``wbmm`` gets the delegate's
+int8 ``WBMM_DEPTHWISE``; ``xnnpack`` gets ``builtin_kernel`` (TFLite's own int8 kernel,
+integer-only and identical to it) where that is faster than XNNPACK's int8 conv, measured
+with ``measure=True`` or else from the shipped int8 table ``strategy_measurements_int8.json``
+(made by ``benchmarks/int8_rewrite.py --write-strategy-table``; nearest shape as for float;
+without it the rule "from 7x7 up", ``INT8_BUILTIN_KERNEL_FROM``); every other target keeps
+the layer. XNNPACK's int8 depthwise collapses above 25 taps even harder than its float one:
+at 56x56x96, 1 thread, it beats the builtin int8 kernel at 5x5 (about 0.4 against 1.5 ms)
+and loses from 7x7 on, by 5x on one of this project's machines and by about 20x on another.
+Only with ``allow_float_islands`` does an integer layer fall back to the float choices above,
+run between DEQUANTIZE and QUANTIZE, and never on an integer-only target
+(``INTEGER_ONLY_TARGETS``: NPU-class backends, which run integer models only and place none
+of a float island on the NPU).
+
+Not for: building the rewrites (``converters/rewrites/``), the rewrite loop, one-layer models
+(``converters.layer_models``) or timing (``converters.strategy_measure``, ``android_harness.tune``).
 """
 
 from __future__ import annotations
@@ -24,16 +43,30 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import numpy as np
+from typing import Protocol
 
 from wbmm_mobile import backends
 
-TARGETS = ("xnnpack", "cpu", "nnapi", "gpu", "wbmm")   # names from wbmm_mobile.backends
+TARGETS = ("xnnpack", "cpu", "nnapi", "gpu", "wbmm", "qualcomm-htp", "ethos-u")   # names from wbmm_mobile.backends
 STRATEGIES = ("auto", "split", "dilated", "halo", "custom", "builtin_kernel")
 TABLE_PATH = Path(__file__).with_name("strategy_measurements.json")
+INT8_TABLE_PATH = Path(__file__).with_name("strategy_measurements_int8.json")
 REWRITE_MARGIN = 0.9   # dilated, halo or builtin_kernel is picked only when it takes <= 90% of split's time
 KEEP_MARGIN = 0.9   # the stock conv is kept only when it takes <= 90% of split's time
+
+
+# NPU-class targets: integer models must stay integer there, float islands are refused
+# even when allowed. Names from wbmm_mobile.backends; a new NPU target joins this set.
+INTEGER_ONLY_TARGETS = frozenset({"nnapi", "qualcomm-htp", "ethos-u"})
+INTEGER_PRECISIONS = ("int8", "int16")
+# Kernel size from which TFLite's builtin int8 depthwise kernel beats XNNPACK's int8 one, on
+# every machine measured (the module doc): the rule when no int8 table ships.
+INT8_BUILTIN_KERNEL_FROM = 7
+
+
+def integer_only(target: str) -> bool:
+    """True for targets that run integer models only (no float island may be added)."""
+    return target in INTEGER_ONLY_TARGETS
 
 
 @dataclass(frozen=True)
@@ -53,33 +86,80 @@ class LayerShape:
 
 
 def pick(shape: LayerShape, target: str, strategy: str = "auto", measure: bool = False,
-         table_path: Path | None = None) -> Pick:
+         table_path: Path | None = None, table: TimingSource | None = None, precision: str = "float32",
+         allow_float_islands: bool = False) -> Pick:
+    """The strategies to try for one layer. ``table`` answers the measured choices (a device's
+    table from ``converters.strategy_table``, or ``converters.strategy_measure.MeasuredHere``
+    for ``measure``); by default the shipped table at ``table_path`` (``TABLE_PATH``)."""
     target = backends.canonical(target, TARGETS, what="target")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy != "auto":
         return Pick((strategy,), f"--strategy {strategy} asked for")
+    if precision in INTEGER_PRECISIONS:
+        chosen = pick_integer(shape, target, precision, measure)
+        if chosen.order != ("keep",) or not allow_float_islands or integer_only(target):
+            return chosen
+        fallback = pick(shape, target, "auto", measure, table_path, table)
+        return Pick(fallback.order, f"{chosen.reason}; --allow-float-islands: {fallback.reason}")
     if target == "wbmm":
         return Pick(("custom", "split"), "wbmm target: the wbmm delegate runs WBMM_DEPTHWISE")
     if target == "nnapi":
         return Pick(("split",), "nnapi: BATCH_MATMUL needs NNAPI feature level 6 (Android 12); split uses "
                                 "DEPTHWISE_CONV_2D/ADD/PAD/STRIDED_SLICE only")
+    # The NPU targets give candidates; converters/npu_placement.py compiles each and keeps only
+    # what stays on the NPU (and, for the Ethos-U, what Vela estimates cheaper than the conv).
+    if target == "qualcomm-htp":
+        return Pick(("split", "dilated", "halo"), "qualcomm-htp: no compiler here estimates HTP time, so the "
+                                                  "order is nnapi's (split: depthwise convs, ADD, PAD, STRIDED_SLICE)")
+    if target == "ethos-u":
+        return Pick(("keep", "dilated", "split", "halo"), "ethos-u: the cheapest by Vela's estimate")
     if target == "gpu":
         return Pick(("split",), "gpu: the TFLite GPU delegate rejects batched BATCH_MATMUL with a constant "
                                 "operand; split keeps to depthwise convs")
     kernels = target
+    if measure and table is None:
+        raise ValueError("measure=True times the candidates: pass table=converters.strategy_measure.MeasuredHere(...)")
+    answer = (table or ShippedTable(table_path)).lookup(shape, kernels)
+    if answer.times is None:
+        return Pick(("split", "halo"), f"{kernels}: no {answer.source}; split is the safe default")
+    return _pick_from_times(answer.times, kernels, answer.source)
+
+
+def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measure: bool = False) -> Pick:
+    """The integer-only choice for an int8/int16 layer on ``target`` (see the module doc)."""
+    if precision == "int8" and target == "wbmm":
+        return Pick(("custom", "builtin_kernel"), "wbmm target: the delegate's int8 WBMM_DEPTHWISE (integer)")
+    if target != "xnnpack":
+        why = {"cpu": "TFLite's builtin integer kernel already runs it",
+               "gpu": "the GPU delegate computes in float whatever the rewrite; no integer rewrite helps it"}.get(
+            target, f"{target} runs the integer conv itself and takes integer models only")
+        return Pick(("keep",), f"{target}, {precision}: {why}")
+    if precision != "int8":
+        return Pick(("keep",), f"xnnpack, {precision}: XNNPACK runs no {precision} conv, so TFLite's builtin "
+                               "kernel already runs it")
+    times, source = None, ""
     if measure:
-        times = measure_strategies(shape, kernels,
-                                   strategies=("split", "dilated", "halo", "builtin_kernel") if kernels == "xnnpack"
-                                   else ("split", "dilated", "halo"))
-        source = "measured now on this machine"
+        from converters.quantized import measure_int8_depthwise
+
+        times, source = measure_int8_depthwise(shape), "measured now on this machine"
     else:
-        nearest, times, machine = lookup(shape, kernels, table_path)
-        if times is None:
-            return Pick(("split", "halo"), f"{kernels}: no shipped measurement; split is the safe default")
-        source = f"shipped table, nearest measured shape {nearest.height}x{nearest.width}x{nearest.channels} " \
-                 f"K={nearest.kernel}, {machine}"
-    return _pick_from_times(times, kernels, source)
+        answer = ShippedTable(INT8_TABLE_PATH).lookup(shape, "xnnpack")
+        times, source = answer.times, answer.source.replace("shipped table", "shipped int8 table", 1)
+    if times is not None:
+        timings = f"XNNPACK int8 {times['depthwise']:.2f} ms, builtin_kernel {times['builtin_kernel']:.2f} ms"
+        if times["builtin_kernel"] <= REWRITE_MARGIN * times["depthwise"]:
+            return Pick(("builtin_kernel",), f"xnnpack, int8: builtin_kernel (TFLite's int8 kernel, integer-only) "
+                                             f"is faster ({timings}; {source})")
+        return Pick(("keep",), f"xnnpack, int8: XNNPACK's own int8 conv is fastest ({timings}; {source})")
+    if shape.kernel >= INT8_BUILTIN_KERNEL_FROM:
+        return Pick(("builtin_kernel",), f"xnnpack, int8: builtin_kernel (TFLite's int8 kernel, integer-only) is "
+                                         f"faster than XNNPACK's int8 conv from {INT8_BUILTIN_KERNEL_FROM}x"
+                                         f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; the rule measured on every "
+                                         "machine so far)")
+    return Pick(("keep",), f"xnnpack, int8: XNNPACK's int8 conv is fastest below {INT8_BUILTIN_KERNEL_FROM}x"
+                           f"{INT8_BUILTIN_KERNEL_FROM} (no int8 table; the rule measured on every machine so "
+                           "far)")
 
 
 def _pick_from_times(times: dict[str, float], kernels: str, source: str) -> Pick:
@@ -110,95 +190,52 @@ def _load_table(path: str) -> dict:
         return {}
 
 
-def lookup(shape: LayerShape, kernels: str, table_path: Path | None = None):
-    """(nearest measured shape, {strategy: ms}, machine) from the table, nearest in log-space."""
-    table = _load_table(str(table_path or TABLE_PATH))
-    # Tables written before the rename say "builtin" for "cpu".
-    rows = [r for r in table.get("layers", []) if backends.ALIASES.get(r.get("kernels"), r.get("kernels")) == kernels]
-    if not rows:
-        return shape, None, None
+@dataclass(frozen=True)
+class TableAnswer:
+    """What a strategy table says for one layer: the shape whose timings it gives, {strategy: ms}
+    (None: no timings for these kernels; ``source`` then says what is missing), and where they come from."""
+    nearest: LayerShape
+    times: dict[str, float] | None
+    source: str
 
+
+class TimingSource(Protocol):
+    """Anything that answers ``pick`` with timings per strategy: ShippedTable, a device table, MeasuredHere."""
+
+    def lookup(self, shape: LayerShape, kernels: str) -> TableAnswer: ...
+
+
+def nearest_row(rows: list[dict], shape: LayerShape) -> tuple[dict, float]:
+    """The measured row nearest to ``shape`` (log-space; the kernel counts twice) and its distance (0: same shape)."""
     def distance(row) -> float:
         return (abs(math.log(row["height"] * row["width"] / (shape.height * shape.width)))
                 + abs(math.log(row["channels"] / shape.channels)) + 2 * abs(math.log(row["kernel"] / shape.kernel)))
 
     best = min(rows, key=distance)
-    nearest = LayerShape(best["height"], best["width"], best["channels"], best["kernel"])
-    return nearest, best["median_ms"], table.get("machine", "machine unknown")
+    return best, distance(best)
 
 
-def depthwise_model(shape: LayerShape, seed: int = 0, bias: bool = True) -> bytes:
-    """A one-layer .tflite (1xHxWxC float32 -> DEPTHWISE_CONV_2D KxK, seeded weights) built
-    directly with the schema, for timing rewrites of one layer without the TensorFlow converter."""
-    rng = np.random.default_rng(seed)
-    k = shape.kernel
-    kernel = (rng.standard_normal((k, k, shape.channels)) / k).astype(np.float32)
-    b = rng.standard_normal(shape.channels).astype(np.float32) if bias else None
-    return single_layer_model((1, shape.height, shape.width, shape.channels), kernel, b, shape.padding)
+def shape_words(row: dict, distance: float) -> str:
+    """How a table's timings relate to the layer: its own shape, or the nearest one and how far."""
+    measured = f"{row['height']}x{row['width']}x{row['channels']} K={row['kernel']}"
+    if distance == 0:
+        return f"measured shape {measured} (this layer's)"
+    return f"nearest measured shape {measured} (log-distance {distance:.2f})"
 
 
-def single_layer_model(x_shape: tuple[int, ...], kernel: np.ndarray, bias: np.ndarray | None = None,
-                       padding: str = "SAME", activation: int = 0) -> bytes:
-    """A .tflite holding one DEPTHWISE_CONV_2D with this (kh, kw, C) kernel; a float16 kernel is
-    stored as float16 behind a DEQUANTIZE, the converter's float16 layout."""
-    from ai_edge_litert import schema_py_generated as schema
+@dataclass(frozen=True)
+class ShippedTable:
+    """``strategy_measurements.json`` (or another file of its layout): one machine's timings per shape."""
+    path: Path | None = None
 
-    from converters import tflite_io
-    from converters.rewrites._graph import Builtin, GraphEditor, Options
-
-    model = schema.ModelT()
-    model.version = 3
-    model.description = b"wbmm-mobile one-layer depthwise model"
-    model.buffers = [schema.BufferT()]
-    model.operatorCodes = []
-    graph = schema.SubGraphT()
-    graph.tensors, graph.operators = [], []
-    model.subgraphs = [graph]
-    editor = GraphEditor(model, 0)
-    kh, kw, channels = kernel.shape
-    x = editor.tensor("input", tuple(x_shape))
-    w = editor.weight("kernel", kernel.reshape(1, kh, kw, channels), store_float16=kernel.dtype == np.float16)
-    b = editor.constant("bias", np.asarray(bias, dtype=np.float32)) if bias is not None else \
-        editor.constant("bias", np.zeros(channels, dtype=np.float32))
-    valid = padding.upper() == "VALID"
-    out_hw = (x_shape[1] - kh + 1, x_shape[2] - kw + 1) if valid else tuple(x_shape[1:3])
-    out = editor.tensor("output", (x_shape[0], *out_hw, channels))
-    options = schema.DepthwiseConv2DOptionsT()
-    options.padding = schema.Padding.VALID if valid else schema.Padding.SAME
-    options.strideH = options.strideW = options.depthMultiplier = 1
-    options.dilationHFactor = options.dilationWFactor = 1
-    options.fusedActivationFunction = activation
-    editor.op(Builtin.DEPTHWISE_CONV_2D, [x, w, b], [out], Options.DepthwiseConv2DOptions, options)
-    graph.operators = editor.ops
-    graph.inputs = np.array([x.index], dtype=np.int32)
-    graph.outputs = np.array([out.index], dtype=np.int32)
-    signature = schema.SignatureDefT()
-    signature.signatureKey = b"serving_default"
-    signature.subgraphIndex = 0
-    for label, tensor, target in (("input", x, "inputs"), ("output", out, "outputs")):
-        entry = schema.TensorMapT()
-        entry.name = label.encode()
-        entry.tensorIndex = tensor.index
-        setattr(signature, target, [entry])
-    model.signatureDefs = [signature]
-    return tflite_io.model_to_bytes(model)
-
-
-@lru_cache(maxsize=64)
-def measure_strategies(shape: LayerShape, kernels: str, threads: int = 1, runs: int = 20,
-                       strategies: tuple[str, ...] = ("split", "halo")) -> dict[str, float]:
-    """Median ms of each exact rewrite of a one-layer model of ``shape`` (plus the stock conv)."""
-    from converters.rewrite import RewriteOptions, rewrite_model
-    from converters.hostbench import time_model
-
-    stock = depthwise_model(shape)
-    times = {"depthwise": time_model(stock, threads=threads, runs=runs, warmup=3, kernels=kernels,
-                                     progress=False).median_ms}
-    for name in strategies:
-        options = RewriteOptions(strategy=name, target=kernels, min_kernel=1, verify=False)
-        result = rewrite_model(stock, options)
-        if not any(layer.rewritten for layer in result.report.layers):
-            continue
-        times[name] = time_model(result.model, threads=threads, runs=runs, warmup=3, kernels=kernels,
-                                 progress=False).median_ms
-    return times
+    def lookup(self, shape: LayerShape, kernels: str) -> TableAnswer:
+        table = _load_table(str(self.path or TABLE_PATH))
+        # Tables written before the rename say "builtin" for "cpu".
+        rows = [r for r in table.get("layers", [])
+                if backends.ALIASES.get(r.get("kernels"), r.get("kernels")) == kernels]
+        if not rows:
+            return TableAnswer(shape, None, "shipped measurement")
+        best, distance = nearest_row(rows, shape)
+        nearest = LayerShape(best["height"], best["width"], best["channels"], best["kernel"])
+        return TableAnswer(nearest, best["median_ms"], f"shipped table, {shape_words(best, distance)}, "
+                                                       f"{table.get('machine', 'machine unknown')}")

@@ -12,8 +12,13 @@ Not for: running models (``converters/verify.py``) or deciding what to rewrite.
 A corrupt file must never take the process down: the generated flatbuffer reader
 raises whatever Python raises on bad offsets (IndexError, struct.error,
 UnicodeDecodeError, ValueError from numpy, RecursionError, MemoryError), so
-:func:`load_model_bytes` maps all of them to :class:`CorruptModelError` naming the
+:func:`load_model` maps all of them to :class:`CorruptModelError` naming the
 file, and then checks every index the rest of the project follows.
+
+The two entry points, and what they return: :func:`read_model_bytes` (bytes or a path ->
+checked ``bytes``, to run or hash) and :func:`load_model` (bytes or a path -> ``ModelT``,
+to read or edit). ``read_model`` and ``load_model_bytes`` are their 0.1 names for
+``load_model``.
 """
 
 from __future__ import annotations
@@ -42,27 +47,39 @@ _TENSOR_TYPE_NAMES = {value: name for name, value in vars(schema.TensorType).ite
 
 # ---------------------------------------------------------------------------- reading
 
-def read_model(path: str | os.PathLike) -> schema.ModelT:
-    """Load a .tflite file into a ``ModelT``; ``ModelNotFoundError``/``CorruptModelError`` on bad input."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise CorruptModelError(f"{path}: is a directory, not a .tflite file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CorruptModelError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    return load_model_bytes(data, name=str(path))
+def read_model_bytes(model: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None) -> bytes:
+    """The bytes of a .tflite given as bytes or a path, checked to be a .tflite flatbuffer.
 
-
-def load_model_bytes(data: bytes, name: str = "<bytes>") -> schema.ModelT:
-    """Parse .tflite bytes into a ``ModelT``. ``name`` is what error messages call the input."""
-    data = bytes(data)
+    ``ModelNotFoundError`` for a missing file, ``CorruptModelError`` for a directory, an
+    unreadable file, or bytes without the 'TFL3' identifier. Use this to run or hash a
+    model; use :func:`load_model` to edit it.
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data, name = bytes(model), name or "<bytes>"
+    else:
+        path = Path(model)
+        name = name or str(path)
+        if not path.exists():
+            raise ModelNotFoundError(f"{name}: no such model file")
+        if path.is_dir():
+            raise CorruptModelError(f"{name}: is a directory, not a .tflite file")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CorruptModelError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
     if len(data) < 8:
-        raise CorruptModelError(f"{name}: {len(data)} bytes is too short for a .tflite file")
+        raise CorruptModelError(f"{name}: {len(data)} bytes is too short for a .tflite model")
+    # A flatbuffer .tflite carries its file identifier at bytes 4..8.
     if data[4:8] != FILE_IDENTIFIER:
-        raise CorruptModelError(f"{name}: not a .tflite file (identifier {data[4:8]!r}, expected {FILE_IDENTIFIER!r})")
+        raise CorruptModelError(f"{name}: not a .tflite model (identifier {data[4:8]!r}, expected {FILE_IDENTIFIER!r})")
+    return data
+
+
+def load_model(model: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None) -> schema.ModelT:
+    """Parse a .tflite (bytes or a path) into a mutable ``ModelT``. ``name`` is what error
+    messages call the input (default: the path, or "<bytes>")."""
+    data = read_model_bytes(model, name)
+    name = name or ("<bytes>" if isinstance(model, (bytes, bytearray, memoryview)) else str(model))
     try:
         root = struct.unpack_from("<I", data, 0)[0]
         if root + 4 > len(data):
@@ -75,6 +92,11 @@ def load_model_bytes(data: bytes, name: str = "<bytes>") -> schema.ModelT:
     except (Exception, RecursionError, MemoryError) as exc:  # noqa: BLE001 - any reader failure means corrupt
         raise CorruptModelError(f"{name}: corrupt .tflite file ({type(exc).__name__}: {exc})"[:300]) from None
     return model
+
+
+# The names of release 0.1, kept for one release: both are ``load_model`` (a ModelT).
+read_model = load_model
+load_model_bytes = load_model
 
 
 def _load_external_buffers(model: schema.ModelT, data: bytes, name: str) -> None:

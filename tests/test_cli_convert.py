@@ -92,10 +92,29 @@ def test_unsupported_layer_is_one_line_exit_2(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "not known to wbmm-mobile" in err[0] and "Mystery" in err[0]
 
 
-def test_refused_lowering_names_layer_and_reason(keras_file, tmp_path, capsys):
-    code = main(["convert", str(keras_file), "-o", str(tmp_path), "--lowering", "custom", "--precision", "int8"])
+def test_refused_lowering_names_layer_and_reason(tmp_path, capsys):
+    import keras
+
+    from wbmm_mobile.layers import WBMM
+
+    inp = keras.Input((None, None, 4), batch_size=1)
+    path = tmp_path / "dynamic.keras"
+    keras.Model(inp, WBMM(4, name="w")(inp)).save(path)
+    code = main(["convert", str(path), "-o", str(tmp_path / "o"), "--lowering", "custom"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "layer 'w'" in err[0] and "int8" in err[0]
+    assert code == 2 and len(err) == 1 and "layer 'w'" in err[0] and "spatial size unknown" in err[0]
+
+
+def test_convert_int8_custom_writes_an_integer_model(keras_file, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["convert", str(keras_file), "-o", str(out), "--lowering", "custom", "--precision", "int8"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["needs_delegate"] and report["op_counts"].get("WBMM") == 1
+    assert report["layers"][0]["precision"] == "int8" and report["layers"][0]["strategy"] == "custom"
+    from converters import tflite_io
+
+    tree = tflite_io.load_model(out / "tiny_wbmm.tflite")
+    assert all(t.type != 0 for t in tree.subgraphs[0].tensors)       # no FLOAT32 tensor
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
@@ -156,7 +175,7 @@ def plain_depthwise(tmp_path_factory):
 def _depthwise_kernels(path) -> list[tuple[int, int]]:
     from converters import tflite_io
 
-    tree = tflite_io.read_model(path)
+    tree = tflite_io.load_model(path)
     subgraph = tree.subgraphs[0]
     return [tuple(int(v) for v in subgraph.tensors[op.inputs[1]].shape[1:3]) for op in subgraph.operators
             if tflite_io.opcode_name(tree, op.opcodeIndex) == "DEPTHWISE_CONV_2D"]

@@ -74,7 +74,7 @@ def wbmm_bn_model():
 
 
 def _tree(data: bytes):
-    return tflite_io.load_model_bytes(data)
+    return tflite_io.load_model(data)
 
 
 def _all_ranks(data: bytes) -> list[int]:
@@ -186,10 +186,39 @@ def test_int8_with_representative_data(wbmm_bn_model):
     assert all(t.type == 9 for t in matmul_rhs)                       # TensorType.INT8 weights
 
 
-def test_custom_refuses_int8_with_a_reason(two_layer_model):
-    with pytest.raises(UnsupportedLayerError, match="layer 'w1'.*custom.*int8 needs --lowering bmm or gather"):
-        convert_keras(two_layer_model, lowering="custom", precision="int8",
-                      representative_data=np.zeros((2, 10, 12, 8), np.float32))
+def test_custom_int8_emits_the_int8_wbmm_op_with_tflite_quantisation(wbmm_bn_model):
+    """int8 + custom: one WBMM op on int8 tensors, the table (shortcut and BN folded in) quantised
+    per channel symmetric as TFLite quantises the equivalent depthwise conv, int32 bias at
+    input scale x filter scale, no float tensor anywhere; checked per op in numpy when no
+    delegate runs int8 custom ops (tests/test_rewrite_int8_custom.py runs it on the delegate)."""
+    from converters.custom_ops import WBMM_OP, unpack_options
+
+    data = np.random.default_rng(3).uniform(-1, 1, (8, 10, 12, 8)).astype(np.float32)
+    result = convert_keras(wbmm_bn_model, lowering="custom", precision="int8", representative_data=data)
+    assert result.report.layers[0].folded == ["shortcut", "batchnorm 'bn1'"]
+    tree = _tree(result.tflite)
+    graph = tree.subgraphs[0]
+    assert {t.type for t in graph.tensors} <= {9, 2}                     # INT8, INT32 only
+    # The calibration placeholder (windows on the batch axis, a conv, windows back, crop) is gone:
+    # one op from the map to the map, 10x12 in windows of 4x4.
+    assert tflite_io.op_names(tree) == [WBMM_OP]
+    (op,) = graph.operators
+    assert unpack_options(WBMM_OP, bytes(bytearray(op.customOptions))).shortcut is False
+    x, table, bias, out = (graph.tensors[int(i)] for i in list(op.inputs) + list(op.outputs))
+    assert (x.type, table.type, bias.type, out.type) == (9, 9, 2, 9)
+    assert list(table.shape) == [1, 7, 7, 8] and table.quantization.quantizedDimension == 3
+    assert list(x.shape) == list(out.shape) == [1, 10, 12, 8]
+    assert len(table.quantization.scale) == 8 and not np.any(table.quantization.zeroPoint)
+    values = tflite_io.constant_value(tree, 0, int(op.inputs[1])).astype(np.float64)
+    # The stored int8 table is the deploy table (shortcut and BN folded) to within half a step per channel.
+    deploy = wbmm_params(wbmm_bn_model)[0][0].kernel()                    # (7, 7, 8) float
+    half_step = np.asarray(table.quantization.scale) / 2
+    assert np.all(np.abs(values[0] * np.asarray(table.quantization.scale) - deploy) <= half_step * 1.001)
+    assert np.abs(values).reshape(-1, 8).max(axis=0).tolist() == [127.0] * 8   # max|table_c| / 127 per channel
+    np.testing.assert_allclose(bias.quantization.scale, x.quantization.scale[0] * np.asarray(table.quantization.scale),
+                               rtol=1e-6)
+    check = result.report.layers[0].numpy_check
+    assert result.report.verification is not None or (check["passed"] and "2 steps" in check["tolerance"])
 
 
 def test_plain_conversion_refuses_what_it_cannot_do(two_layer_model):
@@ -285,7 +314,7 @@ def test_gather_index_form_follows_the_size_budget():
 def test_custom_without_delegate_checks_each_op_in_numpy(two_layer_model, monkeypatch):
     import converters.keras_convert as kc
 
-    monkeypatch.setattr(kc, "_load_project_delegate", lambda: (None, "no delegate in this test"))
+    monkeypatch.setattr(kc, "wbmm_delegate_factory", lambda given=None: (None, "no delegate in this test"))
     report = convert_keras(two_layer_model, lowering="custom").report
     assert report.needs_delegate and report.verification is None
     assert "needs the wbmm delegate" in report.verification_note and "no delegate in this test" in report.verification_note

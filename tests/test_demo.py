@@ -3,6 +3,7 @@ loopback ADB device running wbmm-mobile-benchmark, compare's table, plot and rep
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -73,6 +74,17 @@ def test_demo_converts_profiles_each_model_and_config_and_compares(tmp_path, cap
     assert "this computer's numbers, not a phone's" in printed
     for path in [*(m["path"] for m in models.values()), run_dir / "runs.jsonl", plots[0], run_dir / "report.md"]:
         assert str(path) in printed or str(Path(path)) in printed
+
+    # With the npu extra (make test installs it): the models placed on the NPU targets, in the report.
+    if importlib.util.find_spec("onnxruntime_qnn") and importlib.util.find_spec("ethosu"):
+        placement = json.loads((run_dir / "npu_check.json").read_text())
+        assert {(Path(r["model"]).stem, r["target"]) for r in placement} == {
+            (name, target) for name in models for target in ("qualcomm:SM8650", "qualcomm:SM8750",
+                                                              "ethos-u:ethos-u55-256")}
+        twin_htp = next(r for r in placement if Path(r["model"]).stem == TWIN and r["target"] == "qualcomm:SM8650")
+        assert twin_htp["compiled"] and twin_htp["ops_npu"] == twin_htp["ops_total"] > 0
+        assert "## NPU placement" in report and "Where the models would run on NPUs" in (run_dir / "demo.md").read_text()
+        assert "NPU ops" in printed
 
 
 def test_demo_refuses_a_phone_that_is_not_attached_before_converting(tmp_path, capsys):

@@ -20,7 +20,7 @@ def model_path(tmp_path):
 def test_rewrite_writes_model_and_report(model_path, tmp_path, capsys):
     out, report = tmp_path / "out.tflite", tmp_path / "report.json"
     assert main(["rewrite", str(model_path), "-o", str(out), "--strategy", "split", "--report", str(report)]) == 0
-    model = tflite_io.read_model(out)
+    model = tflite_io.load_model(out)
     assert tflite_io.op_names(model).count("DEPTHWISE_CONV_2D") == 3
     data = json.loads(report.read_text())
     assert data["rewritten_count"] == 1 and data["layers"][0]["strategy"] == "split"

@@ -37,7 +37,7 @@ def test_every_depthwise_layer_is_reported(strategy):
     assert [layer.op for layer in rewritten] == ["DEPTHWISE_CONV_2D", "CONV_2D"]
     assert all(layer.strategy == strategy for layer in rewritten)
     assert "below --min-kernel" in layers["3x3"].reason and "stride 2x2" in layers["9x9"].reason
-    ops = tflite_io.op_names(tflite_io.load_model_bytes(result.model))
+    ops = tflite_io.op_names(tflite_io.load_model(result.model))
     assert ops.count("CONV_2D") == 1                                   # only the stem is left
     assert result.report.verification["passed"] and result.report.verification["max_rel"] <= 1e-4
     inputs = verify.random_inputs(small_net(), 11)
@@ -48,7 +48,7 @@ def test_every_depthwise_layer_is_reported(strategy):
 @pytest.mark.parametrize("strategy", ["split", "halo"])
 def test_dynamic_batch_survives_the_rewrite(strategy):
     original = small_net(batch_size=None)
-    graph = tflite_io.load_model_bytes(original).subgraphs[0]
+    graph = tflite_io.load_model(original).subgraphs[0]
     assert int(graph.tensors[int(graph.inputs[0])].shapeSignature[0]) == -1
     result = rewrite_model(original, RewriteOptions(strategy=strategy))
     assert result.report.rewritten_count == 2

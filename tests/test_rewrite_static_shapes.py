@@ -32,7 +32,7 @@ def _block_model(free_spatial: bool = False) -> bytes:
 
 
 def _ops(data: bytes) -> Counter:
-    return Counter(tflite_io.op_names(tflite_io.load_model_bytes(data), 0))
+    return Counter(tflite_io.op_names(tflite_io.load_model(data), 0))
 
 
 def _partitions(data: bytes) -> int:
@@ -63,7 +63,7 @@ def test_computed_targets_become_constants_and_the_batch_stays_free():
     assert report.folded == _ops(stock)["RESHAPE"] and report.left == [] and report.reason == ""
     assert report.ops_removed >= 8
     assert not any(_ops(result.model)[name] for name in SHAPE_OPS)
-    model = tflite_io.load_model_bytes(result.model)
+    model = tflite_io.load_model(result.model)
     graph = model.subgraphs[0]
     for name, op in zip(tflite_io.op_names(model, 0), graph.operators):
         if name == "RESHAPE":

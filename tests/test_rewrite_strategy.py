@@ -1,8 +1,9 @@
 """The ``auto`` picker: fixed rules per target and measured choices from a table."""
 
 import json
+from pathlib import Path
 
-from converters import strategy
+from converters import rewrite, strategy, strategy_measure
 from converters.strategy import LayerShape, pick
 from tests._rewrite_case import Case
 
@@ -47,7 +48,8 @@ def test_report_states_the_pick_and_why():
 
 
 def test_measure_times_both_rewrites_on_this_machine():
-    times = strategy.measure_strategies(LayerShape(16, 16, 8, 7), "xnnpack", runs=3)
+    times = strategy_measure.measure_strategies(LayerShape(16, 16, 8, 7), "xnnpack", runs=3,
+                                                rewrite_with=rewrite.rewrite_one_strategy)
     assert set(times) == {"depthwise", "split", "halo"} and all(t > 0 for t in times.values())
 
 
@@ -68,7 +70,10 @@ def test_builtin_kernel_rewrite_keeps_the_conv_behind_a_reshape():
     case = Case.depthwise(13).convert().rewrite(strategy="builtin_kernel")
     case.expect_rewritten("builtin_kernel").expect_ops({"DEPTHWISE_CONV_2D": 1, "RESHAPE": 1})
     case.compare(rtol=1e-5, atol=1e-6).compare(rtol=1e-5, atol=1e-6, kernels="xnnpack").reloads()
-    Case.depthwise(7, quantize="int8").convert().rewrite(strategy="builtin_kernel").expect_left_alone("only float")
+    # int8 keeps its integers: the same int8 filter behind the RESHAPE, identical outputs.
+    Case.depthwise(7, quantize="int8").convert().rewrite(strategy="builtin_kernel") \
+        .expect_rewritten("builtin_kernel").expect_ops({"RESHAPE": 1, "DEPTHWISE_CONV_2D": 1},
+                                                       absent=("DEQUANTIZE", "QUANTIZE")).compare_int8(steps=0)
 
 
 def test_builtin_kernel_turns_a_grouped_conv_into_a_depthwise_conv():
@@ -80,7 +85,7 @@ def test_builtin_kernel_turns_a_grouped_conv_into_a_depthwise_conv():
 
 
 def test_measure_picks_from_timings_made_now():
-    chosen = pick(LayerShape(12, 12, 8, 9), "xnnpack", measure=True)
+    chosen = pick(LayerShape(12, 12, 8, 9), "xnnpack", table=strategy_measure.MeasuredHere(rewrite.rewrite_one_strategy))
     assert "measured now on this machine" in chosen.reason
     assert chosen.order[0] in ("split", "dilated", "halo", "builtin_kernel", "keep")
     for name in ("split", "dilated", "halo", "builtin_kernel", "depthwise"):
@@ -103,3 +108,24 @@ def test_dilated_is_picked_when_measured_faster_and_split_takes_what_it_refuses(
         strategy._load_table.cache_clear()
     assert same.strategy == "dilated" and "dilated is fastest" in same.reason
     assert valid.strategy == "split" and "dilated: only 'same' convs" in valid.reason
+
+
+def test_the_policy_module_imports_neither_the_rewriter_nor_any_timing():
+    """converters.strategy holds the policy only: no import of the rewriter, the timing loop or the
+    model builders, at module level or inside a function (the old rewrite <-> strategy cycle)."""
+    import ast
+
+    tree = ast.parse(Path(strategy.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+    forbidden = {"converters.rewrite", "converters.strategy_measure", "converters.layer_models",
+                 "converters.hostbench", "converters.rewrites"}
+    assert not {name for name in imported if any(name == f or name.startswith(f + ".") for f in forbidden)}
+    # ... and nothing the measuring module imports leads back to the rewriter.
+    measuring = ast.parse(Path(strategy_measure.__file__).read_text())
+    modules = {n.module for n in ast.walk(measuring) if isinstance(n, ast.ImportFrom)}
+    assert "converters.rewrite" not in modules and "converters.strategy" in modules

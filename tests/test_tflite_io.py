@@ -57,17 +57,17 @@ MODELS = {
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_round_trip_field_by_field(kind, tmp_path):
     data = MODELS[kind]()
-    model = tflite_io.load_model_bytes(data)
+    model = tflite_io.load_model(data)
     path = tflite_io.write_model(model, tmp_path / "copy.tflite")
-    again = tflite_io.read_model(path)
+    again = tflite_io.load_model(path)
     assert_same_tree(model, again)
     # A second trip is byte-stable.
     assert tflite_io.model_to_bytes(again) == path.read_bytes()
 
 
 def test_round_trip_keeps_what_matters():
-    model = tflite_io.load_model_bytes(MODELS["int8"]())
-    again = tflite_io.load_model_bytes(tflite_io.model_to_bytes(model))
+    model = tflite_io.load_model(MODELS["int8"]())
+    again = tflite_io.load_model(tflite_io.model_to_bytes(model))
     assert [s.signatureKey for s in again.signatureDefs] == [b"serving_default"]
     assert {m.name for m in again.metadata} >= {b"min_runtime_version", b"CONVERSION_METADATA"}
     weights = [t for t in again.subgraphs[0].tensors if t.type == tflite_io.schema.TensorType.INT8
@@ -75,11 +75,11 @@ def test_round_trip_keeps_what_matters():
     assert len(weights) == 1
     q = weights[0].quantization
     assert len(q.scale) == 4 and q.quantizedDimension == 3          # per-channel scales kept
-    assert len(tflite_io.load_model_bytes(MODELS["while"]()).subgraphs) == 3
+    assert len(tflite_io.load_model(MODELS["while"]()).subgraphs) == 3
 
 
 def test_buffers_are_16_byte_aligned_in_the_file():
-    data = tflite_io.model_to_bytes(tflite_io.load_model_bytes(MODELS["float32"]()))
+    data = tflite_io.model_to_bytes(tflite_io.load_model(MODELS["float32"]()))
     import ai_edge_litert.schema_py_generated as schema
     root = schema.Model.GetRootAs(data, 0)
     for i in range(root.BuffersLength()):
@@ -92,14 +92,14 @@ def test_buffers_are_16_byte_aligned_in_the_file():
 def test_round_tripped_model_runs_the_same():
     from converters import verify
     data = MODELS["float32"]()
-    copy = tflite_io.model_to_bytes(tflite_io.load_model_bytes(data))
+    copy = tflite_io.model_to_bytes(tflite_io.load_model(data))
     inputs = verify.random_inputs(data, 0)
     np.testing.assert_array_equal(verify.run_tflite(data, inputs)[0], verify.run_tflite(copy, inputs)[0])
 
 
 def test_missing_file_is_model_not_found(tmp_path):
     with pytest.raises(ModelNotFoundError) as info:
-        tflite_io.read_model(tmp_path / "absent.tflite")
+        tflite_io.load_model(tmp_path / "absent.tflite")
     assert isinstance(info.value, FileNotFoundError) and "absent.tflite" in str(info.value)
 
 
@@ -108,17 +108,17 @@ def test_garbage_is_corrupt_naming_the_file(tmp_path, content):
     path = tmp_path / "garbage.tflite"
     path.write_bytes(content)
     with pytest.raises(CorruptModelError, match="garbage.tflite"):
-        tflite_io.read_model(path)
+        tflite_io.load_model(path)
 
 
 def test_directory_and_truncation(tmp_path):
     with pytest.raises(CorruptModelError, match="directory"):
-        tflite_io.read_model(tmp_path)
+        tflite_io.load_model(tmp_path)
     data = MODELS["float32"]()
     path = tmp_path / "cut.tflite"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptModelError, match="cut.tflite"):
-        tflite_io.read_model(path)
+        tflite_io.load_model(path)
 
 
 @given(st.sampled_from(sorted(MODELS)[:3]),
@@ -131,7 +131,7 @@ def test_fuzzed_models_load_or_raise_corrupt(kind, flips, cut):
     if cut is not None:
         data = data[: cut % (len(data) + 1)]
     try:
-        model = tflite_io.load_model_bytes(bytes(data), name="fuzzed.tflite")
+        model = tflite_io.load_model(bytes(data), name="fuzzed.tflite")
     except CorruptModelError as exc:
         assert "fuzzed.tflite" in str(exc)
         return
@@ -145,7 +145,7 @@ def test_fuzzed_models_load_or_raise_corrupt(kind, flips, cut):
 def test_random_bytes_with_the_identifier_never_escape(tail):
     data = tail[:4] + b"TFL3" + tail[8:]
     try:
-        tflite_io.load_model_bytes(data, name="random.tflite")
+        tflite_io.load_model(data, name="random.tflite")
     except CorruptModelError:
         pass
 
@@ -153,7 +153,7 @@ def test_random_bytes_with_the_identifier_never_escape(tail):
 def test_buffers_stored_after_the_flatbuffer_are_read():
     # Files past 2 GB keep buffer bytes after the flatbuffer (Buffer.offset/size); the
     # reader brings them back in. Built small here: the layout does not depend on size.
-    model = tflite_io.load_model_bytes(MODELS["float32"]())
+    model = tflite_io.load_model(MODELS["float32"]())
     index, buffer = max(enumerate(model.buffers), key=lambda item: 0 if item[1].data is None else len(item[1].data))
     payload = bytes(np.asarray(buffer.data, dtype=np.uint8))
     buffer.data, buffer.offset, buffer.size = None, 1, len(payload)
@@ -162,11 +162,11 @@ def test_buffers_stored_after_the_flatbuffer_are_read():
     head = tflite_io.model_to_bytes(model)
     assert len(head) == length
     data = head + b"\0" * (buffer.offset - length) + payload
-    again = tflite_io.load_model_bytes(data)
+    again = tflite_io.load_model(data)
     assert bytes(np.asarray(again.buffers[index].data, dtype=np.uint8)) == payload
     assert again.buffers[index].offset == 0
     with pytest.raises(CorruptModelError, match="past the end"):
-        tflite_io.load_model_bytes(data[:-8], name="cut.tflite")
+        tflite_io.load_model(data[:-8], name="cut.tflite")
 
 
 @given(st.sampled_from(sorted(MODELS)[:3]),

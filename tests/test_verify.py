@@ -8,7 +8,7 @@ import pytest
 from converters.verify import (Tolerance, compare, dequantize, input_specs, load_interpreter, output_specs,
                                random_inputs, read_model_bytes, run_tflite, tolerance_for, tolerances_for_model,
                                verify_tflite_against_tflite)
-from wbmm_mobile.errors import CorruptModelError, ModelNotFoundError, VerificationError
+from wbmm_mobile.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError, VerificationError
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +138,54 @@ def test_corrupted_constant_is_caught(tiny_fp32):
         verify_tflite_against_tflite(tiny_fp32, broken, seed=0)
     result = verify_tflite_against_tflite(tiny_fp32, broken, seed=0, enforce=False)
     assert not result.passed and result.max_rel > 1e-4
+
+
+# ----------------------------------------------------------------------------- integer verification (steps)
+
+def test_integer_outputs_are_compared_in_steps_one_accepted_two_refused():
+    from converters.verify import TensorSpec, integer_tolerance
+
+    spec = TensorSpec("y", (1, 64), np.dtype(np.int8), 0.05, -7)
+    reference = np.random.default_rng(0).integers(-120, 120, (1, 64)).astype(np.int8)
+    one = reference.copy()
+    one[0, :8] += 1
+    two = one.copy()
+    two[0, 3] += 1
+    tolerance = integer_tolerance(spec, 1)
+    accepted = compare([reference], [one], tolerance, enforce=True)
+    assert accepted.passed and accepted.max_steps == 1 and accepted.fraction_differing == pytest.approx(8 / 64)
+    assert accepted.max_abs == pytest.approx(0.05) and "1 step(s)" in accepted.summary()
+    with pytest.raises(VerificationError, match=r"max 2 step\(s\), 12.50% of outputs differ"):
+        compare([reference], [two], tolerance, enforce=True)
+
+
+def test_one_step_is_one_step_where_float32_dequantising_made_it_more():
+    """The RepLKNet-style failure: scale 0.6373247504234314, zero point 2, codes -60 and -59 are one
+    step apart, yet dequantised in float32 they differ by more than the scale, so an absolute
+    tolerance of one step refused them. Compared as integers they pass."""
+    from converters.verify import TensorSpec, integer_tolerance
+
+    spec = TensorSpec("y", (1, 1), np.dtype(np.int8), 0.6373247504234314, 2)
+    reference, candidate = np.array([[-60]], np.int8), np.array([[-59]], np.int8)
+    in_float32 = float(np.abs(dequantize(candidate, spec).astype(np.float64) - dequantize(reference, spec)).max())
+    assert in_float32 > spec.scale                                    # the old comparison's false refusal
+    assert not compare([dequantize(reference, spec)], [dequantize(candidate, spec)],
+                       Tolerance(absolute=spec.scale)).passed
+    assert compare([reference], [candidate], integer_tolerance(spec, 1), enforce=True).max_steps == 1
+
+
+def test_int8_models_are_verified_as_integers(tiny_keras):
+    model = _convert(tiny_keras, int8=True)
+    result = verify_tflite_against_tflite(model, model, steps=1)
+    assert result.passed and result.max_steps == 0 and result.fraction_differing == 0.0
+    assert "compared as integers" in result.tolerance
+
+
+def test_a_non_finite_original_is_the_originals_problem():
+    reference = np.array([1.0, np.nan, 3.0])
+    result = compare([reference], [np.array([1.0, 2.0, 3.0])], tolerance_for("float32"))
+    assert not result.passed and not result.outputs[0].reference_finite
+    assert "reference (original) model gives NaN/inf" in result.summary()
+    with pytest.raises(UnsupportedModelError, match="the original model gives NaN/inf on output 0.*not of the"):
+        compare([reference], [reference], tolerance_for("float32"), enforce=True,
+                reference_name="the original model")

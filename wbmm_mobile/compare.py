@@ -7,7 +7,10 @@ reference config on the same device, model and threads (``xnnpack``, else ``cpu`
 for the ``wbmm`` row this is the speedup with WBMM), the speedup against the base
 model when a model named ``<base>_wbmm`` (or ``<base>_wbmm_<lowering>``) sits next
 to ``<base>``, and energy per
-inference in mJ. Runs whose thermal status rose or reached "moderate" are flagged;
+inference in mJ. With NPU placement records (``wbmm-mobile npu-check --json``, given as
+``npu_check=`` or found as ``npu_check.json`` in the results folder), each row also shows
+where its model's ops would run on each NPU target, and the report gets the placement table
+(``wbmm_mobile.npu.report.markdown``). Runs whose thermal status rose or reached "moderate" are flagged;
 failed runs are listed with their error. Plots (matplotlib, Agg backend, no display):
 latency per config for each device, and latency against kernel or window size when
 model names form a sweep (``..._k7``, ``..._k13``, ``..._w14``). Not for: running
@@ -24,7 +27,7 @@ from pathlib import Path
 from android_harness.results import RunRecord, load_records
 
 __all__ = ["ComparisonRow", "FailedRun", "Sweep", "Comparison", "compare", "format_table", "markdown_report",
-           "REFERENCE_CONFIGS"]
+           "REFERENCE_CONFIGS", "NPU_CHECK_FILE", "find_npu_check", "npu_placement"]
 
 # The baseline a row's speedup is measured against: the first config present.
 REFERENCE_CONFIGS = ("xnnpack", "cpu")
@@ -33,6 +36,8 @@ _SWEEP_NAME = re.compile(r"^(?P<stem>.*?)[_\-.]?(?P<kind>kernel|window|win|k|w)[
                          re.IGNORECASE)
 # "<base>_wbmm", or "<base>_wbmm_<lowering>" when one WBMM model is converted with several
 # lowerings (converters.lowerings: bmm, gather, custom): each is compared with <base>.
+# What `wbmm-mobile npu-check --json` is called when it sits in a results folder.
+NPU_CHECK_FILE = "npu_check.json"
 _WBMM_SUFFIX = re.compile(r"^(?P<base>.+?)[_\-.]wbmm(?:[_\-.](?:bmm|gather|custom))?$", re.IGNORECASE)
 
 
@@ -83,6 +88,8 @@ class Comparison:
     sweeps: list[Sweep]
     plots: list[str] = field(default_factory=list)
     report: str | None = None
+    npu: list = field(default_factory=list)      # wbmm_mobile.npu.NpuCheck records, when there are any
+    npu_source: str | None = None
 
 
 def _device_label(record: RunRecord) -> str:
@@ -105,10 +112,38 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def find_npu_check(results: str | Path) -> Path | None:
+    """``npu_check.json`` in the results folder (or beside its runs.jsonl), else in one folder below it."""
+    results = Path(results)
+    folder = results if results.is_dir() else results.parent
+    direct = folder / NPU_CHECK_FILE
+    if direct.is_file():
+        return direct
+    below = sorted(folder.glob(f"*/{NPU_CHECK_FILE}"))
+    return below[-1] if below else None
+
+
+def npu_placement(records: list, model: str) -> str:
+    """Short placement of one model over the NPU targets, e.g. ``SM8650 5/5, ethos-u55-256 n/a``."""
+    parts = []
+    for record in records:
+        if Path(record.model).stem != model:
+            continue
+        target = record.target.split(":", 1)[-1]
+        if record.status == "not-applicable":
+            parts.append(f"{target} n/a")
+        elif record.status in ("refused", "failed"):
+            parts.append(f"{target} {record.status}")
+        else:
+            parts.append(f"{target} {record.ops_npu}/{record.ops_total}")
+    return ", ".join(parts)
+
+
 def compare(results: str | Path, *, out_dir: str | Path | None = None, plots: bool = True,
-            report: bool = True) -> Comparison:
+            report: bool = True, npu_check: str | Path | None = None) -> Comparison:
     """Rows, failures and sweeps of a results folder; writes plots and ``report.md`` into
-    ``out_dir`` (default: the results folder)."""
+    ``out_dir`` (default: the results folder). ``npu_check``: npu-check JSON to show beside
+    the latencies (default: ``npu_check.json`` found in the results folder, if any)."""
     results = Path(results)
     records = load_records(results)
     out = Path(out_dir) if out_dir else (results if results.is_dir() else results.parent)
@@ -155,6 +190,11 @@ def compare(results: str | Path, *, out_dir: str | Path | None = None, plots: bo
     failed = [FailedRun(k[0], k[1], k[2], k[3], (r.error or "failed").splitlines()[0])
               for k, r in sorted(failed_latest.items())]
     comparison = Comparison(rows=rows, failed=failed, sweeps=_sweeps(rows))
+    source = Path(npu_check) if npu_check is not None else find_npu_check(results)
+    if source is not None:
+        from wbmm_mobile.npu import read_json
+
+        comparison.npu, comparison.npu_source = read_json(source), str(source)
     if plots:
         comparison.plots = _plot(comparison, out)
     if report:
@@ -266,19 +306,41 @@ def _cells(row: ComparisonRow) -> list[str]:
             "; ".join(notes)]
 
 
+def _columns_and_cells(comparison: Comparison, rows: list[ComparisonRow]) -> tuple[list[str], list[list[str]]]:
+    """The table's columns and cells; with NPU records, an "NPU ops" column after the latencies."""
+    if not comparison.npu:
+        return list(TABLE_COLUMNS), [_cells(r) for r in rows]
+    at = TABLE_COLUMNS.index("speedup")
+    columns = list(TABLE_COLUMNS[:at]) + ["NPU ops"] + list(TABLE_COLUMNS[at:])
+    cells = []
+    for row in rows:
+        line = _cells(row)
+        cells.append(line[:at] + [npu_placement(comparison.npu, row.model) or "-"] + line[at:])
+    return columns, cells
+
+
 def format_table(comparison: Comparison) -> str:
     """Plain-text tables, one per device (what ``wbmm-mobile compare`` prints)."""
     lines = []
     for serial in sorted({r.serial for r in comparison.rows}):
         rows = [r for r in comparison.rows if r.serial == serial]
         lines.append(f"{serial}: {rows[0].device}")
-        table = [list(TABLE_COLUMNS)] + [_cells(r) for r in rows]
-        widths = [max(len(line[i]) for line in table) for i in range(len(TABLE_COLUMNS))]
+        columns, cells = _columns_and_cells(comparison, rows)
+        table = [columns] + cells
+        widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
         for line in table:
             lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
         lines.append("")
     for failure in comparison.failed:
         lines.append(f"FAILED {failure.serial} {failure.model} {failure.config} {failure.threads}t: {failure.error}")
+    if comparison.npu:
+        from wbmm_mobile.npu.report import SUMMARY_COLUMNS, summary_cells
+
+        lines += ["", f"NPU placement (from {comparison.npu_source}):"]
+        table = [list(SUMMARY_COLUMNS)] + [summary_cells(r) for r in comparison.npu]
+        widths = [max(len(line[i]) for line in table) for i in range(len(SUMMARY_COLUMNS))]
+        for line in table:
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -292,10 +354,11 @@ def markdown_report(comparison: Comparison, relative_to: Path | None = None) -> 
     for serial in sorted({r.serial for r in comparison.rows}):
         rows = [r for r in comparison.rows if r.serial == serial]
         out += [f"## {serial}: {rows[0].device}", ""]
-        out.append("| " + " | ".join(TABLE_COLUMNS) + " |")
-        out.append("|" + "---|" * len(TABLE_COLUMNS))
-        for row in rows:
-            out.append("| " + " | ".join(c.replace("|", "/") for c in _cells(row)) + " |")
+        columns, cells = _columns_and_cells(comparison, rows)
+        out.append("| " + " | ".join(columns) + " |")
+        out.append("|" + "---|" * len(columns))
+        for line in cells:
+            out.append("| " + " | ".join(c.replace("|", "/") for c in line) + " |")
         out.append("")
         for plot in comparison.plots:
             name = Path(plot).name
@@ -307,6 +370,10 @@ def markdown_report(comparison: Comparison, relative_to: Path | None = None) -> 
             out.append("Throttled runs (thermal status rose or reached moderate): "
                        + ", ".join(f"{r.model} {r.config} {r.threads}t" for r in throttled) + ".")
             out.append("")
+    if comparison.npu:
+        from wbmm_mobile.npu.report import markdown
+
+        out.append(markdown(comparison.npu))
     if comparison.failed:
         out += ["## Failed runs", ""]
         out += [f"- {f.serial} {f.model} {f.config} {f.threads}t: {f.error}" for f in comparison.failed]

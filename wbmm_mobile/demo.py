@@ -12,8 +12,10 @@ model with the ``custom`` lowering when the C++ delegate is built; profile all o
 (``android_harness.profile.profile_phone_or_here``: a connected phone when there is one
 and a benchmark_model for it, else the loopback ADB device running ``wbmm-mobile-benchmark``
 on this computer) under cpu, xnnpack and, with the delegate, wbmm (``claim_depthwise:1``, so
-the delegate also takes the twin's 13x13 convs); compare (``wbmm_mobile.compare``: table,
-PNG, report.md). File names make ``compare`` pair each WBMM file with its twin:
+the delegate also takes the twin's 13x13 convs); with the ``npu`` extra installed, place
+them on the NPU targets (``wbmm_mobile.npu.check_models``, written as ``npu_check.json`` in the
+run folder); compare (``wbmm_mobile.compare``: table, PNG, report.md, with the NPU placement
+next to the latencies when there is one). File names make ``compare`` pair each WBMM file with its twin:
 ``demo_large_dw`` (twin), ``demo_large_dw_wbmm`` (bmm), ``demo_large_dw_wbmm_custom``.
 
 Each run writes into a fresh ``<out>/runs/<UTC time>/`` (a loopback device has a new serial
@@ -167,7 +169,7 @@ def _problems(report) -> list[str]:
 def run_demo(out_dir: str | Path = "results/demo", *, input_size: int = 224, runs: int = 30, warmup: int = 5,
              threads: int = 1, seed: int = 0, benchmark_binary: str | None = None, devices: Sequence[str] = (),
              adb_server: str | None = None, delegate_lib: str | None = None, power: bool = False,
-             log: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
+             log: Callable[[str], None] = print, progress: bool = True, npu_check: bool = True) -> DemoResult:
     """Convert, profile (phone or loopback), compare; write demo.json and demo.md next to the
     profile records. Failed or missing runs do not raise: they are in ``DemoResult.problems``."""
     from android_harness.profile import attached_phones, profile_phone_or_here
@@ -210,6 +212,8 @@ def run_demo(out_dir: str | Path = "results/demo", *, input_size: int = 224, run
     if loopback:
         log(f"   loopback numbers are THIS COMPUTER's ({platform.machine()} CPU, ai-edge-litert), not a phone's")
 
+    if npu_check:
+        _place_on_npus(models, run_dir, log, notes, progress)
     log("3/3 comparing")
     comparison = compare(run_dir, out_dir=run_dir)
     result = DemoResult(models=models, where=where, loopback=loopback, configs=configs, run_dir=str(run_dir),
@@ -224,6 +228,25 @@ def run_demo(out_dir: str | Path = "results/demo", *, input_size: int = 224, run
     result.markdown_path = str(_write_markdown(result, run_dir / "demo.md", input_size, runs, warmup, threads))
     _point_latest(out, run_dir)
     return result
+
+
+def _place_on_npus(models: list[DemoModel], run_dir: Path, log: Callable[[str], None], notes: list[str],
+                   progress: bool) -> None:
+    """npu-check of every demo model into ``run_dir/npu_check.json`` (compare finds it there);
+    without the npu extra, a note says so and the demo goes on."""
+    from wbmm_mobile import npu
+    from wbmm_mobile.compare import NPU_CHECK_FILE
+    from wbmm_mobile.errors import NpuExtraMissingError, NpuSetupError
+
+    targets = npu.default_targets()
+    log(f"   placing the models on NPU targets ({', '.join(str(t) for t in targets)})")
+    try:
+        records = npu.check_models([m.path for m in models], targets, progress=progress)
+    except (NpuExtraMissingError, NpuSetupError) as exc:
+        notes.append(f"no NPU placement: {exc}")
+        log(f"   {notes[-1]}")
+        return
+    npu.write_json(records, run_dir / NPU_CHECK_FILE)
 
 
 def _point_latest(out: Path, run_dir: Path) -> None:
@@ -258,6 +281,10 @@ def _write_markdown(demo: DemoResult, path: Path, input_size: int, runs: int, wa
         text += [f"Full table and plot: [{Path(demo.comparison.report).name}]({Path(demo.comparison.report).name})", ""]
     for plot in demo.comparison.plots:
         text += [f"![{Path(plot).name}]({Path(plot).name})", ""]
+    if demo.comparison.npu:
+        from wbmm_mobile.npu.report import markdown
+
+        text.append(markdown(demo.comparison.npu, title="Where the models would run on NPUs"))
     if demo.problems:
         text += ["Problems:", ""] + [f"- {p}" for p in demo.problems] + [""]
     text += [f"- {n}" for n in demo.notes]

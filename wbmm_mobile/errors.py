@@ -35,7 +35,10 @@ __all__ = [
     "BenchmarkFailedError",
     "BenchmarkFlagsIgnoredError",
     "ResultsFileError",
+    "StrategyTableError",
     "PowerMeasurementError",
+    "NpuExtraMissingError",
+    "NpuSetupError",
 ]
 
 
@@ -61,6 +64,10 @@ class UnsupportedLayerError(WbmmError, ValueError):
 
 class UnsupportedModelError(WbmmError, ValueError):
     """A model-level property the tool cannot handle (dynamic shapes, dtype, ...)."""
+
+
+class IncompatibleOptionsError(WbmmError, ValueError):
+    """Options that contradict each other or the target (e.g. float islands for an integer-only NPU)."""
 
 
 class ConversionError(WbmmError, RuntimeError):
@@ -146,3 +153,16 @@ class ResultsFileError(WbmmError, ValueError):
 
 class PowerMeasurementError(WbmmError, RuntimeError):
     """Battery/rail readings that cannot give an energy figure (charging, unreadable, too few samples)."""
+
+
+class StrategyTableError(WbmmError, ValueError):
+    """A strategy table that cannot be used: unreadable, another format or version, or measured on
+    another device, target or thread count than asked (the message says which)."""
+
+
+class NpuExtraMissingError(WbmmError, ImportError):
+    """An NPU check needs the optional ``npu`` extra (its compilers), which is not installed."""
+
+
+class NpuSetupError(WbmmError, RuntimeError):
+    """The NPU compilers are installed but cannot be made to run here (no C compiler, a library missing)."""

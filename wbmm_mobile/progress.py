@@ -20,6 +20,7 @@ class ProgressBar:
     def __init__(self, show: bool, total: int, description: str = "working", *,
                  callback: Callable[[int, int, str | None], None] | None = None, transient: bool = True):
         self.total, self.done = total, 0
+        self._stages = 0
         self.callback = callback
         self._lock = threading.Lock()
         self._bar = None
@@ -48,6 +49,19 @@ class ProgressBar:
                                  **({"description": label[:60]} if label else {}))
             if self.callback is not None:
                 self.callback(self.done, self.total, label)
+
+    def stage(self, description: str, total: int) -> None:
+        """Start the next stage of the work (building, then timing...) as a new line of the bar; the
+        previous line is shown complete."""
+        with self._lock:
+            if self._bar is not None:
+                if self._stages or self.done:
+                    self._bar.update(self._task, completed=max(self.total, self.done, 1))
+                    self._task = self._bar.add_task(description, total=max(total, 1))
+                else:   # the first stage takes over the bar's first line
+                    self._bar.update(self._task, description=description, total=max(total, 1), completed=0)
+            self._stages += 1
+            self.total, self.done = total, 0
 
     def describe(self, text: str) -> None:
         with self._lock:

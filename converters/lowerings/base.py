@@ -85,6 +85,9 @@ class Lowering:
     summary = ""
     needs_delegate = False
     edits_flatbuffer = False          # True when finalize() must run on the converted file
+    # int8 keeps the identity shortcut out of the table (``WbmmParams.shortcut_scale``) unless
+    # the lowering's int8 form wants it folded (custom: one per-channel scale per table).
+    folds_shortcut_at_int8 = False
 
     def check(self, params: WbmmParams, precision: str) -> str | None:
         """``None`` when this lowering can deploy ``params`` at ``precision``, else the reason."""
@@ -93,8 +96,9 @@ class Lowering:
             return "spatial size unknown at conversion time (the lowering needs static H and W)"
         return None
 
-    def deploy_layer(self, params: WbmmParams):
-        """The Keras layer traced in the WBMM layer's place: ``emit`` under the layer's marker."""
+    def deploy_layer(self, params: WbmmParams, precision: str = "float32"):
+        """The Keras layer traced in the WBMM layer's place: ``emit`` under the layer's marker
+        (``precision`` is the conversion's, for lowerings whose traced ops depend on it)."""
         return deployed_layer(params, self.emit)
 
     def emit(self, x, params: WbmmParams):

@@ -14,6 +14,29 @@ import numpy as np
 from converters.lowerings.base import Lowering, WbmmParams
 
 
+def to_windows(x, window: tuple[int, int]):
+    """(windows, restore): ``x`` (B, H, W, C) zero-padded bottom/right to whole windows and cut
+    into its windows stacked on the batch axis, (B*nh*nw, wh, ww, C), rank <= 4 all the way;
+    ``restore`` puts such a tensor back to (B, H, W, C)."""
+    import tensorflow as tf
+
+    wh, ww = window
+    _, height, width, channels = x.shape
+    pad_h, pad_w = (-height) % wh, (-width) % ww
+    tiles_w = (width + pad_w) // ww
+    if pad_h or pad_w:
+        x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+    t = tf.transpose(tf.reshape(x, (-1, wh, tiles_w, ww * channels)), (0, 2, 1, 3))
+    windows = tf.reshape(t, (-1, wh, ww, channels))
+
+    def restore(y):
+        t = tf.transpose(tf.reshape(y, (-1, tiles_w, wh, ww * channels)), (0, 2, 1, 3))
+        t = tf.reshape(t, (-1, height + pad_h, width + pad_w, channels))
+        return t[:, :height, :width, :] if pad_h or pad_w else t
+
+    return windows, restore
+
+
 def window_matmul(x, matrices, window: tuple[int, int], bias=None, shortcut_scale=None):
     """TensorFlow ops of the lowering; ``matrices`` is (C, d, d) (a constant or a tensor)."""
     import tensorflow as tf

@@ -9,8 +9,20 @@ shortcut is already in the table's centre). Whatever the converter folded into t
 (a following per-channel scale or shift) stays valid, because WBMM is linear in (table, bias);
 a fused activation becomes its own RELU/RELU6 op after the custom op.
 
-The stock interpreter cannot run the result: it needs the delegate (``delegates``). int8 is
-refused (the op reads float tables).
+The stock interpreter cannot run the result: it needs the delegate (``delegates``).
+
+int8 (``--precision int8``): the placeholder is WBMM itself in builtin ops, so that the
+converter's calibration sees WBMM's own values: the map, zero-padded bottom/right to whole
+windows, is cut into its windows stacked on the batch axis (RESHAPE/TRANSPOSE, rank <= 4), a
+'same' depthwise conv with the table as kernel runs on each window (zero padding at the window
+border is exactly WBMM's), and the windows are put back and cropped. The TFLite converter
+quantises it at full integer as it quantises any depthwise conv: the table (identity shortcut
+already in its centre tap) per channel symmetric (scale max|table_c| / 127, zero point 0,
+quantized_dimension 3), the bias int32 at input_scale * filter_scale[c], the input and output
+scales from calibration (pad, reshape, transpose and slice keep their input's scale, so the
+chain's ends carry the conv's). ``finalize`` keeps those int8 tensors and replaces the whole
+chain by the int8 ``WBMM`` op from the chain's input to its output (shortcut flag 0;
+``converters/custom_ops.py`` describes the int8 form).
 """
 
 from __future__ import annotations
@@ -18,8 +30,9 @@ from __future__ import annotations
 import numpy as np
 
 from converters.custom_ops import WBMM_OP, WbmmOptions
-from converters.lowerings.base import (Lowering, WbmmParams, add_constant, add_tensor_like, consumers, has_marker,
-                                       opcode_index, producers)
+from converters.lowerings.base import (Lowering, WbmmParams, add_constant, add_tensor_like, consumers,
+                                       deployed_layer, has_marker, opcode_index, producers)
+from converters.lowerings.bmm import to_windows
 from wbmm_mobile.errors import ConversionError
 
 
@@ -29,10 +42,11 @@ class CustomLowering(Lowering):
     edits_flatbuffer = True
     needs_delegate = True
 
-    def check(self, params: WbmmParams, precision: str) -> str | None:
-        if precision == "int8":
-            return "the WBMM custom op reads float32/float16 tables; int8 needs --lowering bmm or gather"
-        return super().check(params, precision)
+    # int8: the identity shortcut goes into the table's centre tap before the table is quantised.
+    folds_shortcut_at_int8 = True
+
+    def deploy_layer(self, params: WbmmParams, precision: str = "float32"):
+        return deployed_layer(params, self.emit_windowed if precision == "int8" else self.emit)
 
     def emit(self, x, p: WbmmParams):
         """A 'same' depthwise conv with the deploy table as kernel: only a marker that
@@ -44,6 +58,12 @@ class CustomLowering(Lowering):
         if p.bias is not None:
             y = y + tf.constant(p.bias.astype(np.float32))
         return y
+
+    def emit_windowed(self, x, p: WbmmParams):
+        """WBMM in builtin ops (the int8 placeholder): the same conv on each window, windows on
+        the batch axis, so that calibration sees WBMM's values."""
+        windows, restore = to_windows(x, p.window)
+        return restore(self.emit(windows, p))
 
     def finalize(self, model, layers: list[WbmmParams]) -> list[str]:
         from ai_edge_litert import schema_py_generated as schema
@@ -83,7 +103,10 @@ class CustomLowering(Lowering):
                     bias = tflite_io.constant_value(model, 0, source)
                 if bias is None:
                     raise ConversionError(f"layer {params.name!r}: the placeholder's bias is not a constant")
-                if not np.any(bias) and params.bias is None:
+                integer = subgraph.tensors[int(conv.inputs[0])].type == schema.TensorType.INT8
+                if integer:
+                    pass                                              # int8: the converter's int32 bias as it is
+                elif not np.any(bias) and params.bias is None:
                     bias_index = -1                                   # the converter's zero bias: drop it
                 elif subgraph.tensors[bias_index].type != schema.TensorType.FLOAT32 or bias_index in written_by:
                     bias_index = add_constant(model, subgraph, bias.astype(np.float32), f"{params.marker}/bias",
@@ -93,12 +116,15 @@ class CustomLowering(Lowering):
             op.opcodeIndex = custom_code
             op.customOptions = list(WbmmOptions(params.window[0], params.window[1], shortcut=False).pack())
             op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS   # the schema's only value
-            op.inputs = [int(conv.inputs[0]), filter_index, bias_index]
-            output = int(conv.outputs[0])
+            # int8: the placeholder is a chain (windows in, conv, windows out); the op spans it.
+            map_shape = [int(v) for v in params.input_shape[1:]]
+            source, before_conv = _chain_end(model, subgraph, int(conv.inputs[0]), map_shape, backwards=True)
+            output, after_conv = _chain_end(model, subgraph, int(conv.outputs[0]), map_shape, backwards=False)
+            op.inputs = [source, filter_index, bias_index]
             activation = int(options.fusedActivationFunction)
             if activation == schema.ActivationFunctionType.NONE:
                 op.outputs = [output]
-                subgraph.operators[at] = op
+                replacement = [op]
             elif activation in activations:
                 before = add_tensor_like(subgraph, subgraph.tensors[output], subgraph.tensors[output].shape,
                                          f"{params.marker}/before_activation")
@@ -106,13 +132,49 @@ class CustomLowering(Lowering):
                 act = schema.OperatorT()
                 act.opcodeIndex = opcode_index(model, activations[activation])
                 act.inputs, act.outputs = [before], [output]
-                subgraph.operators[at:at + 1] = [op, act]
+                replacement = [op, act]
             else:
                 raise ConversionError(f"layer {params.name!r}: the converter fused activation {activation} "
                                       "into it, which the custom lowering does not split off")
+            # The op goes where the chain's last op was: its input exists by then, its readers come later.
+            chain = sorted(before_conv + [at] + after_conv)
+            subgraph.operators[chain[-1]:chain[-1] + 1] = replacement
+            for index in reversed(chain[:-1]):
+                del subgraph.operators[index]
             notes.append(f"{params.name}: CUSTOM {WBMM_OP} (table {kh}x{kw}x{params.channels})")
         _drop_dead_dequantize(model, subgraph)
         return notes
+
+
+# Ops that only move or crop values (and keep their input's quantisation): the window chain.
+_LAYOUT_OPS = ("PAD", "PADV2", "RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "SLICE")
+
+
+def _chain_end(model, subgraph, tensor: int, map_shape: list[int], backwards: bool) -> tuple[int, list[int]]:
+    """Follow the layout ops of the window chain from ``tensor`` (the conv's input or output) to the
+    first tensor of the layer's (H, W, C) ``map_shape``: backwards to the tensor the chain reads,
+    forwards to the one it writes. Returns (that tensor, the indices of the ops passed). Every
+    tensor inside the chain has another shape, so the walk never leaves the layer; the float
+    placeholder (no chain) stops at once. When the map is one window and needs no padding the
+    windows already have the map's shape: the walk stops there and the chain's identity
+    reshapes stay, harmless."""
+    from converters import tflite_io
+
+    passed = []
+    while [int(s) for s in subgraph.tensors[tensor].shape[1:]] != map_shape:
+        if backwards:
+            at = producers(subgraph).get(tensor)
+            candidates = [] if at is None else [at]
+        else:
+            candidates = consumers(subgraph).get(tensor, [])
+        if len(candidates) != 1 or tflite_io.opcode_name(
+                model, subgraph.operators[candidates[0]].opcodeIndex) not in _LAYOUT_OPS:
+            raise ConversionError(f"the window chain around the WBMM placeholder is not the expected layout ops "
+                                  f"(at tensor {tflite_io.tensor_name(subgraph.tensors[tensor])!r})")
+        passed.append(candidates[0])
+        op = subgraph.operators[candidates[0]]
+        tensor = int(op.inputs[0]) if backwards else int(op.outputs[0])
+    return tensor, passed
 
 
 def _drop_dead_dequantize(model, subgraph) -> None:

@@ -7,16 +7,19 @@ numbers, bias, padding, activation, precision); ``check_common`` returns the rea
 layer must be left alone, or None. Strategy-specific reasons (a halo matrix too
 large, an even kernel in windowed mode) live in the strategy's own file.
 
-Precision handling, shared by all strategies through :func:`emit_in_float`:
-float16 weights behind DEQUANTIZE are read as the exact float16 values and written
-back as float16 (behind DEQUANTIZE); int8 layers run their replacement in float
-between a DEQUANTIZE of the input and a QUANTIZE into the original int8 output, so
-the model's quantisation parameters are kept and the output is the exact real-valued
-conv rounded once (within one quantisation step of the int8 kernel).
+Precision handling: float16 weights behind DEQUANTIZE are read as the exact float16
+values and written back as float16 (behind DEQUANTIZE). Integer layers (int8, and int16
+activations with int8 weights, TFLite's 16x8 scheme) keep their own integer tensors:
+the rewrites that have an integer form (``builtin_kernel``, ``custom``) reuse the layer's
+int8 filter, int32/int64 bias and quantisation unchanged (:func:`integer_filter`); the
+others run their replacement in float between a DEQUANTIZE of the input and a QUANTIZE
+into the original output (:func:`emit_in_float`, a *float island*), which only
+``--allow-float-islands`` permits (``converters/rewrite.py`` decides).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -27,6 +30,13 @@ from converters import tflite_io
 from converters.rewrites._graph import Activation, GraphEditor, Tensor
 
 SUPPORTED_ACTIVATIONS = {Activation.NONE: "none", Activation.RELU: "relu", Activation.RELU6: "relu6"}
+INTEGER_PRECISIONS = ("int8", "int16")
+# Why the rewrites that sum several convs (split, dilated) have no integer form.
+SUM_OF_REQUANTISED_CONVS = (
+    "a sum of separately computed int8 convs cannot be exact: each TFLite int8 conv requantises its partial "
+    "sum to int8 (rounding by up to half a step, and clipping) and the int8 ADD requantises again, so the "
+    "result drifts from the single conv's one rounding of its int32 sum; no builtin op adds int32 partial "
+    "sums before one requantisation")
 
 
 @dataclass
@@ -42,7 +52,7 @@ class DepthwiseLayer:
     bias: np.ndarray | None            # (C,) float64 real values
     padding: int                       # schema.Padding.SAME / VALID
     activation: int
-    precision: str                     # "float32", "float16" (weights), "int8", or a type name
+    precision: str                     # "float32", "float16" (weights), "int8", "int16", or a type name
     stride: tuple[int, int]
     dilation: tuple[int, int]
     depth_multiplier: int
@@ -50,6 +60,9 @@ class DepthwiseLayer:
     dynamic_spatial: bool
     output_quantization: schema.QuantizationParametersT | None = None
     notes: list[str] = field(default_factory=list)
+    filter_index: int = -1             # the op's filter tensor (int8 per-channel for integer layers)
+    bias_index: int = -1               # the op's bias tensor, -1 when absent
+    filter_quantization: schema.QuantizationParametersT | None = None
 
     @property
     def padding_name(self) -> str:
@@ -62,6 +75,16 @@ class DepthwiseLayer:
     @property
     def weights_float16(self) -> bool:
         return self.precision == "float16"
+
+    @property
+    def integer(self) -> bool:
+        """int8 or int16 activations: the layer computes in integers and should stay so."""
+        return self.precision in INTEGER_PRECISIONS
+
+    @property
+    def grouped(self) -> bool:
+        """A CONV_2D with one group per channel (filter (C, kh, kw, 1)) rather than DEPTHWISE_CONV_2D."""
+        return self.op == "CONV_2D"
 
 
 def _producer(graph: schema.SubGraphT, tensor_index: int) -> schema.OperatorT | None:
@@ -130,6 +153,8 @@ def match(model: schema.ModelT, g: int, op_index: int) -> DepthwiseLayer | None:
 
     if x_t.type == schema.TensorType.INT8:
         precision = "int8"
+    elif x_t.type == schema.TensorType.INT16:
+        precision = "int16"
     elif x_t.type == schema.TensorType.FLOAT32:
         precision = "float16" if behind_dequantize else "float32"
     else:
@@ -140,7 +165,7 @@ def match(model: schema.ModelT, g: int, op_index: int) -> DepthwiseLayer | None:
     if raw is not None and len(w_shape) == 4:
         # (kh, kw, C) whatever the op: depthwise filters are (1, kh, kw, C), grouped conv (C, kh, kw, 1).
         taps = raw[:, :, :, 0].transpose(1, 2, 0) if grouped else raw[0]
-        if precision == "int8" and w_t.type == schema.TensorType.INT8:
+        if precision in INTEGER_PRECISIONS and w_t.type == schema.TensorType.INT8:
             w_scale = _per_channel_scales(w_t, w_shape[channel_axis])
             zero = np.asarray(w_t.quantization.zeroPoint if w_t.quantization.zeroPoint is not None else [0])
             kernel = (taps.astype(np.float64) - np.broadcast_to(zero, (w_shape[channel_axis],))) * w_scale
@@ -166,7 +191,8 @@ def match(model: schema.ModelT, g: int, op_index: int) -> DepthwiseLayer | None:
         op=op_name,
         dynamic_batch=bool(signature and signature[0] == -1),
         dynamic_spatial=any(s == -1 for s in signature[1:]),
-        output_quantization=out_t.quantization)
+        output_quantization=out_t.quantization,
+        filter_index=inputs[1], bias_index=bias_index, filter_quantization=w_t.quantization)
 
 
 def check_common(layer: DepthwiseLayer, min_kernel: int) -> str | None:
@@ -182,7 +208,7 @@ def check_common(layer: DepthwiseLayer, min_kernel: int) -> str | None:
         return f"depth multiplier {layer.depth_multiplier} (only 1 is rewritten)"
     if layer.dynamic_spatial or len(layer.x.shape) != 4:
         return "dynamic shape (height, width or channels unknown before run time)"
-    if layer.precision not in ("float32", "float16", "int8"):
+    if layer.precision not in ("float32", "float16") + INTEGER_PRECISIONS:
         return f"unsupported type {layer.precision}"
     if layer.kernel is None:
         return "unsupported type: the filter is not a constant of a supported type"
@@ -198,15 +224,46 @@ def schema_activation_name(value: int) -> str:
 
 def emit_in_float(editor: GraphEditor, layer: DepthwiseLayer,
                   body: Callable[[GraphEditor, Tensor, Tensor], None]) -> None:
-    """Run ``body(editor, x_float, out_float)``; for int8 layers wrap it in DEQUANTIZE/QUANTIZE
-    so the original int8 input and output tensors (and their parameters) stay as they were."""
-    if layer.precision != "int8":
+    """Run ``body(editor, x_float, out_float)``; for integer layers wrap it in DEQUANTIZE/QUANTIZE
+    (a float island) so the original integer input and output tensors (and their parameters)
+    stay as they were."""
+    if not layer.integer:
         body(editor, layer.x, layer.out)
         return
     x_float = editor.dequantize(layer.x, f"{layer.name}/wbmm/dequantized_input")
     out_float = editor.tensor(f"{layer.name}/wbmm/float_output", layer.out.shape)
     body(editor, x_float, out_float)
     editor.quantize(out_float, layer.out)
+
+
+def per_channel_symmetric(layer: DepthwiseLayer) -> bool:
+    """The int8 filter has one scale per channel, on the channel axis, and zero points 0: the
+    weight quantisation of TFLite's int8 spec (and of the WBMM ops' int8 form)."""
+    q = layer.filter_quantization
+    if q is None or q.scale is None or len(q.scale) != layer.channels:
+        return False
+    zero = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0])
+    return not np.any(zero) and int(q.quantizedDimension) == (0 if layer.grouped else 3)
+
+
+def integer_filter(editor: GraphEditor, layer: DepthwiseLayer, name: str) -> Tensor:
+    """The layer's own int8 per-channel filter in the depthwise layout (1, kh, kw, C).
+
+    A DEPTHWISE_CONV_2D's filter is reused as it is. A grouped CONV_2D stores (C, kh, kw, 1)
+    with the channel on axis 0: the same int8 numbers are written transposed, with the same
+    scales and zero points on quantized_dimension 3, so every product is unchanged.
+    """
+    graph = editor.graph
+    source = graph.tensors[layer.filter_index]
+    kh, kw = layer.kernel_size
+    if not layer.grouped:
+        return Tensor(layer.filter_index, (1, kh, kw, layer.channels))
+    raw = tflite_io.constant_value(editor.model, layer.subgraph, layer.filter_index)
+    stored = editor.constant(name, np.ascontiguousarray(raw[:, :, :, 0].transpose(1, 2, 0)[None]))
+    quantization = copy.deepcopy(source.quantization)
+    quantization.quantizedDimension = 3
+    graph.tensors[stored.index].quantization = quantization
+    return stored
 
 
 def float32_kernel(layer: DepthwiseLayer) -> np.ndarray:

@@ -251,6 +251,29 @@ class GraphEditor:
         return out
 
 
+def quantization(scale, zero_point=0, dimension: int = 0) -> schema.QuantizationParametersT:
+    """TFLite quantisation parameters: one (scale, zero point) per tensor, or per channel of ``dimension``."""
+    q = schema.QuantizationParametersT()
+    q.scale = np.atleast_1d(np.asarray(scale, np.float32))
+    q.zeroPoint = np.broadcast_to(np.atleast_1d(np.asarray(zero_point, np.int64)), q.scale.shape).copy()
+    q.quantizedDimension = dimension
+    return q
+
+
+def new_model(description: str) -> GraphEditor:
+    """An editor on a fresh one-subgraph model (buffer 0 empty, no ops yet): for building small
+    test and timing models from scratch. Set ``graph.operators``/``inputs``/``outputs`` after."""
+    model = schema.ModelT()
+    model.version = 3
+    model.description = description.encode()
+    model.buffers = [schema.BufferT()]
+    model.operatorCodes = []
+    graph = schema.SubGraphT()
+    graph.tensors, graph.operators = [], []
+    model.subgraphs = [graph]
+    return GraphEditor(model, 0)
+
+
 def _index(t: Tensor | int | None) -> int:
     if t is None:
         return -1

@@ -24,11 +24,14 @@ import itertools
 
 from ai_edge_litert import schema_py_generated as schema
 
-from converters.rewrites._depthwise import (DepthwiseLayer, DepthwiseTerm, effective_kernel, emit_depthwise_sum,
-                                           emit_in_float)
+from converters.rewrites._depthwise import (SUM_OF_REQUANTISED_CONVS, DepthwiseLayer, DepthwiseTerm, effective_kernel,
+                                           emit_depthwise_sum, emit_in_float)
 from converters.rewrites._graph import GraphEditor, Tensor
 
 NAME = "dilated"
+# Why an integer layer gets this rewrite only as a float island (DEQUANTIZE -> float32 ->
+# QUANTIZE), which converters/rewrite.py allows only with allow_float_islands.
+NO_INTEGER_FORM = SUM_OF_REQUANTISED_CONVS
 MAX_TAPS = 25   # XNNPACK's fast depthwise kernels cover up to 25 taps
 
 # One axis cut: (first index, dilation) of each class. The whole axis, or its two parities.

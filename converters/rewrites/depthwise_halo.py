@@ -21,6 +21,10 @@ from converters.rewrites._graph import GraphEditor, Tensor
 from converters.rewrites._tiled import emit_tiled_matmul, matrix_bytes, toeplitz_matrices
 
 NAME = "halo"
+# Why an integer layer gets this rewrite only as a float island (DEQUANTIZE -> float32 ->
+# QUANTIZE), which converters/rewrite.py allows only with allow_float_islands.
+NO_INTEGER_FORM = ("TFLite's int8 BATCH_MATMUL requantises with one per-tensor scale for the whole Toeplitz matrix, "
+                   'where the conv has one scale per channel, so it cannot equal the int8 conv')
 MAX_MATRIX_BYTES = 64 * 2**20
 TILE_CANDIDATES = (8, 7, 6, 5, 4)
 

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from ai_edge_litert import schema_py_generated as schema
 
-from converters.rewrites._depthwise import (DepthwiseLayer, DepthwiseTerm, effective_kernel, emit_depthwise_sum,
-                                           emit_in_float)
+from converters.rewrites._depthwise import (SUM_OF_REQUANTISED_CONVS, DepthwiseLayer, DepthwiseTerm, effective_kernel,
+                                           emit_depthwise_sum, emit_in_float)
 from converters.rewrites._graph import GraphEditor, Tensor
 
 NAME = "split"
+# Why an integer layer gets this rewrite only as a float island (DEQUANTIZE -> float32 ->
+# QUANTIZE), which converters/rewrite.py allows only with allow_float_islands.
+NO_INTEGER_FORM = SUM_OF_REQUANTISED_CONVS
 MAX_PIECE = 5
 MAX_TAPS = MAX_PIECE * MAX_PIECE   # XNNPACK's fast depthwise kernels cover up to 25 taps
 

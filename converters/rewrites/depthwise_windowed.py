@@ -23,6 +23,10 @@ from converters.rewrites._tiled import emit_tiled_matmul
 from wbmm_mobile import core
 
 NAME = "windowed"
+# Why an integer layer gets this rewrite only as a float island (DEQUANTIZE -> float32 ->
+# QUANTIZE), which converters/rewrite.py allows only with allow_float_islands.
+NO_INTEGER_FORM = ('the builtin form is a BATCH_MATMUL with one per-tensor weight scale; the int8 WBMM custom op comes '
+                   'from `convert --precision int8 --lowering custom`')
 
 
 def window_of(layer: DepthwiseLayer) -> tuple[int, int]:

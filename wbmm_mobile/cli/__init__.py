@@ -24,6 +24,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "wbmm_mobile.cli.demo", "the main job on a built-in example: convert, profile over ADB (phone or loopback), compare"),
     ("rewrite", "wbmm_mobile.cli.rewrite", "rewrite large depthwise convolutions of a .tflite (exact or windowed)"),
     ("profile", "wbmm_mobile.cli.profile", "profile .tflite models on Android devices per delegate config"),
+    ("tune", "wbmm_mobile.cli.tune", "time each rewrite of a model's large depthwise layers on a device: a strategy table"),
+    ("npu-check", "wbmm_mobile.cli.npu_check", "which ops of a .tflite run on Qualcomm's HTP and Arm's Ethos-U (npu extra)"),
     ("compare", "wbmm_mobile.cli.compare", "tables, plots and a markdown report from profile results"),
     ("kernel-bench", "wbmm_mobile.cli.kernel_bench", "time the delegate's kernels alone on an Android device (1 and N threads)"),
     ("devices", "wbmm_mobile.cli.devices", "list Android devices: model, SoC, ABI, Android version, battery, thermal"),

@@ -20,6 +20,8 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (errors.DeviceError, 2, "device error"),
     (errors.DelegateError, 1, "delegate error"),
     (errors.BenchmarkError, 1, "benchmark failed"),
+    (errors.NpuExtraMissingError, 2, "npu extra not installed"),
+    (errors.NpuSetupError, 2, "npu setup"),
     (errors.ModelNotFoundError, 2, "not found"),
     (FileNotFoundError, 2, "not found"),
     (errors.WbmmError, 2, "error"),

@@ -13,6 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="results folder written by `wbmm-mobile profile --out` (or its runs.jsonl)")
     parser.add_argument("--out", default=None,
                         help="where to write the PNG plots and report.md (default: the results folder)")
+    parser.add_argument("--npu-check", metavar="JSON", default=None,
+                        help="NPU placement records (`wbmm-mobile npu-check --json`) to show next to the latencies "
+                             "(default: npu_check.json in the results folder, if there is one)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (default: write them)")
     add_json_argument(parser, "the comparison (rows, failed runs, sweeps, files written)")
 
@@ -22,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     from wbmm_mobile.compare import compare, format_table
 
-    comparison = compare(args.results, out_dir=args.out, plots=not args.no_plots)
+    comparison = compare(args.results, out_dir=args.out, plots=not args.no_plots, npu_check=args.npu_check)
     out = sys.stderr if json_to_stdout(args) else sys.stdout   # `--json -`: stdout holds the JSON alone
     print(format_table(comparison), end="", file=out)
     for plot in comparison.plots:

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how WBMM layers become TFLite ops: bmm (reshape/transpose + BATCH_MATMUL with a "
                              "constant dense M: fastest with XNNPACK, largest file), gather (compact table in "
                              "the file, M gathered at run time), custom (one WBMM custom op per layer, needs the "
-                             "wbmm delegate) (default: bmm)")
+                             "wbmm delegate; with --precision int8 the op's int8 form, every tensor int8/int32) "
+                             "(default: bmm)")
     parser.add_argument("--representative-data", metavar="NPY", default=None,
                         help="int8 calibration inputs: a .npy of shape (N, H, W, C); without it, seeded random "
                              "inputs are used and a warning is printed (default: none)")
@@ -36,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fold-batchnorm", dest="fold_batchnorm", action="store_false",
                         help="keep a BatchNormalization that follows a WBMM layer as its own ops "
                              "(default: fold it into the table and bias, which is exact)")
+    from converters.strategy import TARGETS      # numpy-only: --help stays fast
+    from wbmm_mobile.cli._arguments import backend_name
+
+    parser.add_argument("--target", type=backend_name(TARGETS, "target"), default="xnnpack", metavar="|".join(TARGETS),
+                        help="the backend the model is for (names of `rewrite --target`; default: xnnpack). Steers "
+                             "the rewriter; qualcomm-htp and ethos-u (npu extra) also compile the result and refuse a "
+                             "lowering whose ops do not all run on the NPU (custom never does; gather's GATHER stays "
+                             "on the Ethos-U's CPU)")
     parser.add_argument("--min-kernel", type=int, default=7, metavar="K",
                         help="models without WBMM layers: rewrite depthwise convs with kernel >= K (default: 7)")
     add_json_argument(parser, "the conversion report (the same as OUT/report.json)")
@@ -50,10 +59,15 @@ def run(args: argparse.Namespace) -> int:
     with console.status(f"converting {args.model} ({args.precision}, {args.lowering}) and verifying it"):
         report = convert_file(args.model, args.out, precision=args.precision, lowering=args.lowering,
                               representative_data=args.representative_data, seed=args.seed,
-                              fold_batchnorm=args.fold_batchnorm, min_kernel=args.min_kernel)
+                              fold_batchnorm=args.fold_batchnorm, min_kernel=args.min_kernel, target=args.target)
     console.print(conversion_table(report))
     for line in conversion_summary(report):
         console.print(line, highlight=False, markup=False)
+    if report.npu_placement:
+        placed = ", ".join(f"{t} {f['ops_npu']}/{f['ops_total']}" + (f" (Vela {f['estimate_ms']:.3f} ms)"
+                                                                     if f.get("estimate_ms") else "")
+                           for t, f in report.npu_placement.items())
+        console.print(f"NPU placement (checked by compiling): {placed}", highlight=False, markup=False)
     console.print(f"wrote {report.output_path} and {args.out.rstrip('/')}/report.json", highlight=False, markup=False)
     emit_json(report, args, console)
     return 0

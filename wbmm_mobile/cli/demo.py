@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "arm64 phones, build/delegates/ on the loopback device)")
     parser.add_argument("--power", action="store_true",
                         help="also measure energy per inference from the battery (default: off)")
+    parser.add_argument("--no-npu-check", dest="npu_check", action="store_false",
+                        help="skip placing the models on the NPU targets (done by default when the npu extra "
+                             "is installed; the report then shows the placement next to the latencies)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_demo(args.out, input_size=args.input_size, runs=args.runs, warmup=args.warmup, threads=args.threads,
                       seed=args.seed, benchmark_binary=args.benchmark_binary, devices=args.device,
-                      adb_server=args.adb, delegate_lib=args.delegate_lib, power=args.power, log=say)
+                      adb_server=args.adb, delegate_lib=args.delegate_lib, power=args.power, log=say,
+                      npu_check=args.npu_check)
     console.rule("comparison (median, p5, p95 in ms; speedup vs xnnpack on the same model; vs base = vs the twin)")
     say(result.table.rstrip() or "no successful run to compare")
     if result.loopback:

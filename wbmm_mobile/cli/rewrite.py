@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rewrite only kernels with max(kh, kw) >= K (default: 7)")
     parser.add_argument("--target", type=backend_name(TARGETS, "target"), default="xnnpack", metavar="|".join(TARGETS),
                         help="the backend the model is for; decides what `auto` picks and which kernels verify it "
-                             "(default: xnnpack; `builtin` and `delegate` are the old names of cpu and wbmm)")
+                             "(default: xnnpack; `builtin` and `delegate` are the old names of cpu and wbmm). "
+                             "qualcomm-htp and ethos-u (npu extra) compile every candidate with the NPU's own "
+                             "compiler (SM8650 and SM8750; ethos-u55-256) and keep only rewrites whose ops all "
+                             "stay on the NPU; for ethos-u the cheapest by Vela's estimate, often the conv itself; "
+                             "int8 models stay integer")
     parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
                         help="exact rewrite per layer: split (sum of <=5x5 depthwise convs), dilated (sum of "
                              "centred dilated depthwise convs of <=25 taps reading the input itself; 7x7 and 9x9), "
@@ -43,6 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measure", action="store_true",
                         help="with --strategy auto: time the candidates on this machine for each layer shape "
                              "instead of using the shipped measurements (slower)")
+    parser.add_argument("--strategy-table", metavar="TABLE.json", default=None,
+                        help="with --strategy auto: pick from a device's table measured by `wbmm-mobile tune` "
+                             "(nearest measured shape; a table of another device or thread count is refused)")
+    parser.add_argument("--device", metavar="SERIAL", default=None,
+                        help="with --strategy auto: the device the model is for; its table is looked up in "
+                             "~/.cache/wbmm-mobile/tables (where tune keeps a copy), or checked in --strategy-table")
+    parser.add_argument("--threads", type=at_least(1), default=None, metavar="N",
+                        help="the thread count the model will run at: the table's entry for it (default: the "
+                             "table's only one)")
     parser.add_argument("--inputs", metavar="NPZ", default=None,
                         help="extra verification inputs: an .npz with one array per model input (by input name, "
                              "or in order); seeded random inputs are always used too")
@@ -50,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-dynamic-shapes", action="store_true",
                         help="leave RESHAPE targets that the model computes at run time as they are (by default "
                              "they become constants, -1 for the batch, so XNNPACK can take the whole graph)")
+    parser.add_argument("--allow-float-islands", action="store_true",
+                        help="int8/int16 models: also allow the rewrites that have no integer form (split, dilated, "
+                             "halo, windowed), each run in float32 between DEQUANTIZE and QUANTIZE; the model then "
+                             "becomes mixed precision (the report says so, with the size change). Without it "
+                             "integer models stay integer (builtin_kernel, the int8 custom op, or the layer is "
+                             "kept). Refused for integer-only targets (nnapi)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip running the rewritten model against the original (not recommended)")
     add_json_argument(parser, "the report (also when verification fails)", "--report")
@@ -62,9 +81,18 @@ def run(args: argparse.Namespace) -> int:
     from wbmm_mobile.cli._output import emit_json, json_to_stdout, stdout_console
 
     console = stdout_console(args)   # a pipe or CI log gets whole values, not rich's 80 columns
+    table = None
+    if args.strategy_table or args.device or args.threads:
+        from converters.strategy_table import load_for
+        from wbmm_mobile.errors import StrategyTableError
+        if args.measure or args.strategy != "auto":
+            raise StrategyTableError("a strategy table answers --strategy auto only, without --measure")
+        table = load_for(target=args.target, path=args.strategy_table, device=args.device, threads=args.threads)
     options = RewriteOptions(mode=args.mode, strategy=args.strategy, target=args.target, min_kernel=args.min_kernel,
-                             measure=args.measure, verify=not args.no_verify, inputs=args.inputs, seed=args.seed,
-                             progress=sys.stderr.isatty(), static_shapes=not args.keep_dynamic_shapes)
+                             measure=args.measure, strategy_table=table, verify=not args.no_verify,
+                             inputs=args.inputs, seed=args.seed,
+                             progress=sys.stderr.isatty(), static_shapes=not args.keep_dynamic_shapes,
+                             allow_float_islands=args.allow_float_islands)
     # The library draws its own progress bar (on a terminal), so no spinner here.
     to_stdout = json_to_stdout(args)
     result = rewrite_file(args.input, args.output, options, report_path=None if to_stdout else args.json)
@@ -96,8 +124,17 @@ def print_report(report, console) -> None:
                       f"ops removed" + (f"; left: {'; '.join(folding.left)}" if folding.left else ""))
     elif folding is not None and folding.reason:
         console.print(f"run-time shapes: not folded ({folding.reason})")
+    if report.strategy_table:
+        from rich.markup import escape
+        console.print(f"strategy table: {escape(report.strategy_table)}")
+    for note in report.notes:
+        console.print(f"note: {note}")
+    if report.npu_placement is not None:
+        console.print(f"NPU placement: {report.npu_placement.summary}", highlight=False, markup=False)
     if report.verification_note:
         console.print(f"verification: {report.verification_note}")
+    if report.mixed_precision:
+        console.print(f"[bold yellow]precision:[/bold yellow] {report.precision_note}")
     for warning in report.warnings:
-        if warning != report.verification_note:
+        if warning not in (report.verification_note, report.precision_note):
             console.print(f"[bold yellow]warning:[/bold yellow] {warning}")

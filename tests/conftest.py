@@ -28,7 +28,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 #  - at run time in the fast tier: a test (or fixture) that reaches for the built delegate
 #    library or kernel benchmark (delegates.built_file / library_path), or starts an adb
 #    server (tests/_adb_helpers.start_adb_server), is skipped there, with the reason.
-SLOW_SECONDS = 10.0
+SLOW_SECONDS = 5.0
 _SOURCE_SIGNALS = {"toolchain": ("\"cmake\"",), "qemu": ("qemu-aarch64",)}
 _FIXTURE_SIGNALS = {"adb_server": "system"}
 _DURATIONS_KEY = "wbmm/durations"

@@ -49,7 +49,8 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    durations = config.cache.get(_DURATIONS_KEY, {}) if config.cache is not None else {}
+    cache = getattr(config, "cache", None)   # None under -p no:cacheprovider
+    durations = cache.get(_DURATIONS_KEY, {}) if cache is not None else {}
     sources: dict = {}
     for item in items:
         path = item.path
@@ -88,7 +89,7 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session):
-    cache = session.config.cache
+    cache = getattr(session.config, "cache", None)
     if cache is not None and _measured:
         known = cache.get(_DURATIONS_KEY, {})
         known.update(_measured)

@@ -12,7 +12,7 @@ DELEGATE := $(BUILD)/libwbmm_delegate.so
 APT_PACKAGES := adb qemu-user g++-aarch64-linux-gnu clang cmake make g++
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: demo test setup system-deps delegate delegate-arm64 delegate-arm64-test delegate-arm64-clang-test clean help
+.PHONY: demo test test-fast setup system-deps delegate delegate-arm64 delegate-arm64-test delegate-arm64-clang-test clean help
 
 help:
 	@echo "make demo   set up .venv, build the delegate, convert, profile (phone or loopback ADB) and compare the built-in example"
@@ -82,6 +82,11 @@ demo: $(STAMP) delegate
 
 test: $(STAMP) system-deps delegate
 	$(PY) -m pytest -q
+
+# For contributors: the tests that need no C++ build, no qemu and no apt, and are not slow
+# (about a minute on 2 cores). Tests are put in tiers automatically: see tests/conftest.py.
+test-fast: $(STAMP)
+	WBMM_TEST_FAST=1 $(PY) -m pytest -q -m "not (toolchain or qemu or system or slow)"
 
 clean:
 	rm -rf build results .pytest_cache .hypothesis

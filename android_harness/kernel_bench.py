@@ -17,12 +17,13 @@ from typing import Sequence
 
 from android_harness.device import Device
 from android_harness.profile import REMOTE_DIR, check_built_for
+from delegates import KERNEL_BENCH_NAME, built_file
 from wbmm_mobile.errors import BenchmarkFailedError, BenchmarkOutputError, DelegateNotBuiltError
 
 ROOT = Path(__file__).resolve().parent.parent
-# Where `make delegate` and `make delegate-arm64` put the binary, by the ABI it runs on.
-BUILT_BINARIES = {"arm64-v8a": ROOT / "build" / "android-arm64" / "wbmm_kernel_bench",
-                  "x86_64": ROOT / "build" / "delegates" / "wbmm_kernel_bench"}
+# Where `make delegate-arm64` puts the phone build (a checkout only). The host build is
+# delegates.built_file's: the wheel's copy, or `make delegate`'s in a checkout.
+BUILT_BINARIES = {"arm64-v8a": ROOT / "build" / "android-arm64" / "wbmm_kernel_bench"}
 REMOTE_BINARY = f"{REMOTE_DIR}/bin/wbmm_kernel_bench"
 REMOTE_JSON = f"{REMOTE_DIR}/kernel_bench.json"
 
@@ -43,8 +44,14 @@ def _host_abi() -> str:
 
 
 def choose_binary(device_abi: str, given: str | Path | None = None) -> Path:
-    """The benchmark binary for ``device_abi``: ``given``, else this checkout's build for that ABI."""
-    path = Path(given) if given else BUILT_BINARIES.get(device_abi)
+    """The benchmark binary for ``device_abi``: ``given``, else the host build (the wheel's or
+    ``make delegate``'s) for this machine's ABI, else this checkout's ``make delegate-arm64`` build."""
+    if given:
+        path = Path(given)
+    elif device_abi == _host_abi():
+        path = built_file(KERNEL_BENCH_NAME) or Path("build") / "delegates" / KERNEL_BENCH_NAME
+    else:
+        path = BUILT_BINARIES.get(device_abi)
     if path is None:
         raise DelegateNotBuiltError(f"no wbmm_kernel_bench build for ABI {device_abi!r}: pass --binary PATH")
     if not path.is_file():

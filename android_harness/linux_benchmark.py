@@ -3,7 +3,7 @@
 It takes the same flag names as ``benchmark_model`` for the subset it supports
 (``--graph --num_threads --num_runs --warmup_runs --min_secs --use_xnnpack
 --external_delegate_path --external_delegate_options``), times the model with
-``wbmm_mobile.hostbench.time_model`` (the project's one timing loop, on the
+``converters.hostbench.time_model`` (the project's one timing loop, on the
 ai-edge-litert interpreter, or tflite_runtime where only that is installed), and
 prints the lines ``benchmark_model`` prints, written by
 ``android_harness.benchmark_output`` -- so the parser that reads a phone reads
@@ -190,7 +190,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         from ai_edge_litert.interpreter import load_delegate
 
         from converters.verify import load_interpreter
-        from wbmm_mobile.hostbench import time_model
+        from converters.hostbench import time_model
 
         graph = Path(args.graph)
         if not graph.is_file():

@@ -45,6 +45,7 @@ from android_harness.listeners import (
 from android_harness.results import ResultsStore, RunKey, RunRecord
 from wbmm_mobile.errors import (
     BenchmarkError, DelegateNotBuiltError, DeviceError, DeviceTimeoutError, ModelNotFoundError, WbmmError)
+from wbmm_mobile.progress import ProgressBar
 
 __all__ = [
     "CONFIGS",
@@ -54,6 +55,7 @@ __all__ = [
     "RunSummary",
     "profile",
     "config_flags",
+    "wbmm_delegate_options",
     "find_benchmark_binary",
     "delegate_for_device",
     "elf_abi",
@@ -95,9 +97,24 @@ CONFIGS: dict[str, ConfigSpec] = {spec.name: spec for spec in [
 ]}
 
 
+def wbmm_delegate_options(threads: int | None, user_options: str | None = None) -> str | None:
+    """The ``--external_delegate_options`` of the wbmm config: ``num_threads:<threads>`` merged
+    into the user's ``K:V;K:V`` options. The delegate's own pool defaults to 1 thread whatever
+    benchmark_model's ``--num_threads`` says, so without this an N-thread wbmm run would time N
+    XNNPACK threads against 1 of ours. A ``num_threads`` the user wrote wins."""
+    from delegates import parse_options
+
+    options = parse_options(user_options or "")
+    if threads is not None and "num_threads" not in options:
+        options = {"num_threads": str(threads), **options}
+    return ";".join(f"{key}:{value}" for key, value in options.items()) or None
+
+
 def config_flags(config: str, *, delegate_remote: str | None = None, nnapi_accelerator: str | None = None,
-                 nnapi_preference: str | None = None, delegate_options: str | None = None) -> list[str]:
-    """benchmark_model flags of one config."""
+                 nnapi_preference: str | None = None, delegate_options: str | None = None,
+                 threads: int | None = None) -> list[str]:
+    """benchmark_model flags of one config. ``threads`` (the run's --num_threads) also sets the
+    wbmm delegate's num_threads unless ``delegate_options`` names one."""
     if config == "cpu":
         return ["--use_xnnpack=false"]
     if config == "xnnpack":
@@ -119,8 +136,9 @@ def config_flags(config: str, *, delegate_remote: str | None = None, nnapi_accel
         # delegate's flag comes first: it picks its nodes, XNNPACK takes the rest. The
         # other way round XNNPACK takes the depthwise convs and claim_depthwise gets none.
         flags = [f"--external_delegate_path={delegate_remote}"]
-        if delegate_options:
-            flags.append(f"--external_delegate_options={delegate_options}")
+        options = wbmm_delegate_options(threads, delegate_options)
+        if options:
+            flags.append(f"--external_delegate_options={options}")
         return flags + ["--use_xnnpack=true"]
     raise ValueError(f"unknown config {config!r}; choose from {', '.join(CONFIGS)}")
 
@@ -262,32 +280,8 @@ def _default_listeners(plan: ProfilePlan) -> list[RunListener]:
     return listeners
 
 
-class _Progress:
-    def __init__(self, progress: bool | Callable[[str], None], total: int):
-        self.callback = progress if callable(progress) else None
-        self.bar = None
-        self.lock = threading.Lock()
-        if progress is True:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task("profiling", total=total)
-
-    def advance(self, label: str) -> None:
-        with self.lock:
-            if self.bar is not None:
-                self.bar.update(self.task, advance=1, description=label[:60])
-            if self.callback is not None:
-                self.callback(label)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _connect(serial: str | None, plan: ProfilePlan) -> Device:
-    from android_harness.transport import open_transport
+    from android_harness.connect import open_transport
     if plan.direct:
         return Device(open_transport(direct=serial))
     return Device(open_transport(serial=serial, adb_server=plan.adb_server))
@@ -335,7 +329,7 @@ class _DeviceWorker:
     """Runs every planned run of one device, in order, appending records as they finish."""
 
     def __init__(self, serial: str | None, plan: ProfilePlan, models: list[_Model], store: ResultsStore,
-                 report: ProfileReport, report_lock: threading.Lock, progress: _Progress,
+                 report: ProfileReport, report_lock: threading.Lock, progress: ProgressBar,
                  listeners: list[RunListener], connect: Callable[[str | None, ProfilePlan], Device]):
         self.serial, self.plan, self.models, self.store = serial, plan, models, store
         self.report, self.report_lock, self.progress = report, report_lock, progress
@@ -501,7 +495,8 @@ class _DeviceWorker:
                          runs=plan.runs, warmup=plan.warmup)
         info = session.info
         flags = config_flags(config, delegate_remote=delegate_remote, nnapi_accelerator=plan.nnapi_accelerator,
-                             nnapi_preference=plan.nnapi_preference, delegate_options=plan.delegate_options)
+                             nnapi_preference=plan.nnapi_preference, delegate_options=plan.delegate_options,
+                             threads=threads)
         if plan.op_profiling:
             # Per-op times (CSV tables) land in the record's latency block; they slow the runs a little.
             flags += ["--enable_op_profiling=true", "--op_profiling_output_mode=csv"]
@@ -638,7 +633,8 @@ def profile(plan: ProfilePlan, *, progress: bool | Callable[[str], None] = True,
     store = ResultsStore(plan.out)
     report = ProfileReport(out=str(plan.out), results_file=str(store.path))
     total = len(serials) * len(models) * len(plan.configs) * len(plan.threads)
-    bar = _Progress(progress, total)
+    bar = ProgressBar(progress is True, total, "profiling", transient=False,
+                      callback=(lambda _done, _total, label: progress(label)) if callable(progress) else None)
     lock = threading.Lock()
     make_listeners = listeners or _default_listeners
     stack = contextlib.ExitStack()

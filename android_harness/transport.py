@@ -37,7 +37,6 @@ __all__ = [
     "Transport",
     "Command",
     "command_line",
-    "open_transport",
     "DEFAULT_SHELL_TIMEOUT_S",
     "DEFAULT_TRANSFER_TIMEOUT_S",
 ]
@@ -178,25 +177,6 @@ class Transport(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.serial!r})"
-
-
-def open_transport(serial: str | None = None, adb_server: str | None = None,
-                   direct: str | None = None, **kwargs) -> Transport:
-    """The transport for one device.
-
-    ``direct="host:port"`` talks to the device's adbd itself through adb-shell (no
-    platform-tools needed); otherwise the host ADB server is used (``adb_server``
-    "host:port", default ``$ANDROID_ADB_SERVER_HOST``/``$ANDROID_ADB_SERVER_PORT`` or
-    127.0.0.1:5037), picking ``serial`` or the only device attached.
-    """
-    if direct and adb_server:
-        raise DeviceNotFoundError("give either a direct device address or an ADB server, not both")
-    if direct:
-        from android_harness.adbshell_transport import AdbShellTransport
-        host, port = parse_host_port(direct, default_port=5555)
-        return AdbShellTransport(host, port, **kwargs)
-    from android_harness.adbutils_transport import AdbServerTransport
-    return AdbServerTransport(serial=serial, server=adb_server, **kwargs)
 
 
 def parse_host_port(address: str, default_port: int) -> tuple[str, int]:

@@ -56,6 +56,7 @@ from converters.strategy import CLAIMED, INTEGER_FORMS, INTEGER_PRECISIONS, inte
 from converters.strategy_table import KEEP, DeviceIdentity, Entry, TableFile
 from wbmm_mobile import backends
 from wbmm_mobile.errors import IncompatibleOptionsError, ModelNotFoundError, StrategyTableError, WbmmError
+from wbmm_mobile.progress import ProgressBar
 
 TUNABLE_TARGETS = ("xnnpack", "cpu", "wbmm")
 # The strategies timed against keeping the layer; builtin_kernel on cpu would be the kept conv again.
@@ -401,38 +402,6 @@ def _entries_to_fill(plan: TunePlan, table: TableFile, identities: list[DeviceId
 
 # --------------------------------------------------------------------------- the run
 
-class _Bar:
-    """A rich progress bar on stderr (or a callback, or nothing) over building, then timing."""
-
-    def __init__(self, progress: bool | Callable[[str], None]):
-        self.callback = progress if callable(progress) else None
-        self.bar = None
-        if progress is True:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=Console(stderr=True))
-            self.bar.start()
-        self.task = None
-
-    def stage(self, description: str, total: int) -> None:
-        if self.bar is not None:
-            if self.task is not None:
-                self.bar.update(self.task, completed=self.bar.tasks[self.task].total)
-            self.task = self.bar.add_task(description, total=max(total, 1))
-
-    def advance(self, label: str) -> None:
-        if self.bar is not None and self.task is not None:
-            self.bar.update(self.task, advance=1, description=label[:70])
-        if self.callback is not None:
-            self.callback(label)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def tune(plan: TunePlan, *, progress: bool | Callable[[str], None] = True) -> TuneReport:
     """Measure, write the table after each timed run, and return what was done. The table at
     ``plan.out`` keeps every other device's entries; this device's entries are replaced (or, with
@@ -473,7 +442,8 @@ def tune(plan: TunePlan, *, progress: bool | Callable[[str], None] = True) -> Tu
     entries = _entries_to_fill(plan, table, identities)
 
     scratch = Path(plan.work_dir) if plan.work_dir else Path(tempfile.mkdtemp(prefix="wbmm-tune-"))
-    bar = _Bar(progress)
+    bar = ProgressBar(progress is True, 0, "tuning", transient=False,
+                      callback=(lambda _done, _total, label: progress(label)) if callable(progress) else None)
     lock = threading.Lock()
     try:
         bar.stage("building and verifying candidates", len(layers))

@@ -16,7 +16,7 @@ Medians decide the targets; the best (least disturbed) invoke of each variant is
 recorded too, because on a shared 2-core machine the medians mostly measure the neighbours.
 FMA counts follow the dense-M form: B*H*W*C*d for WBMM (d = wh*ww), B*H*W*C*K^2 for a
 depthwise conv. All variants of one case are timed in one process, interleaved invoke by
-invoke (``wbmm_mobile.hostbench.time_round_robin``), median of ``--runs`` invokes after
+invoke (``converters.hostbench.time_round_robin``), median of ``--runs`` invokes after
 ``--warmup`` untimed ones; one 384^3 sgemm (``SgemmProbe``) takes its turn in the same
 round-robin, so the reference rate is sampled under the same machine load as the invokes.
 Everything runs with 1 thread unless named otherwise; the 2-thread delegate runs with its
@@ -201,7 +201,7 @@ def time_side_by_side(interpreters: dict, x: np.ndarray, runs: int, warmup: int,
     """Warm-up, then ``hostbench.time_round_robin`` over the interpreters (and, with ``sgemm``,
     an interleaved SgemmProbe); returns variants, each one's output and the probe's (median,
     best) GFMA/s (zeros without it)."""
-    from wbmm_mobile.hostbench import time_round_robin
+    from converters.hostbench import time_round_robin
 
     outputs = {}
     for name, it in interpreters.items():

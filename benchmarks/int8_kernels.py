@@ -15,7 +15,7 @@
     and the largest output difference in quantization steps.
 
 Every case times its variants in one process, interleaved invoke by invoke
-(``wbmm_mobile.hostbench.time_round_robin``), medians of ``--runs`` rounds after ``--warmup``
+(``converters.hostbench.time_round_robin``), medians of ``--runs`` rounds after ``--warmup``
 untimed invokes; one thread unless named. Ratios are baseline median / candidate median.
 Results: ``benchmarks/results/int8_kernels.json``. Run (under the machine's benchmark lock):
 
@@ -101,7 +101,7 @@ def time_case(name: str, interpreters: dict, runs: int, warmup: int, baseline: s
               inputs: dict | None = None) -> Case:
     """Warm-up, round-robin timing, and each variant's outputs against the baseline's (integer
     outputs in steps; float outputs are not compared)."""
-    from wbmm_mobile.hostbench import time_round_robin
+    from converters.hostbench import time_round_robin
 
     outputs = {}
     for key, it in interpreters.items():

@@ -38,7 +38,7 @@ from converters import strategy, tflite_io  # noqa: E402
 from converters.layer_models import depthwise_model  # noqa: E402
 from converters.rewrite import RewriteOptions, rewrite_model  # noqa: E402
 from converters.verify import load_interpreter, random_inputs  # noqa: E402
-from wbmm_mobile.hostbench import time_round_robin  # noqa: E402
+from converters.hostbench import time_round_robin  # noqa: E402
 
 import numpy as np  # noqa: E402
 

@@ -41,8 +41,8 @@ import numpy as np  # noqa: E402
 
 from converters.keras_convert import convert_keras  # noqa: E402
 from converters.verify import load_interpreter, random_inputs  # noqa: E402
-from wbmm_mobile.hostbench import summarize  # noqa: E402
-from wbmm_mobile.report import write_json  # noqa: E402
+from converters.hostbench import summarize  # noqa: E402
+from wbmm_mobile.json_output import write_json  # noqa: E402
 
 SHAPES = ((56, 56, 96), (28, 28, 192), (14, 14, 384))
 KERNELS = (3, 5, 7, 13, 27, 31)

@@ -8,7 +8,7 @@
    into the same table. Each tuning is timed (target: under 3 minutes for 4 shapes).
 3. For each resolution, rewrites the model with the tuned table, with each single strategy
    (split, dilated, halo, builtin_kernel, and keeping every layer) and with ``--measure``, and
-   times all of them interleaved in this process (``wbmm_mobile.hostbench.compare_models``,
+   times all of them interleaved in this process (``converters.hostbench.compare_models``,
    XNNPACK, 1 thread), with a second copy of the split model as an A/A pair.
 
 4. int8 (``--part int8``, in ``all`` too): ConvNeXtTiny 224x224 converted to full int8 (the
@@ -123,7 +123,7 @@ def bootstrap_half_width(a: list[float], b: list[float], draws: int = 2000, seed
 
 def compare_one(name: str, models: dict[str, bytes], picks: dict[str, dict], runs: int, singles=SINGLE,
                 twin: str = "split") -> dict:
-    from wbmm_mobile.hostbench import compare_models
+    from converters.hostbench import compare_models
 
     order = list(singles) + [n for n in ("tuned", "measure", "shipped") if n in models]
     blobs = [models[n] for n in order] + [models[twin]]          # the last: the A/A copy of the twin

@@ -1,6 +1,6 @@
 """Keras model with WBMM layers -> verified .tflite bytes and a conversion report.
 
-Steps: find the WBMM layers and what can be folded into each (WBMM.md's reparameterisation:
+Steps: find the WBMM layers and what can be folded into each (docs/WBMM.md's reparameterisation:
 the identity shortcut, parallel depthwise branches with their BNs when the map is one window,
 an eval-mode BatchNormalization after it); ask the chosen lowering (``converters.lowerings``)
 whether it can deploy each one (a refusal names the layer and the reason); clone the model
@@ -191,7 +191,7 @@ def _fold_plans(model, fold_batchnorm: bool) -> dict[int, _FoldPlan]:
     Branches: an Add of WBMM(x) and [BN](DW_k(x)) terms folds exactly when the map is one window
     (H <= wh, W <= ww): each branch then sees zero padding exactly where WBMM's window does
     (``core.fold_branch``), as in WBMM-P's stage 4 at 224x224. BatchNorm: a BN reading only the
-    WBMM (or that Add) output folds always (WBMM.md's reparameterisation).
+    WBMM (or that Add) output folds always (docs/WBMM.md's reparameterisation).
     """
     import keras
 
@@ -692,7 +692,7 @@ def convert_file(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, p
     depthwise convs of kernel >= ``min_kernel``, and ``.tflite`` files: those convs go through the
     exact rewriter (``converters.rewrite``; ``--lowering custom`` asks it for its custom op).
     """
-    from wbmm_mobile.report import write_json
+    from wbmm_mobile.json_output import write_json
 
     model_path = Path(model_path)
     if not model_path.exists():

@@ -82,7 +82,7 @@ def measure_int8_depthwise(shape, threads: int = 1, runs: int = 20) -> dict[str,
     """Median ms of the int8 conv of ``shape`` (a strategy.LayerShape) on XNNPACK
     (``depthwise``) and of its ``builtin_kernel`` rewrite, timed interleaved."""
     from converters.rewrite import RewriteOptions, rewrite_model
-    from wbmm_mobile.hostbench import compare_models
+    from converters.hostbench import compare_models
 
     stock = int8_depthwise_model(shape.height, shape.width, shape.channels, shape.kernel, padding=shape.padding)
     rewritten = rewrite_model(stock, RewriteOptions(strategy="builtin_kernel", min_kernel=1, verify=False)).model

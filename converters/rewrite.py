@@ -46,6 +46,7 @@ from converters.reports import LayerReport
 from converters.rewrites._graph import GraphEditor, TensorType, prune_unused
 from wbmm_mobile.errors import CorruptModelError, IncompatibleOptionsError, UnsupportedModelError, \
     VerificationError, WbmmError
+from wbmm_mobile.progress import ProgressBar as _ProgressBar
 
 MODES = ("exact", "windowed")
 
@@ -237,37 +238,6 @@ def rewrite_one_strategy(data: bytes, strategy: str, target: str) -> bytes | Non
     when the strategy refuses them all: the one-layer candidates that ``--measure`` times."""
     result = rewrite_model(data, RewriteOptions(strategy=strategy, target=target, min_kernel=1, verify=False))
     return result.model if any(layer.rewritten for layer in result.report.layers) else None
-
-
-class _ProgressBar:
-    """A rich progress bar on stderr over the candidate layers and the verification, or nothing."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task("rewriting layers", total=max(total, 1))
-
-    def __enter__(self):
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def describe(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, description=text)
 
 
 def rewrite_file(input_path: str | os.PathLike, output_path: str | os.PathLike,

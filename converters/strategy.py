@@ -2,7 +2,7 @@
 
 For ``qualcomm-htp`` and ``ethos-u`` the pick is only a list of candidates: each is compiled by
 the NPU's own compiler (``converters/npu_placement.py``), which refuses what leaves the NPU.
-Rules that come from what a runtime accepts are fixed (WBMM.md): the ``wbmm``
+Rules that come from what a runtime accepts are fixed (docs/WBMM.md): the ``wbmm``
 target runs the ``WBMM_DEPTHWISE`` custom op unless a device's table measured by
 ``wbmm-mobile tune --target wbmm`` says otherwise (there the candidates are the custom op,
 the kept conv claimed by the delegate (``claim_depthwise:1``, ``CLAIMED``), the kept conv

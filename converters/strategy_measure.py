@@ -2,7 +2,7 @@
 
 ``measure_strategies(shape, kernels, ..., rewrite_with=...)`` times the stock conv and each
 strategy's rewrite of a one-layer model of ``shape`` with the project's timing loop
-(``wbmm_mobile.hostbench``). ``MeasuredHere`` wraps it as a strategy table: ``pick`` asks it
+(``converters.hostbench``). ``MeasuredHere`` wraps it as a strategy table: ``pick`` asks it
 for timings exactly as it asks a measured table, and it answers with timings made now.
 
 The one-layer rewrite is handed in (``rewrite_with``, ``converters.rewrite`` passes its
@@ -31,7 +31,7 @@ def measure_strategies(shape: LayerShape, kernels: str, threads: int = 1, runs: 
                        strategies: tuple[str, ...] = ("split", "halo"),
                        rewrite_with: RewriteWith | None = None) -> dict[str, float]:
     """Median ms of each exact rewrite of a one-layer model of ``shape`` (plus the stock conv)."""
-    from wbmm_mobile.hostbench import time_model
+    from converters.hostbench import time_model
 
     if rewrite_with is None:
         raise ValueError("measure_strategies needs rewrite_with (converters.rewrite.rewrite_one_strategy)")

@@ -28,7 +28,7 @@ It also holds the one delegate loader (``resolve_delegate`` for a given object o
 ``wbmm_delegate_factory`` for the project's C++ delegate) that the converter and the
 rewriter use, and ``compare_models``, the one .tflite-against-.tflite verifier.
 
-Not for timing (``wbmm_mobile.hostbench``) and not for conversion itself.
+Not for timing (``converters.hostbench``) and not for conversion itself.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
 ``load_tf(**options)`` the same for ``tf.lite.Interpreter``; both go through
 TFLite's external-delegate C ABI (``tflite_plugin_create_delegate``), the same
 entry point ``benchmark_model --external_delegate_path`` uses on a phone.
-``library_path()`` finds the built library (``make delegate``) or the file named
-by ``$WBMM_DELEGATE_LIB``. Options are the library's own table (see
+``library_path()`` finds the library: the file named by ``$WBMM_DELEGATE_LIB``, else
+the one a wheel ships in ``delegates/bin/``, else, in a source checkout only, the
+``make delegate`` build under ``build/delegates/``. Options are the library's own table (see
 ``options_help()``): num_threads, spin_us, claim_depthwise, min_kernel, verbose,
 isa. It runs float32 and int8 (TFLite's int8 spec) convs; ``isa`` names a family
 whose int8 compilation is chosen at run time (``DelegationReport.int8_isa``:
@@ -30,6 +31,8 @@ __all__ = [
     "LIBRARY_ENV_VAR",
     "DelegationReport",
     "library_path",
+    "built_file",
+    "checkout_root",
     "load",
     "load_tf",
     "options_help",
@@ -39,22 +42,53 @@ __all__ = [
 ]
 
 LIBRARY_NAME = "libwbmm_delegate.so"
+KERNEL_BENCH_NAME = "wbmm_kernel_bench"
 LIBRARY_ENV_VAR = "WBMM_DELEGATE_LIB"
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_LIBRARY = _REPO_ROOT / "build" / "delegates" / LIBRARY_NAME
+PACKAGE_DIR = Path(__file__).resolve().parent
+# A wheel carries the library and the kernel benchmark here (setup.py's CMake step).
+PACKAGED_DIR = PACKAGE_DIR / "bin"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package is imported from (a development install: ``pip install
+    -e .`` or PYTHONPATH on the checkout), or None for an installed wheel. Only a checkout
+    has the pyproject.toml beside the package and the C++ sources in it."""
+    root = PACKAGE_DIR.parent
+    if (root / "pyproject.toml").is_file() and (PACKAGE_DIR / "CMakeLists.txt").is_file():
+        return root
+    return None
+
+
+def built_file(name: str) -> Path | None:
+    """``name`` (the library or the kernel benchmark) for this machine: the wheel's copy, else,
+    in a checkout only, the ``make delegate`` build under build/delegates; None if neither exists."""
+    for candidate in _places(name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _places(name: str) -> list[Path]:
+    root = checkout_root()
+    return [PACKAGED_DIR / name] + ([root / "build" / "delegates" / name] if root is not None else [])
 
 
 def library_path() -> Path:
-    """The delegate library to load: ``$WBMM_DELEGATE_LIB`` if set, else the ``make delegate`` output."""
+    """The delegate library to load: ``$WBMM_DELEGATE_LIB`` if set, else the one the wheel ships,
+    else (in a checkout) the ``make delegate`` build."""
     override = os.environ.get(LIBRARY_ENV_VAR)
     if override:
         path = Path(override)
         if not path.is_file():
             raise DelegateNotBuiltError(f"{LIBRARY_ENV_VAR}={override} does not name a file")
         return path
-    if not DEFAULT_LIBRARY.is_file():
-        raise DelegateNotBuiltError(f"{DEFAULT_LIBRARY} not found: run `make delegate` to build the WBMM delegate")
-    return DEFAULT_LIBRARY
+    found = built_file(LIBRARY_NAME)
+    if found is None:
+        hint = "run `make delegate` to build the WBMM delegate" if checkout_root() is not None else \
+            f"this install has no delegate library: reinstall the wheel or set ${LIBRARY_ENV_VAR}"
+        raise DelegateNotBuiltError(f"{LIBRARY_NAME} not found in {', '.join(map(str, _places(LIBRARY_NAME)))}: "
+                                    f"{hint}")
+    return found
 
 
 def parse_options(text: str) -> dict[str, str]:

@@ -188,7 +188,7 @@ typedef struct TfLiteDelegateParams {
 enum {
   kTfLiteDelegateFlagsNone = 0,
   // Needed so that a model whose custom ops have no registration loads once we
-  // claim them (verified on ai-edge-litert 2.3, see shared/WBMM.md).
+  // claim them (verified on ai-edge-litert 2.3, see docs/WBMM.md).
   kTfLiteDelegateFlagsAllowDynamicTensors = 1,
 };
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import adbutils
 
+from tests._tiers import FAST, skip_in_fast_tier
+
 DEBIAN_ADB = "/usr/bin/adb"
 BUNDLED_ADB = Path(adbutils.__file__).parent / "binaries" / "adb"
 
@@ -79,6 +81,8 @@ class AdbServer:
 
 
 def start_adb_server(binary: str, home: Path, vendor_keys: bool = True) -> AdbServer:
+    if FAST:
+        skip_in_fast_tier("system")
     return AdbServer(binary, free_port(), home, vendor_keys).start()
 
 

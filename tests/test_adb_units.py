@@ -215,7 +215,7 @@ def test_usb_without_device_or_extra_is_a_clear_not_found(tmp_path):
 
 
 def test_open_transport_picks_the_client(tmp_path, key_path):
-    from android_harness.transport import open_transport
+    from android_harness.connect import open_transport
     with LoopbackDevice(tmp_path / "root") as device:
         with open_transport(direct=device.serial, key_path=key_path) as transport:
             assert isinstance(transport, AdbShellTransport) and transport.serial == device.serial

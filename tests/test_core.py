@@ -1,5 +1,5 @@
 """Property tests (hypothesis, float64) of the numpy WBMM core: they re-establish the
-theorems of ``shared/WBMM.md`` numerically.
+theorems of ``docs/WBMM.md`` numerically.
 
 The references written here are deliberately naive pixel loops that follow the
 definitions (a window is a block anchored at (0, 0); a tap outside the window

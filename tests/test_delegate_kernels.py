@@ -20,10 +20,10 @@ from converters.custom_ops import ACTIVATION_NONE, ACTIVATION_RELU, ACTIVATION_R
 from delegate_models import depthwise_model, wbmm_model
 from wbmm_mobile import core
 
-pytestmark = pytest.mark.skipif(not delegates.DEFAULT_LIBRARY.is_file() and not __import__("os").environ.get(
+pytestmark = pytest.mark.skipif(not delegates.built_file(delegates.LIBRARY_NAME) is not None and not __import__("os").environ.get(
     delegates.LIBRARY_ENV_VAR), reason="build the delegate first: make delegate")
 
-ISAS = delegates.available_isas() if delegates.DEFAULT_LIBRARY.is_file() else ["portable"]
+ISAS = delegates.available_isas() if delegates.built_file(delegates.LIBRARY_NAME) is not None else ["portable"]
 
 # float32 accumulation of up to ~1000 products of N(0,1) values: errors ~1e-5;
 # 1e-4 absolute is explicit and still 3+ orders below a wrong tap or window.
@@ -113,7 +113,7 @@ def test_exact_depthwise_matches_numpy_reference(case):
 
 
 def test_wbmm_equals_large_depthwise_on_a_single_window():
-    """WBMM.md: on a map that is one window, WBMM (no shortcut) == 'same' depthwise with the (2w-1)^2 kernel."""
+    """docs/WBMM.md: on a map that is one window, WBMM (no shortcut) == 'same' depthwise with the (2w-1)^2 kernel."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 7, 7, 24)).astype(np.float32)
     kernel = rng.standard_normal((13, 13, 24)).astype(np.float32)

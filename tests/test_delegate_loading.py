@@ -35,22 +35,39 @@ def _invoke(interpreter, x):
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def test_library_path_finds_the_make_delegate_build(monkeypatch):
+def test_library_path_finds_the_make_delegate_build_in_a_checkout(monkeypatch):
     monkeypatch.delenv(delegates.LIBRARY_ENV_VAR, raising=False)
-    path = delegates.library_path()
-    assert path == delegates.DEFAULT_LIBRARY and path.name == "libwbmm_delegate.so"
+    root = delegates.checkout_root()
+    assert root is not None and (root / "pyproject.toml").is_file()
+    assert delegates.library_path() == root / "build" / "delegates" / "libwbmm_delegate.so"
 
 
-def test_library_path_honours_env_and_explains_a_missing_build(monkeypatch, tmp_path):
-    monkeypatch.setenv(delegates.LIBRARY_ENV_VAR, str(delegates.DEFAULT_LIBRARY))
-    assert delegates.library_path() == delegates.DEFAULT_LIBRARY
+def test_library_path_order_env_then_wheel_then_checkout(monkeypatch, tmp_path):
+    """$WBMM_DELEGATE_LIB first, then the wheel's delegates/bin/, then (a checkout only) build/delegates/."""
+    built = delegates.library_path()
+    monkeypatch.delenv(delegates.LIBRARY_ENV_VAR, raising=False)
+    packaged = tmp_path / "site-packages" / "delegates" / "bin"
+    monkeypatch.setattr(delegates, "PACKAGED_DIR", packaged)
+    assert delegates.library_path() == built                     # no wheel copy: the checkout's build
+    packaged.mkdir(parents=True)
+    (packaged / "libwbmm_delegate.so").write_bytes(built.read_bytes())
+    assert delegates.library_path() == packaged / "libwbmm_delegate.so"
+    monkeypatch.setenv(delegates.LIBRARY_ENV_VAR, str(built))
+    assert delegates.library_path() == built
     monkeypatch.setenv(delegates.LIBRARY_ENV_VAR, str(tmp_path / "nope.so"))
     with pytest.raises(DelegateNotBuiltError, match="nope.so"):
         delegates.library_path()
-    monkeypatch.delenv(delegates.LIBRARY_ENV_VAR)
-    monkeypatch.setattr(delegates, "DEFAULT_LIBRARY", tmp_path / "build" / "libwbmm_delegate.so")
+
+
+def test_a_missing_library_is_explained(monkeypatch, tmp_path):
+    monkeypatch.delenv(delegates.LIBRARY_ENV_VAR, raising=False)
+    monkeypatch.setattr(delegates, "PACKAGED_DIR", tmp_path / "bin")
+    monkeypatch.setattr(delegates, "checkout_root", lambda: tmp_path)          # a checkout without a build
     with pytest.raises(DelegateNotBuiltError, match="make delegate"):
         delegates.load()
+    monkeypatch.setattr(delegates, "checkout_root", lambda: None)              # a wheel without the library
+    with pytest.raises(DelegateNotBuiltError, match="reinstall the wheel"):
+        delegates.library_path()
     assert issubclass(DelegateNotBuiltError, FileNotFoundError)
 
 

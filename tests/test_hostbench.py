@@ -1,4 +1,4 @@
-"""wbmm_mobile.hostbench: timing a real .tflite with the real interpreter (no time assertions)."""
+"""converters.hostbench: timing a real .tflite with the real interpreter (no time assertions)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wbmm_mobile.errors import CorruptModelError, ModelNotFoundError
-from wbmm_mobile.hostbench import compare_models, summarize, time_model
+from converters.hostbench import compare_models, summarize, time_model
 
 
 @pytest.fixture(scope="module")

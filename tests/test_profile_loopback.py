@@ -308,3 +308,39 @@ def test_demo_profiles_here_when_no_phone_is_connected(models, tmp_path):
     from android_harness.loopback.identity import android_abi
     assert comparison.rows[0].device.startswith(f"loopback device: this computer's numbers ({android_abi()}, ")
     assert comparison.rows[0].device.endswith("not a phone's") and comparison.rows[0].loopback
+
+
+@pytest.mark.skipif(not DELEGATE.is_file(), reason="needs the host delegate (make delegate)")
+def test_the_wbmm_config_passes_the_thread_count_to_the_delegate(models, phone, tmp_path):
+    """The command line the device ran: ``--threads 2`` reaches the delegate as num_threads:2
+    (its own pool defaults to 1 thread), merged with the user's options; a num_threads the
+    user wrote wins. The benchmark script on the device records its argv before exec."""
+    argv_file = tmp_path / "argv.txt"
+    binary = write_script(tmp_path / "benchmark_model",
+                          f'printf "%s\\n" "$@" >> "{argv_file}"; echo "--" >> "{argv_file}"\n{RUNNER}')
+
+    def device_argvs(out: Path, *extra: str) -> list[list[str]]:
+        argv_file.unlink(missing_ok=True)
+        code = cli_main(["profile", "--models", models[1], "--device", phone.serial, "--direct",
+                         "--configs", "wbmm", "--threads", "1,2", "--runs", "3", "--warmup", "1",
+                         "--run-timeout", "120", "--benchmark-binary", str(binary), "--out", str(out), *extra])
+        assert code == 0
+        assert all(r.status == "ok" for r in load_records(out))
+        runs = argv_file.read_text().split("--\n")
+        return [run.splitlines() for run in runs if run]
+
+    def option_flags(argv: list[str]) -> list[str]:
+        return [a for a in argv if a.startswith(("--num_threads=", "--external_delegate_options="))]
+
+    runs = device_argvs(tmp_path / "plain")
+    assert [option_flags(argv) for argv in runs] == [
+        ["--num_threads=1", "--external_delegate_options=num_threads:1"],
+        ["--num_threads=2", "--external_delegate_options=num_threads:2"]]
+    runs = device_argvs(tmp_path / "merged", "--delegate-options", "spin_us:0")
+    assert [option_flags(argv) for argv in runs] == [
+        ["--num_threads=1", "--external_delegate_options=num_threads:1;spin_us:0"],
+        ["--num_threads=2", "--external_delegate_options=num_threads:2;spin_us:0"]]
+    runs = device_argvs(tmp_path / "user", "--delegate-options", "num_threads:3")
+    assert [option_flags(argv) for argv in runs] == [
+        ["--num_threads=1", "--external_delegate_options=num_threads:3"],
+        ["--num_threads=2", "--external_delegate_options=num_threads:3"]]

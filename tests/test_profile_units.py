@@ -33,6 +33,13 @@ def test_config_flags_table():
                         delegate_options="threads:2") == [
         "--external_delegate_path=/data/local/tmp/wbmm/lib/arm64-v8a/libwbmm_delegate.so",
         "--external_delegate_options=threads:2", "--use_xnnpack=true"]  # ours first: applied first
+    # The run's thread count reaches the delegate's own pool (default 1) unless the user set it.
+    remote = "/data/local/tmp/wbmm/libwbmm_delegate.so"
+    assert config_flags("wbmm", delegate_remote=remote, threads=4)[1] == "--external_delegate_options=num_threads:4"
+    assert config_flags("wbmm", delegate_remote=remote, threads=4, delegate_options="spin_us:0")[1] == \
+        "--external_delegate_options=num_threads:4;spin_us:0"
+    assert config_flags("wbmm", delegate_remote=remote, threads=4, delegate_options="spin_us:0; num_threads:2")[1] \
+        == "--external_delegate_options=spin_us:0;num_threads:2"
     with pytest.raises(DelegateNotBuiltError):
         config_flags("wbmm")
     with pytest.raises(ValueError, match="choose from"):
@@ -159,7 +166,7 @@ def test_temperature_cooldown_waits_on_the_loopback_device(tmp_path):
     polls until the fixture cools back within 1 C of the baseline."""
     from android_harness.device import Device
     from android_harness.loopback.daemon import LoopbackDevice
-    from android_harness.transport import open_transport
+    from android_harness.connect import open_transport
 
     with LoopbackDevice(tmp_path / "root", fixture_phone=True) as phone:
         thermal = phone.root / "system/etc/wbmm_fixture/dumpsys_thermalservice.txt"

@@ -59,7 +59,7 @@ def test_split_int8_needs_float_islands_and_then_stays_within_one_step():
 
 
 def test_taps_that_only_see_padding_are_cropped_exactly():
-    # 13x13 'same' on a 5x5 map: only the central 9x9 taps can reach the input (WBMM.md theorem 1).
+    # 13x13 'same' on a 5x5 map: only the central 9x9 taps can reach the input (docs/WBMM.md theorem 1).
     case = Case.depthwise(13, size=(5, 5)).convert().rewrite(strategy="split")
     case.expect_rewritten("split").expect_ops({"DEPTHWISE_CONV_2D": 4})   # 9 -> 5 + 4, 2x2 blocks
     case.compare(rtol=1e-5, atol=1e-6)

@@ -44,7 +44,7 @@ def test_windowed_warns_and_reports_the_measured_deviation():
 
 
 def test_windowed_single_window_map_is_exact():
-    # A 4x4 map with window 4 (K=7) is one window: WBMM equals the conv (WBMM.md).
+    # A 4x4 map with window 4 (K=7) is one window: WBMM equals the conv (docs/WBMM.md).
     case = Case.depthwise(7, size=(4, 4)).convert().rewrite(mode="windowed")
     case.expect_rewritten("windowed").compare(rtol=1e-5, atol=1e-6)
 

@@ -121,7 +121,7 @@ def test_randomized_state_is_seeded_and_non_trivial():
 
 
 def test_full_p_parameter_count_is_close_to_the_paper():
-    """WBMM.md: P has 10.6M parameters; our reading of the description gives 10.67M (within 1%)."""
+    """docs/WBMM.md: P has 10.6M parameters; our reading of the description gives 10.67M (within 1%)."""
     model = zoo.wbmm_p_like(kind="wbmm", randomize=False)
     assert abs(model.count_params() - 10.6e6) / 10.6e6 < 0.01
     counts = zoo.count_ops(model)

@@ -14,7 +14,7 @@ import pytest
 
 from android_harness.adbutils_transport import list_server_devices
 from android_harness.device import Device, file_sha256
-from android_harness.transport import open_transport
+from android_harness.connect import open_transport
 from wbmm_mobile.errors import DeviceNotFoundError
 
 pytestmark = [pytest.mark.phone, pytest.mark.timeout(300)]

@@ -13,7 +13,7 @@ import pytest
 
 from android_harness.device import Device
 from android_harness.kernel_bench import BUILT_BINARIES, run_kernel_bench
-from android_harness.transport import open_transport
+from android_harness.connect import open_transport
 from tests_phone.test_phone_adb import _ready_serials
 
 pytestmark = [pytest.mark.phone, pytest.mark.timeout(600)]

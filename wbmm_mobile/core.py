@@ -1,6 +1,6 @@
 """WBMM in numpy: the reference every lowering, kernel and rewrite is checked against.
 
-Notation follows ``shared/WBMM.md``: input NHWC ``x`` of shape (B, H, W, C), window
+Notation follows ``docs/WBMM.md``: input NHWC ``x`` of shape (B, H, W, C), window
 ``w = (wh, ww)``, ``d = wh*ww`` pixels per window in raster order ``p = r*ww + c``,
 a table ``R`` of shape (C, T) with ``T = (2wh-1)*(2ww-1)``, the index matrix
 ``I[i, j] = (r_i - r_j + wh - 1)*(2ww - 1) + (c_i - c_j + ww - 1)`` and per channel

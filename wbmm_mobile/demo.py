@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from wbmm_mobile.report import human_bytes, markdown_table, write_json
+from wbmm_mobile.progress import ProgressBar
+from wbmm_mobile.json_output import write_json
+from wbmm_mobile.report import human_bytes, markdown_table
 
 __all__ = ["TWIN", "WBMM_BMM", "WBMM_CUSTOM", "DELEGATE_OPTIONS", "DemoModel", "Headline", "DemoResult",
            "run_demo", "demo_configs"]
@@ -113,19 +115,13 @@ def _convert_all(out: Path, conversions: list[tuple[str, str, str]], input_size:
     from converters.keras_convert import convert_keras
     from wbmm_mobile.zoo import count_ops, wbmm_p_small
 
-    bar = task = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        bar.start()
-        task = bar.add_task("converting", total=len(conversions))
+    bar = ProgressBar(progress, len(conversions), "converting", transient=False)
     built: dict[str, object] = {}
     models = []
     try:
         for name, kind, lowering in conversions:
             started = time.perf_counter()
-            if bar is not None:
-                bar.update(task, description=f"converting {name} ({lowering})")
+            bar.describe(f"converting {name} ({lowering})")
             if kind not in built:
                 built[kind] = wbmm_p_small(kind, input_shape=(input_size, input_size, 3), seed=seed)
             model = built[kind]
@@ -140,11 +136,9 @@ def _convert_all(out: Path, conversions: list[tuple[str, str, str]], input_size:
                                     verification=verification, convert_seconds=time.perf_counter() - started))
             log(f"  {path.name}: {human_bytes(len(result.tflite))}, {len(report.layers)} WBMM layers, "
                 f"{verification} ({time.perf_counter() - started:.0f} s)")
-            if bar is not None:
-                bar.advance(task)
+            bar.advance()
     finally:
-        if bar is not None:
-            bar.stop()
+        bar.close()
     return models
 
 

@@ -1,6 +1,6 @@
 """Keras 3 layers: the trainable WBMM operator and the small layers of WBMM-style blocks.
 
-``WBMM`` is the operator of ``shared/WBMM.md`` (window partition, ``M_c = R_c[I]``,
+``WBMM`` is the operator of ``docs/WBMM.md`` (window partition, ``M_c = R_c[I]``,
 ``Y_c = X_c @ M_c (+ X_c) (+ b_c)``, pad bottom/right and crop) written with
 ``keras.ops`` only, so any Keras backend runs it; TensorFlow is the one the
 converters use. Every tensor inside it has rank <= 4 (NNAPI's TRANSPOSE limit),

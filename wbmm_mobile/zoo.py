@@ -2,7 +2,7 @@
 depthwise twins, and single-layer models.
 
 What these are: networks built *in the style of* WBMM-P from the description in
-``shared/WBMM.md`` (block, stem, downsampling, head, stage layout), with random,
+``docs/WBMM.md`` (block, stem, downsampling, head, stage layout), with random,
 seeded weights. What they are not: the published WBMM-P (no trained weights are
 loaded, the PyTorch state dicts are not read, details the description leaves
 open are our choice and marked below). They exist so that conversion and
@@ -11,7 +11,7 @@ something non-trivial to check: after building, every weight, including the
 BatchNorm moving statistics and the layer scales (which would otherwise make
 each block an identity to 1e-6), is drawn from a seeded generator.
 
-Block (WBMM.md): ``x + gamma * BN(pwconv2(GRN(GELU(pwconv1(SE(BN(op(x))))))))``
+Block (docs/WBMM.md): ``x + gamma * BN(pwconv2(GRN(GELU(pwconv1(SE(BN(op(x))))))))``
 with op 'W' = WBMM with its identity shortcut (``kind='wbmm'``) or a
 (2w-1)x(2w-1) = 13x13 depthwise conv without bias (``kind='dw13'``, the twin),
 and op 'D' = 3x3 depthwise conv without bias. The twin's 13x13 conv has no identity

@@ -12,7 +12,7 @@ per model) nor for running models (``converters.verify``).
 Deploy-time tables carry the identity shortcut in their centre entry (except at int8, see
 ``WbmmParams.shortcut_scale``): ``I[i, j]``
 equals the centre offset exactly when ``i == j``, so ``X @ (R[I] + 1) == X @ (R + e_center)[I]``
-(WBMM.md's reparameterisation without BN), exact also with bottom/right padding.
+(docs/WBMM.md's reparameterisation without BN), exact also with bottom/right padding.
 """
 
 from __future__ import annotations

@@ -283,7 +283,7 @@ def effective_kernel(layer: DepthwiseLayer) -> tuple[np.ndarray, tuple[tuple[int
     """The float32 kernel cropped to the taps that can reach the input, with the explicit
     (top, bottom), (left, right) zero padding that makes a VALID conv of it equal the layer.
 
-    WBMM.md's first theorem: on an H x W map, taps farther than H-1 rows (W-1 columns)
+    docs/WBMM.md's first theorem: on an H x W map, taps farther than H-1 rows (W-1 columns)
     from the centre only ever multiply padding, so a 31x31 SAME conv on a 14x14 map is
     exactly a 27x27 one. Exact; nothing is cropped when K <= 2H-1.
     """

@@ -4,7 +4,7 @@ The output map is cut into ``th x tw`` tiles; tile (a, b) reads the ``ph x pw`` 
 of the padded input whose top-left corner is (a*th, b*tw), with ``ph = th + halo_h``.
 Per channel ``c`` every tile is one row of a matrix product
 
-    Y_c[tile, j] = sum_p X_c[tile, p] * M_c[p, j]          (WBMM.md: Y_c = X_c @ M_c)
+    Y_c[tile, j] = sum_p X_c[tile, p] * M_c[p, j]          (docs/WBMM.md: Y_c = X_c @ M_c)
 
 with patch positions ``p`` and output positions ``j`` in raster order. ``windowed``
 uses halo 0 and ``M_c = R_c[I]`` (the paper's operator); ``halo`` uses halo K-1 and
@@ -15,7 +15,7 @@ row blocks of ``th`` rows shifted by 0, th, 2*th, ... (STRIDED_SLICE + RESHAPE, 
 overlap inside one slice), the first ``ph`` rows of the stacked blocks form each
 patch (CONCATENATION), and the same again for columns. Channels go to the batch
 axis of BATCH_MATMUL by TRANSPOSEs of rank 4, since NNAPI and some GPU delegates
-accept nothing higher (WBMM.md).
+accept nothing higher (docs/WBMM.md).
 """
 
 from __future__ import annotations

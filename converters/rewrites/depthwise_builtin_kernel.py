@@ -4,7 +4,7 @@ inside an XNNPACK-delegated graph.
 The filter is passed through a RESHAPE to its own shape. XNNPACK only takes a
 depthwise conv whose filter is a static tensor, so it leaves this one to the builtin
 kernel and delegates everything around it. Why: XNNPACK's depthwise conv collapses
-above 25 taps (17 ms for 13x13 at 56x56x96, WBMM.md) while TFLite's builtin kernel
+above 25 taps (17 ms for 13x13 at 56x56x96, docs/WBMM.md) while TFLite's builtin kernel
 skips the taps that fall on padding, which on small maps beats every rewrite
 (measured: 14x14x384 K=13 about 1.7 ms builtin against 6 ms split and 17 ms XNNPACK).
 Same op, same numbers; only the kernel that runs it changes.

@@ -9,7 +9,7 @@ first block and the activation on the last ADD. Exact up to float
 summation order, because every output is still the sum of the same K*K products.
 
 Why: XNNPACK's depthwise kernels are fast up to 25 taps and fall off a cliff above
-(4.4 ms for 7x7 against 0.18 ms for 5x5 at 56x56x96, WBMM.md), so several small
+(4.4 ms for 7x7 against 0.18 ms for 5x5 at 56x56x96, docs/WBMM.md), so several small
 convs beat one large one. Only builtin ops (PAD, STRIDED_SLICE, DEPTHWISE_CONV_2D,
 ADD), so every runtime and delegate can run it. Taps that only ever see padding are
 cropped first (``_depthwise.effective_kernel``).

@@ -2,7 +2,7 @@
 is the kernel (``wbmm_mobile.core.kernel_to_table``), without the identity shortcut.
 
 This changes the function: inside each w x w window the conv sees zeros beyond the
-window border instead of its neighbours (WBMM.md: WBMM is not a full-map conv). It
+window border instead of its neighbours (docs/WBMM.md: WBMM is not a full-map conv). It
 is for seeing what WBMM would buy an architecture before training one; the rewrite
 warns and the report states the deviation measured on seeded inputs.
 

@@ -110,7 +110,7 @@ void PackDepthwiseWeights(const DepthwiseProblem& p, int lanes, const void* kern
           const size_t src = layout == KernelLayout::kTapsThenChannels ? size_t(t) * C + c : size_t(c) * taps + t;
           v = type == WeightType::kFloat32 ? static_cast<const float*>(kernel)[src]
                                            : HalfToFloat(static_cast<const uint16_t*>(kernel)[src]);
-          // Y = X @ R[I] + X: the identity is +1 at the zero offset (WBMM.md).
+          // Y = X @ R[I] + X: the identity is +1 at the zero offset (docs/WBMM.md).
           if (add_identity && t == centre) v += 1.0f;
         }
         dst[l] = v;

@@ -3,7 +3,7 @@
 //
 //  * windowed (the WBMM operator): the map is cut into window_h x window_w
 //    windows anchored at (0, 0); inside each window a (2wh-1) x (2ww-1) kernel
-//    (the table R read as a kernel, WBMM.md) is applied 'same' with zero
+//    (the table R read as a kernel, docs/WBMM.md) is applied 'same' with zero
 //    padding at the window border; pixels past the map (bottom/right padding
 //    to a multiple of the window) are zeros and their outputs are cropped.
 //    Per window and channel this is Y_c = X_c @ R_c[I]: every output pixel

@@ -1,6 +1,6 @@
 // Every compiled kernel set (portable, AVX2, AVX-512, NEON: whichever this CPU
 // runs, plus AVX-512's blocking on generic vectors) against a direct C++ transcription of the definitions: WBMM as
-// Y_c = X_c @ R_c[I] per window (the dense-M form, WBMM.md) and depthwise
+// Y_c = X_c @ R_c[I] per window (the dense-M form, docs/WBMM.md) and depthwise
 // cross-correlation with TF's SAME/VALID rule. Shapes are drawn from a fixed
 // pseudo-random stream covering channel counts that are not multiples of any
 // lane width, maps not divisible by the window, kernels wider than the map,

@@ -1,4 +1,4 @@
-"""``wbmm-mobile bench``: time .tflite models on this machine, over ``wbmm_mobile.hostbench.compare_models``."""
+"""``wbmm-mobile bench``: time .tflite models on this machine, over ``converters.hostbench.compare_models``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from collections import Counter
 
 from wbmm_mobile.cli._arguments import at_least, backend_name
+from wbmm_mobile.cli._output import add_json_argument
 
 HELP = "benchmark .tflite models here (ai-edge-litert): median, p5, p95 and speedups vs the first model"
 
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time every model twice, side by side: without, then with the delegate; speedups "
                              "are against the first model without it (implies --delegate)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
-    parser.add_argument("--json", metavar="PATH", default=None, help="also write all timings as JSON here")
+    add_json_argument(parser, "all timings")
 
 
 def _what_the_delegate_takes(model: str, delegate, options: dict, args: argparse.Namespace) -> str:
@@ -65,14 +66,11 @@ def _what_the_delegate_takes(model: str, delegate, options: dict, args: argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
+    from converters.hostbench import compare_models
+    from wbmm_mobile.cli._output import emit_json, stdout_console
+    from wbmm_mobile.report import bench_table
 
-    from rich.console import Console
-
-    from wbmm_mobile.hostbench import compare_models
-    from wbmm_mobile.report import bench_table, write_json
-
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = stdout_console(args)
     delegate = None
     if args.delegate or args.delegate_options is not None or args.also_without_delegate:
         import delegates
@@ -85,7 +83,5 @@ def run(args: argparse.Namespace) -> int:
                                 kernels=args.kernels, delegate=delegate, min_secs=args.min_secs,
                                 progress=True, seed=args.seed, also_without_delegate=args.also_without_delegate)
     console.print(bench_table(comparison))
-    if args.json:
-        write_json(comparison.to_dict(), args.json)
-        console.print(f"wrote {args.json}", highlight=False, markup=False)
+    emit_json(comparison.to_dict(), args, console)
     return 0

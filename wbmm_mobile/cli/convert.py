@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from wbmm_mobile.cli._output import add_json_argument
+
 HELP = "convert a Keras model with WBMM layers to a verified .tflite (bmm, gather or custom lowering)"
 
 # Kept here (not imported from converters) so --help never imports the converter stack.
@@ -45,17 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on the Ethos-U's CPU)")
     parser.add_argument("--min-kernel", type=int, default=7, metavar="K",
                         help="models without WBMM layers: rewrite depthwise convs with kernel >= K (default: 7)")
+    add_json_argument(parser, "the conversion report (the same as OUT/report.json)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from rich.console import Console
-
     from converters.keras_convert import convert_file
+    from wbmm_mobile.cli._output import emit_json, stdout_console
     from wbmm_mobile.report import conversion_summary, conversion_table
 
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = stdout_console(args)
     with console.status(f"converting {args.model} ({args.precision}, {args.lowering}) and verifying it"):
         report = convert_file(args.model, args.out, precision=args.precision, lowering=args.lowering,
                               representative_data=args.representative_data, seed=args.seed,
@@ -69,4 +69,5 @@ def run(args: argparse.Namespace) -> int:
                            for t, f in report.npu_placement.items())
         console.print(f"NPU placement (checked by compiling): {placed}", highlight=False, markup=False)
     console.print(f"wrote {report.output_path} and {args.out.rstrip('/')}/report.json", highlight=False, markup=False)
+    emit_json(report, args, console)
     return 0

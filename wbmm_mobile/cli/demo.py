@@ -46,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from rich.console import Console
+    from wbmm_mobile.cli._output import stdout_console
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # TensorFlow's C++ info lines drown the progress
 
     from wbmm_mobile.demo import run_demo
 
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = stdout_console(args)
 
     def say(line: str) -> None:
         console.print(line, highlight=False, markup=False)

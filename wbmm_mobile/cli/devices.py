@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from wbmm_mobile.cli._output import add_json_argument, emit_json, stdout_console
+
 HELP = "list Android devices with model, SoC, ABI, Android version, battery and thermal state"
 
 
@@ -19,16 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not ask an ADB server at all, only the --direct addresses (default: ask it)")
     parser.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS",
                         help="per-device wait for answers (default: 20)")
+    add_json_argument(parser, "every device's facts (the table's rows, in full)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from android_harness.device_survey import survey_devices
 
     rows = survey_devices(adb_server=args.adb, direct=args.direct, use_server=not args.no_server,
                           timeout=args.timeout)
+    found = 0 if any(row.snapshot is not None for row in rows) else 2
     table = Table(title="Android devices")
     for column in ("serial", "via", "state", "model", "SoC", "ABI", "Android", "battery", "thermal", "big cores"):
         table.add_column(column)
@@ -53,9 +56,11 @@ def run(args: argparse.Namespace) -> int:
             if snapshot.cpu.cores else "n/a"
         table.add_row(row.serial, row.via, row.state, model, info.soc, info.abi,
                       f"{info.android_version} (SDK {info.sdk_level})", battery, thermal, big)
-    Console().print(table)
+    console = stdout_console(args)
+    console.print(table)
     for row in rows:
         if row.snapshot is not None and row.snapshot.problems:
             for problem in row.snapshot.problems:
-                print(f"{row.serial}: {problem}")
-    return 0 if any(row.snapshot is not None for row in rows) else 2
+                console.print(f"{row.serial}: {problem}", highlight=False, markup=False, soft_wrap=True)
+    emit_json(rows, args, console)
+    return found

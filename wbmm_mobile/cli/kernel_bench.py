@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from android_harness.device import Device
     from android_harness.kernel_bench import run_kernel_bench
-    from android_harness.transport import open_transport
+    from android_harness.connect import open_transport
     from wbmm_mobile.errors import DeviceNotFoundError
 
     flags = ["--window", str(args.window)] if args.window is not None else ["--kernel", str(args.kernel)]

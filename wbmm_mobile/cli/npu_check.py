@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from wbmm_mobile.cli._output import add_json_argument
+
 HELP = "which ops of a .tflite run on Qualcomm's HTP and Arm's Ethos-U, per the NPU compilers (npu extra)"
 
 # Kept here, not imported from wbmm_mobile.npu, so --help imports nothing heavy; equal to
@@ -46,9 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ethos-u", type=_target_list("ethos-u"), default=_ETHOS_U_DEFAULT, metavar="CONFIG,...",
                         help=f"Ethos-U configurations, or none (default: {_ETHOS_U_DEFAULT}); e.g. ethos-u65-256, "
                              "ethos-u85-256. Integer models only: a float model is reported as not applicable")
-    parser.add_argument("--json", metavar="PATH", default=None,
-                        help="also write the records as a JSON list (model, target, compiled, ops_total, ops_npu, "
-                             "partitions, per_op, cpu_ops, estimate_ms, ...)")
+    add_json_argument(parser, "the records as a list (model, target, compiled, ops_total, ops_npu, partitions, "
+                              "per_op, cpu_ops, estimate_ms, ...)")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
                         help="seconds one compile may take before it counts as failed (default: 300)")
 
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from wbmm_mobile.cli._output import emit_json, json_to_stdout, stdout_console
     from wbmm_mobile.npu import check_models, write_json
     from wbmm_mobile.npu.report import format_text
 
@@ -66,26 +68,28 @@ def run(args: argparse.Namespace) -> int:
         print("wbmm-mobile: npu-check: no target left (--qualcomm none and --ethos-u none)", file=sys.stderr)
         return 2
     results = check_models(args.models, targets, timeout=args.timeout, progress=sys.stderr.isatty())
-    if args.json:
+    to_stdout = json_to_stdout(args)   # `--json -`: stdout holds the JSON alone, the tables go to stderr
+    if args.json and not to_stdout:
         write_json(results, args.json)
-    if sys.stdout.isatty():
-        _print_rich(results)
+    out = sys.stderr if to_stdout else sys.stdout
+    if out.isatty():
+        _print_rich(results, stdout_console(args))
     else:
-        sys.stdout.write(format_text(results))
-    if args.json:
+        out.write(format_text(results))
+    if to_stdout:
+        emit_json([r.to_dict() for r in results], args)
+    elif args.json:
         print(f"wrote {args.json}")
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
-def _print_rich(results) -> None:
+def _print_rich(results, console) -> None:
     from pathlib import Path
 
-    from rich.console import Console
     from rich.table import Table
 
     from wbmm_mobile.npu.report import SUMMARY_COLUMNS, summary_cells
 
-    console = Console()
     colours = {"compiled": "green", "none-offloaded": "yellow", "refused": "red", "not-applicable": "dim",
                "failed": "bold red"}
     summary = Table(title="NPU placement")

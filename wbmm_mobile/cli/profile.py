@@ -22,6 +22,16 @@ def _configs(text: str) -> tuple[str, ...]:
     return values
 
 
+def _delegate_options(text: str) -> str:
+    from delegates import parse_options
+
+    try:
+        parse_options(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _cooldown(text: str) -> str:
     if text == "temp":
         return text
@@ -75,8 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "~/.cache/wbmm-mobile/benchmark_model/<abi>/benchmark_model; nothing is downloaded)")
     parser.add_argument("--delegate-lib", default=None, metavar="PATH",
                         help="libwbmm_delegate.so built for the device's ABI, for the wbmm config (default: none)")
-    parser.add_argument("--delegate-options", default=None, metavar="K:V;K:V",
-                        help="--external_delegate_options passed with the wbmm config (default: none)")
+    parser.add_argument("--delegate-options", type=_delegate_options, default=None, metavar="K:V;K:V",
+                        help="--external_delegate_options passed with the wbmm config; num_threads is set to "
+                             "each --threads value unless given here, where yours wins (default: none)")
     parser.add_argument("--nnapi-accelerator", default=None, metavar="NAME",
                         help="--nnapi_accelerator_name for the nnapi config (default: NNAPI chooses)")
     parser.add_argument("--nnapi-preference", default="sustained_speed",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from wbmm_mobile.cli._arguments import at_least, backend_name
+from wbmm_mobile.cli._output import add_json_argument
 
 HELP = "rewrite large depthwise convolutions of a .tflite (exactly, or as WBMM windows)"
 
@@ -70,19 +71,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "kept). Refused for integer-only targets (nnapi)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip running the rewritten model against the original (not recommended)")
-    parser.add_argument("--report", metavar="report.json", default=None,
-                        help="also write the report as JSON to this path")
+    add_json_argument(parser, "the report (also when verification fails)", "--report")
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rich.console import Console
-
     from converters.rewrite import RewriteOptions, rewrite_file
+    from wbmm_mobile.cli._output import emit_json, json_to_stdout, stdout_console
 
-    # A pipe or CI log gets a wide table rather than rich's 80-column default.
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = stdout_console(args)   # a pipe or CI log gets whole values, not rich's 80 columns
     table = None
     if args.strategy_table or args.device or args.threads:
         from converters.strategy_table import load_for
@@ -96,10 +94,13 @@ def run(args: argparse.Namespace) -> int:
                              progress=sys.stderr.isatty(), static_shapes=not args.keep_dynamic_shapes,
                              allow_float_islands=args.allow_float_islands)
     # The library draws its own progress bar (on a terminal), so no spinner here.
-    result = rewrite_file(args.input, args.output, options, report_path=args.report)
+    to_stdout = json_to_stdout(args)
+    result = rewrite_file(args.input, args.output, options, report_path=None if to_stdout else args.json)
     print_report(result.report, console)
     console.print(f"wrote {args.output} ({result.report.bytes_before:,} -> {result.report.bytes_after:,} bytes)"
-                  + (f", report {args.report}" if args.report else ""))
+                  + (f", report {args.json}" if args.json and not to_stdout else ""))
+    if to_stdout:
+        emit_json(result.report.to_dict(), args)
     return 0
 
 

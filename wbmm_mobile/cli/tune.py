@@ -135,8 +135,9 @@ def _list(args: argparse.Namespace) -> int:
     if not rows:
         print("no strategy table" + ("" if args.list else f" in {strategy_table.CACHE_DIR}"))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from wbmm_mobile.cli._output import stdout_console
 
     table = Table(title="strategy tables")
     columns = ("file", "device", "serial", "soc", "abi", "target", "threads", "layers", "timings", "runtime",
@@ -145,7 +146,7 @@ def _list(args: argparse.Namespace) -> int:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*[Path(row["file"]).name if column == "file" else str(row[column]) for column in columns])
-    (Console() if sys.stdout.isatty() else Console(width=240)).print(table)
+    stdout_console().print(table)
     return 0
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from converters.tflite_io import read_model_bytes
 from converters.verify import load_interpreter, random_inputs
+from wbmm_mobile.progress import ProgressBar
 
 ModelLike = Union[bytes, bytearray, str, os.PathLike]
 
@@ -72,34 +73,6 @@ def summarize(runs_ms: Sequence[float]) -> dict[str, float]:
     return {"median_ms": float(np.median(values)), "p5_ms": float(np.percentile(values, 5)),
             "p95_ms": float(np.percentile(values, 95)), "mean_ms": float(values.mean()),
             "std_ms": float(values.std()), "min_ms": float(values.min()), "max_ms": float(values.max())}
-
-
-class _Progress:
-    """A rich progress bar when asked for one, a no-op otherwise; also accepts a callable(done, total)."""
-
-    def __init__(self, progress: bool | Callable[[int, int], None], description: str, total: int):
-        self.callback = progress if callable(progress) else None
-        self.bar = None
-        self.total = total
-        self.done = 0
-        if progress is True:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(description, total=total)
-
-    def advance(self) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update(self.task, completed=self.done, total=max(self.total, self.done))
-        if self.callback is not None:
-            self.callback(self.done, self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def time_model(model: ModelLike, *, threads: int = 1, runs: int = 50, warmup: int = 5, kernels: str = "xnnpack",
@@ -202,8 +175,9 @@ def _time_side_by_side(blobs: list[bytes], labels: list[str], *, threads: int, r
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
     interpreters, init_ms, first_ms, warm = {}, {}, {}, {}
-    bar = _Progress(progress, description or f"{len(blobs)} models interleaved ({kernels}, {threads}t)",
-                    len(blobs) * (1 + warmup + runs))
+    bar = ProgressBar(progress is True, len(blobs) * (1 + warmup + runs),
+                      description or f"{len(blobs)} models interleaved ({kernels}, {threads}t)",
+                      callback=(lambda done, total, _label: progress(done, total)) if callable(progress) else None)
     try:
         for index, data in enumerate(blobs):
             start = time.perf_counter()

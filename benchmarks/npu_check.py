@@ -38,7 +38,7 @@ TEN_SECONDS = 10.0
 
 
 def _cached(name: str, build) -> bytes:
-    from wbmm_mobile.npu.environment import cache_root
+    from converters.npu.environment import cache_root
 
     path = cache_root() / "bench" / f"{name}.tflite"
     if not path.exists():
@@ -131,7 +131,7 @@ def bmm_vs_depthwise(windows=(4, 7), size: int = 56, channels: int = 96) -> list
 
     from converters.keras_convert import convert_keras
     from tests import npu_models
-    from wbmm_mobile import npu
+    from converters import npu
     from wbmm_mobile.layers import WBMM
 
     target = npu.Target("ethos-u", "ethos-u55-256")
@@ -161,7 +161,7 @@ def bmm_vs_depthwise(windows=(4, 7), size: int = 56, channels: int = 96) -> list
 
 
 def _time_checks(name: str, data: bytes, targets, repeats: int) -> list[dict]:
-    from wbmm_mobile import npu
+    from converters import npu
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from wbmm_mobile import npu
-    from wbmm_mobile.npu import environment
+    from converters import npu
+    from converters.npu import environment
 
     started = time.perf_counter()
     # First use on a machine: the QNN folder (links, C compiler run for the stub, ldd check) in a

@@ -8,7 +8,7 @@ depthwise conv is therefore decided by compiling, not by rules:
    quantisation kept; a float16 weight keeps its DEQUANTIZE);
 2. check, per candidate of ``converters.strategy.pick`` (and keeping the conv): rewrite the
    one-op model with the real rewrite pass, compile it for every NPU target (Qualcomm: SM8650
-   and SM8750; Ethos-U: ethos-u55-256; ``wbmm_mobile.npu``) and refuse it, with the reason,
+   and SM8750; Ethos-U: ethos-u55-256; ``converters.npu``) and refuse it, with the reason,
    unless every op lands on the NPU of every target. An int8 layer must stay integer:
    a candidate with float ops (DEQUANTIZE -> float -> QUANTIZE) is refused for both targets,
    because a float island leaves an integer-only NPU (Vela puts every such op on the CPU) and
@@ -24,7 +24,7 @@ before, and every rewritten layer's ops are on the NPU.
 
 A float model has no place on the Ethos-U: its layers are left alone with that reason.
 
-Not for: the rewrites themselves (``converters/rewrites/``) or the compilers (``wbmm_mobile.npu``).
+Not for: the rewrites themselves (``converters/rewrites/``) or the compilers (``converters.npu``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import copy
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,8 +79,8 @@ class PlacementReport:
 
 
 def npu_targets(backend: str) -> list:
-    """The compiler targets a backend is checked on (``wbmm_mobile.npu.default_targets``)."""
-    from wbmm_mobile import npu
+    """The compiler targets a backend is checked on (``converters.npu.default_targets``)."""
+    from converters import npu
 
     return npu.default_targets(backend)
 
@@ -158,7 +159,7 @@ def layer_model(model, g: int, index: int) -> bytes:
 # ----------------------------------------------------------------------------- check and pick
 
 def _compile(data: bytes, targets, folder: Path, stem: str) -> dict:
-    from wbmm_mobile import npu
+    from converters import npu
 
     path = folder / f"{stem}.tflite"
     path.write_bytes(data)
@@ -198,11 +199,12 @@ def cheaper_than_keeping(kept: Candidate, accepted: list[Candidate]) -> Candidat
 
 
 def choose(model, g: int, index: int, layer, order: tuple[str, ...], why: str, options,
-           report: PlacementReport) -> tuple[tuple[str, ...], str]:
+           report: PlacementReport, rewrite_candidate: Callable[[bytes, str], Any]) -> tuple[tuple[str, ...], str]:
     """The strategy to apply for one layer on an NPU target, as ``(order, reason)``: ``(name,)``, or
-    ``("keep",)`` with the reason every candidate was refused or why keeping it is cheaper."""
-    from converters.rewrite import RewriteOptions, rewrite_model
-    from wbmm_mobile.npu.models import activation_precision
+    ``("keep",)`` with the reason every candidate was refused or why keeping it is cheaper.
+    ``rewrite_candidate(one_layer_model, strategy)`` is the rewriter's (handed in, so this module
+    never imports the rewriter that calls it) and returns its RewriteResult, unverified."""
+    from converters.npu.models import activation_precision
 
     targets = npu_targets(options.target)
     entry = LayerPlacement(layer.name, "keep", "")
@@ -228,10 +230,7 @@ def choose(model, g: int, index: int, layer, order: tuple[str, ...], why: str, o
             candidate = Candidate(name)
             entry.candidates.append(candidate)
             try:
-                windowed = name == "windowed"
-                rewritten = rewrite_model(one, RewriteOptions(mode="windowed" if windowed else "exact",
-                                                              strategy="auto" if windowed else name, target="xnnpack",
-                                                              min_kernel=1, verify=False, static_shapes=False))
+                rewritten = rewrite_candidate(one, name)
             except Exception as exc:  # noqa: BLE001 - a candidate that cannot be built is refused with the reason
                 candidate.refusal = f"the rewrite failed ({type(exc).__name__}: {exc})"[:300]
                 continue

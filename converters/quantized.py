@@ -77,19 +77,6 @@ def int8_depthwise_model(height: int, width: int, channels: int, kernel: int, *,
     return tflite_io.model_to_bytes(editor.model)
 
 
-@lru_cache(maxsize=32)
-def measure_int8_depthwise(shape, threads: int = 1, runs: int = 20) -> dict[str, float]:
-    """Median ms of the int8 conv of ``shape`` (a strategy.LayerShape) on XNNPACK
-    (``depthwise``) and of its ``builtin_kernel`` rewrite, timed interleaved."""
-    from converters.rewrite import RewriteOptions, rewrite_model
-    from converters.hostbench import compare_models
-
-    stock = int8_depthwise_model(shape.height, shape.width, shape.channels, shape.kernel, padding=shape.padding)
-    rewritten = rewrite_model(stock, RewriteOptions(strategy="builtin_kernel", min_kernel=1, verify=False)).model
-    stats = compare_models([stock, rewritten], threads=threads, runs=runs, warmup=3, progress=False).stats
-    return {"depthwise": stats[0].median_ms, "builtin_kernel": stats[1].median_ms}
-
-
 def delegate_runs_int8_custom_ops(make_delegate: Callable[[], Any], op: str = "WBMM_DEPTHWISE") -> tuple[bool, str]:
     """(True, "") when the delegate from ``make_delegate`` claims an int8 ``op`` node (WBMM or
     WBMM_DEPTHWISE) of a one-op probe model; else (False, why). A delegate without int8 kernels
@@ -108,4 +95,4 @@ def delegate_runs_int8_custom_ops(make_delegate: Callable[[], Any], op: str = "W
     return True, ""
 
 
-__all__ = ["int8_depthwise_model", "measure_int8_depthwise", "delegate_runs_int8_custom_ops"]
+__all__ = ["int8_depthwise_model", "delegate_runs_int8_custom_ops"]

@@ -233,6 +233,15 @@ def _timing_source(options: RewriteOptions):
     return None
 
 
+def _npu_candidate(one_layer: bytes, strategy: str) -> RewriteResult:
+    """One NPU candidate: the one-layer model rewritten by ``strategy`` (``windowed``: WBMM), unverified;
+    converters.npu_placement compiles it."""
+    windowed = strategy == "windowed"
+    return rewrite_model(one_layer, RewriteOptions(mode="windowed" if windowed else "exact",
+                                                   strategy="auto" if windowed else strategy, target="xnnpack",
+                                                   min_kernel=1, verify=False, static_shapes=False))
+
+
 def rewrite_one_strategy(data: bytes, strategy: str, target: str) -> bytes | None:
     """``data`` with every depthwise conv rewritten by ``strategy`` (unverified; any kernel size), or None
     when the strategy refuses them all: the one-layer candidates that ``--measure`` times."""
@@ -333,7 +342,8 @@ def _rewrite_subgraph(model, g: int, options: RewriteOptions, report: RewriteRep
                                        precision=layer.precision, allow_float_islands=options.allow_float_islands)
             order, why = chosen.order, chosen.reason
         if report.npu_placement is not None:      # NPU targets: decided by compiling each candidate
-            order, why = npu_placement.choose(model, g, index, layer, order, why, options, report.npu_placement)
+            order, why = npu_placement.choose(model, g, index, layer, order, why, options, report.npu_placement,
+                                              _npu_candidate)
         if order == ("keep",):
             entry.reason = f"kept: {why}"
             continue

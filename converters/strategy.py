@@ -152,7 +152,7 @@ def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measur
         if answer.times is not None:
             return _pick_integer_from_times(answer.times, target, precision, answer.source, islands)
         unanswered = f" (no {answer.source})"
-    chosen = _integer_rule(shape, target, precision, measure)
+    chosen = _integer_rule(shape, target, precision, measure, table if measure else None)
     if unanswered:
         chosen = Pick(chosen.order, chosen.reason + unanswered)
     if chosen.order != ("keep",) or not islands:
@@ -163,7 +163,8 @@ def pick_integer(shape: LayerShape, target: str, precision: str = "int8", measur
     return Pick(fallback.order, f"{chosen.reason}; --allow-float-islands: {fallback.reason}")
 
 
-def _integer_rule(shape: LayerShape, target: str, precision: str, measure: bool) -> Pick:
+def _integer_rule(shape: LayerShape, target: str, precision: str, measure: bool,
+                  table: TimingSource | None = None) -> Pick:
     """The integer choice without a device table: fixed rules, timings made now or the shipped int8 table."""
     if precision == "int8" and target == "wbmm":
         return Pick(("custom", "builtin_kernel"), "wbmm target: the delegate's int8 WBMM_DEPTHWISE (integer)")
@@ -177,9 +178,10 @@ def _integer_rule(shape: LayerShape, target: str, precision: str, measure: bool)
                                "kernel already runs it")
     times, source = None, ""
     if measure:
-        from converters.quantized import measure_int8_depthwise
-
-        times, source = measure_int8_depthwise(shape), "measured now on this machine"
+        if table is None:
+            raise ValueError("measure=True times the candidates: pass table=converters.strategy_measure.MeasuredHere(...)")
+        answer = table.lookup(shape, "xnnpack", dtype="int8")
+        times, source = answer.times, answer.source
     else:
         answer = ShippedTable(INT8_TABLE_PATH, dtype="int8").lookup(shape, "xnnpack", dtype="int8")
         times, source = answer.times, answer.source.replace("shipped table", "shipped int8 table", 1)

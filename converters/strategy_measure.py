@@ -55,11 +55,33 @@ class MeasuredHere:
     threads: int = 1
 
     def lookup(self, shape: LayerShape, kernels: str, dtype: str = "float32") -> TableAnswer:
+        if dtype == "int8" and kernels == "xnnpack":
+            times = measure_int8_depthwise(shape, threads=self.threads, rewrite_with=self.rewrite_with)
+            return TableAnswer(shape, times, "measured now on this machine")
         if dtype_family(dtype) != "float" or kernels not in ("xnnpack", "cpu"):
-            # Integer layers are timed by converters.quantized (pick with measure=True); wbmm needs a device table.
-            return TableAnswer(shape, None, f"{dtype} {kernels} timing made here (float xnnpack and cpu only)")
+            # wbmm (and every other integer case) needs a device table: nothing to time here.
+            return TableAnswer(shape, None, f"{dtype} {kernels} timing made here (float xnnpack and cpu, "
+                                            "int8 xnnpack only)")
         strategies = ("split", "dilated", "halo", "builtin_kernel") if kernels == "xnnpack" \
             else ("split", "dilated", "halo")
         times = measure_strategies(shape, kernels, threads=self.threads, strategies=strategies,
                                    rewrite_with=self.rewrite_with)
         return TableAnswer(shape, times, "measured now on this machine")
+
+
+@lru_cache(maxsize=32)
+def measure_int8_depthwise(shape: LayerShape, threads: int = 1, runs: int = 20,
+                           rewrite_with: RewriteWith | None = None) -> dict[str, float]:
+    """Median ms of the int8 conv of ``shape`` on XNNPACK (``depthwise``) and of its
+    ``builtin_kernel`` rewrite (TFLite's own int8 kernel), timed interleaved."""
+    from converters.hostbench import compare_models
+    from converters.quantized import int8_depthwise_model
+
+    if rewrite_with is None:
+        raise ValueError("measure_int8_depthwise needs rewrite_with (converters.rewrite.rewrite_one_strategy)")
+    stock = int8_depthwise_model(shape.height, shape.width, shape.channels, shape.kernel, padding=shape.padding)
+    rewritten = rewrite_with(stock, "builtin_kernel", "xnnpack")
+    if rewritten is None:
+        raise ValueError(f"builtin_kernel refused the int8 {shape.kernel}x{shape.kernel} layer it was asked to time")
+    stats = compare_models([stock, rewritten], threads=threads, runs=runs, warmup=3, progress=False).stats
+    return {"depthwise": stats[0].median_ms, "builtin_kernel": stats[1].median_ms}

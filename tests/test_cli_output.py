@@ -35,12 +35,12 @@ def test_devices_piped_shows_whole_values_and_writes_json(tmp_path):
     assert "…" not in piped.stdout
     row = next(line for line in piped.stdout.splitlines() if phone.serial in line)
     # Every cell whole on one line: serial, model, SoC, Android version.
-    for cell in (phone.serial, "Google Pixel 7 (loopback test device)", "Tensor G2", "14 (SDK 34)"):
+    for cell in (phone.serial, "Google Pixel 7 (wbmm loopback fixture)", "Tensor G2", "14 (SDK 34)"):
         assert cell in row, row
     assert len(row) > 80
     rows = json.loads((tmp_path / "devices.json").read_text())
     assert [r["serial"] for r in rows] == [phone.serial]
-    assert rows[0]["snapshot"]["info"]["model"] == "Pixel 7" and rows[0]["snapshot"]["info"]["abi"] == "arm64-v8a"
+    assert rows[0]["snapshot"]["info"]["model"] == "Pixel 7 (wbmm loopback fixture)" and rows[0]["snapshot"]["info"]["abi"] == "arm64-v8a"
     assert to_stdout.returncode == 0, to_stdout.stderr
     assert json.loads(to_stdout.stdout) == rows          # stdout is the JSON alone; the table went to stderr
     assert phone.serial in to_stdout.stderr

@@ -3,8 +3,8 @@
 Layers, bottom to top:
   core    wbmm_mobile's own foundations: errors, backend names, the operator (core, layers), the reference
           architectures (zoo), JSON output, the progress bar;
-  middle  converters, delegates, android_harness, and wbmm_mobile.npu (the NPU compilers'
-          drivers); each may use core; among themselves the package graph must be acyclic;
+  middle  converters (with converters.npu, the NPU compilers' drivers), delegates,
+          android_harness; each may use core; among themselves the package graph must be acyclic;
   top     the rest of wbmm_mobile: the CLI, demo, compare, report.
 
 Static analysis (ast) of every ``import`` / ``from ... import`` in the sources, at module
@@ -22,8 +22,6 @@ PACKAGES = ("wbmm_mobile", "converters", "delegates", "android_harness")
 CORE = {"wbmm_mobile", "wbmm_mobile.errors", "wbmm_mobile.core", "wbmm_mobile.layers", "wbmm_mobile.zoo",
         "wbmm_mobile.json_output", "wbmm_mobile.progress", "wbmm_mobile.backends"}
 MIDDLE = ("converters", "delegates", "android_harness")
-# wbmm_mobile's own middle-layer packages: the NPU compilers' drivers (used by converters' placement).
-MIDDLE_SUBPACKAGES = ("wbmm_mobile.npu",)
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
@@ -128,14 +126,11 @@ def _cycle_path(graph: dict[str, set[str]], component: set[str]) -> list[str]:
 def layer(module: str) -> str:
     if module in CORE:
         return "core"
-    for package in MIDDLE_SUBPACKAGES:
-        if module == package or module.startswith(package + "."):
-            return package
     top_package = module.split(".")[0]
     return top_package if top_package in MIDDLE else "top"
 
 
-RANK = {"core": 0, "converters": 1, "delegates": 1, "android_harness": 1, "wbmm_mobile.npu": 1, "top": 2}
+RANK = {"core": 0, "converters": 1, "delegates": 1, "android_harness": 1, "top": 2}
 
 
 def layer_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:

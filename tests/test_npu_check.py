@@ -36,14 +36,14 @@ def _write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 @pytest.fixture(scope="module")
 def qualcomm():
-    from wbmm_mobile.npu import qualcomm as module
+    from converters.npu import qualcomm as module
 
     return module
 
 
 @pytest.fixture(scope="module")
 def ethos_u():
-    from wbmm_mobile.npu import ethos_u as module
+    from converters.npu import ethos_u as module
 
     return module
 
@@ -187,7 +187,7 @@ def test_ethos_u_config_list_is_velas(ethos_u):
 
 @needs_extra
 def test_qnn_folder_is_prepared_once_and_repaired(tmp_path, monkeypatch):
-    from wbmm_mobile.npu import environment
+    from converters.npu import environment
 
     monkeypatch.setenv("WBMM_MOBILE_CACHE", str(tmp_path / "cache"))
     tools = environment.qualcomm_tools()
@@ -273,7 +273,7 @@ def test_cli_refuses_unknown_targets_and_missing_models(tmp_path):
 
 
 def test_cli_defaults_are_the_librarys():
-    from wbmm_mobile import npu
+    from converters import npu
     from wbmm_mobile.cli import npu_check
 
     assert npu_check._QUALCOMM_DEFAULT.split(",") == list(npu.QUALCOMM_DEFAULT)

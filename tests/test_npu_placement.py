@@ -15,7 +15,7 @@ from converters import npu_placement, tflite_io, verify
 from converters.rewrite import RewriteOptions, rewrite_model
 from tests import npu_models
 from tests.test_npu_check import needs_extra
-from wbmm_mobile.npu.models import activation_precision
+from converters.npu.models import activation_precision
 
 pytestmark = needs_extra
 

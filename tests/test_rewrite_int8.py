@@ -262,7 +262,11 @@ def test_auto_reads_the_shipped_int8_table_else_the_rule(monkeypatch, tmp_path):
 
 
 def test_auto_measure_times_the_int8_choice_here():
-    chosen = pick(LayerShape(20, 20, 16, 7), "xnnpack", measure=True, precision="int8")
+    from converters.rewrite import rewrite_one_strategy
+    from converters.strategy_measure import MeasuredHere
+
+    chosen = pick(LayerShape(20, 20, 16, 7), "xnnpack", measure=True, precision="int8",
+                  table=MeasuredHere(rewrite_one_strategy))
     assert chosen.order in (("builtin_kernel",), ("keep",)) and "measured now" in chosen.reason
     assert "XNNPACK int8" in chosen.reason and "builtin_kernel" in chosen.reason
 

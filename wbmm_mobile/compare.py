@@ -10,7 +10,7 @@ to ``<base>``, and energy per
 inference in mJ. With NPU placement records (``wbmm-mobile npu-check --json``, given as
 ``npu_check=`` or found as ``npu_check.json`` in the results folder), each row also shows
 where its model's ops would run on each NPU target, and the report gets the placement table
-(``wbmm_mobile.npu.report.markdown``). Runs whose thermal status rose or reached "moderate" are flagged;
+(``converters.npu.report.markdown``). Runs whose thermal status rose or reached "moderate" are flagged;
 failed runs are listed with their error. Plots (matplotlib, Agg backend, no display):
 latency per config for each device, and latency against kernel or window size when
 model names form a sweep (``..._k7``, ``..._k13``, ``..._w14``). Not for: running
@@ -88,7 +88,7 @@ class Comparison:
     sweeps: list[Sweep]
     plots: list[str] = field(default_factory=list)
     report: str | None = None
-    npu: list = field(default_factory=list)      # wbmm_mobile.npu.NpuCheck records, when there are any
+    npu: list = field(default_factory=list)      # converters.npu.NpuCheck records, when there are any
     npu_source: str | None = None
 
 
@@ -204,7 +204,7 @@ def compare(results: str | Path, *, out_dir: str | Path | None = None, plots: bo
     comparison = Comparison(rows=rows, failed=failed, sweeps=_sweeps(rows))
     source = Path(npu_check) if npu_check is not None else find_npu_check(results)
     if source is not None:
-        from wbmm_mobile.npu import read_json
+        from converters.npu import read_json
 
         comparison.npu, comparison.npu_source = read_json(source), str(source)
     if plots:
@@ -346,7 +346,7 @@ def format_table(comparison: Comparison) -> str:
     for failure in comparison.failed:
         lines.append(f"FAILED {failure.serial} {failure.model} {failure.config} {failure.threads}t: {failure.error}")
     if comparison.npu:
-        from wbmm_mobile.npu.report import SUMMARY_COLUMNS, summary_cells
+        from converters.npu.report import SUMMARY_COLUMNS, summary_cells
 
         lines += ["", f"NPU placement (from {comparison.npu_source}):"]
         table = [list(SUMMARY_COLUMNS)] + [summary_cells(r) for r in comparison.npu]
@@ -383,7 +383,7 @@ def markdown_report(comparison: Comparison, relative_to: Path | None = None) -> 
                        + ", ".join(f"{r.model} {r.config} {r.threads}t" for r in throttled) + ".")
             out.append("")
     if comparison.npu:
-        from wbmm_mobile.npu.report import markdown
+        from converters.npu.report import markdown
 
         out.append(markdown(comparison.npu))
     if comparison.failed:

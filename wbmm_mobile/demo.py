@@ -13,7 +13,7 @@ model with the ``custom`` lowering when the C++ delegate is built; profile all o
 and a benchmark_model for it, else the loopback ADB device running ``wbmm-mobile-benchmark``
 on this computer) under cpu, xnnpack and, with the delegate, wbmm (``claim_depthwise:1``, so
 the delegate also takes the twin's 13x13 convs); with the ``npu`` extra installed, place
-them on the NPU targets (``wbmm_mobile.npu.check_models``, written as ``npu_check.json`` in the
+them on the NPU targets (``converters.npu.check_models``, written as ``npu_check.json`` in the
 run folder); compare (``wbmm_mobile.compare``: table, PNG, report.md, with the NPU placement
 next to the latencies when there is one). File names make ``compare`` pair each WBMM file with its twin:
 ``demo_large_dw`` (twin), ``demo_large_dw_wbmm`` (bmm), ``demo_large_dw_wbmm_custom``.
@@ -235,7 +235,7 @@ def _place_on_npus(models: list[DemoModel], run_dir: Path, log: Callable[[str], 
                    progress: bool) -> None:
     """npu-check of every demo model into ``run_dir/npu_check.json`` (compare finds it there);
     without the npu extra, a note says so and the demo goes on."""
-    from wbmm_mobile import npu
+    from converters import npu
     from wbmm_mobile.compare import NPU_CHECK_FILE
     from wbmm_mobile.errors import NpuExtraMissingError, NpuSetupError
 
@@ -283,7 +283,7 @@ def _write_markdown(demo: DemoResult, path: Path, input_size: int, runs: int, wa
     for plot in demo.comparison.plots:
         text += [f"![{Path(plot).name}]({Path(plot).name})", ""]
     if demo.comparison.npu:
-        from wbmm_mobile.npu.report import markdown
+        from converters.npu.report import markdown
 
         text.append(markdown(demo.comparison.npu, title="Where the models would run on NPUs"))
     if demo.problems:

@@ -1,7 +1,7 @@
 """``wbmm-mobile npu-check``: which ops of each .tflite the NPU compilers put on the NPU, and why not the rest.
 
-A thin wrapper over ``wbmm_mobile.npu.check_models``: a rich table on a terminal, the whole
-plain text (``wbmm_mobile.npu.report.format_text``) in a pipe, and the records as JSON with
+A thin wrapper over ``converters.npu.check_models``: a rich table on a terminal, the whole
+plain text (``converters.npu.report.format_text``) in a pipe, and the records as JSON with
 --json. Exit 0 when every compile ran (whatever it placed), 1 when a compiler crashed or timed
 out, 2 on bad input or without the ``npu`` extra.
 """
@@ -14,15 +14,15 @@ from wbmm_mobile.cli._output import add_json_argument
 
 HELP = "which ops of a .tflite run on Qualcomm's HTP and Arm's Ethos-U, per the NPU compilers (npu extra)"
 
-# Kept here, not imported from wbmm_mobile.npu, so --help imports nothing heavy; equal to
-# wbmm_mobile.npu.QUALCOMM_DEFAULT / ETHOS_U_DEFAULT (a test checks).
+# Kept here, not imported from converters.npu, so --help imports nothing heavy; equal to
+# converters.npu.QUALCOMM_DEFAULT / ETHOS_U_DEFAULT (a test checks).
 _QUALCOMM_DEFAULT = "SM8650,SM8750"
 _ETHOS_U_DEFAULT = "ethos-u55-256"
 
 
 def _target_list(family: str):
     def parse(text: str):
-        from wbmm_mobile.npu import parse_target
+        from converters.npu import parse_target
 
         names = [n for n in text.split(",") if n.strip()]
         if text.strip().lower() == "none":
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from wbmm_mobile.cli._output import emit_json, json_to_stdout, stdout_console
-    from wbmm_mobile.npu import check_models, write_json
-    from wbmm_mobile.npu.report import format_text
+    from converters.npu import check_models, write_json
+    from converters.npu.report import format_text
 
     qualcomm = args.qualcomm if isinstance(args.qualcomm, list) else _target_list("qualcomm")(args.qualcomm)
     ethos = args.ethos_u if isinstance(args.ethos_u, list) else _target_list("ethos-u")(args.ethos_u)
@@ -88,7 +88,7 @@ def _print_rich(results, console) -> None:
 
     from rich.table import Table
 
-    from wbmm_mobile.npu.report import SUMMARY_COLUMNS, summary_cells
+    from converters.npu.report import SUMMARY_COLUMNS, summary_cells
 
     colours = {"compiled": "green", "none-offloaded": "yellow", "refused": "red", "not-applicable": "dim",
                "failed": "bold red"}

@@ -32,9 +32,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from wbmm_mobile.npu import environment
-from wbmm_mobile.npu.models import op_counts, tensors_of_type
-from wbmm_mobile.npu.results import NPU_OP_NAMES, CpuOp, NpuCheck, placement_by_type
+from converters.npu import environment
+from converters.npu.models import op_counts, tensors_of_type
+from converters.npu.results import NPU_OP_NAMES, CpuOp, NpuCheck, placement_by_type
 
 __all__ = ["SOCS", "check", "parse_log"]
 

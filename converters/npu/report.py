@@ -3,7 +3,7 @@
 The CLI draws the same rows with rich on a terminal; ``format_text`` is what a pipe or a log
 gets (every row, nothing cut); ``markdown`` is the placement section of ``compare``'s report.
 
-Not for: JSON (``wbmm_mobile.npu.write_json``).
+Not for: JSON (``converters.npu.write_json``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from wbmm_mobile.npu.results import NpuCheck
+from converters.npu.results import NpuCheck
 
 __all__ = ["SUMMARY_COLUMNS", "summary_cells", "format_text", "markdown", "traffic_text"]
 

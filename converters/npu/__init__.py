@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from wbmm_mobile.npu.results import STATUSES, CpuOp, NpuCheck, OpPlacement
+from converters.npu.results import STATUSES, CpuOp, NpuCheck, OpPlacement
 
 __all__ = ["Target", "QUALCOMM_DEFAULT", "ETHOS_U_DEFAULT", "FAMILIES", "parse_target", "default_targets",
            "check_models", "check_model", "write_json", "read_json", "NpuCheck", "CpuOp", "OpPlacement",
@@ -49,7 +49,7 @@ class Target:
 
 def parse_target(family: str, name: str) -> Target:
     """A validated target; ValueError naming the choices for an unknown SoC or configuration."""
-    from wbmm_mobile.npu import ethos_u, qualcomm
+    from converters.npu import ethos_u, qualcomm
 
     if family == "qualcomm":
         soc = name.strip().upper()
@@ -72,7 +72,7 @@ def default_targets(backend: str | None = None) -> list[Target]:
 
 def _require(targets: Sequence[Target]) -> None:
     """Fail before any compile when a family's compiler is missing (NpuExtraMissingError, one line)."""
-    from wbmm_mobile.npu import environment
+    from converters.npu import environment
 
     if any(t.family == "qualcomm" for t in targets):
         environment.qualcomm_tools("npu-check for Qualcomm")
@@ -82,7 +82,7 @@ def _require(targets: Sequence[Target]) -> None:
 
 def check_model(path: str | Path, target: Target, *, timeout: float = DEFAULT_TIMEOUT, label: str | None = None,
                 keep_compiled: str | Path | None = None) -> NpuCheck:
-    from wbmm_mobile.npu import ethos_u, qualcomm
+    from converters.npu import ethos_u, qualcomm
 
     if target.family == "qualcomm":
         return qualcomm.check(path, target.name, timeout=timeout, label=label, keep_compiled=keep_compiled)

@@ -29,9 +29,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from wbmm_mobile.npu import environment
-from wbmm_mobile.npu.models import activation_precision, op_counts
-from wbmm_mobile.npu.results import NPU_OP_NAMES, CpuOp, NpuCheck, placement_by_type
+from converters.npu import environment
+from converters.npu.models import activation_precision, op_counts
+from converters.npu.results import NPU_OP_NAMES, CpuOp, NpuCheck, placement_by_type
 
 __all__ = ["CONFIGS", "check", "parse_cpu_warnings", "parse_summary"]
 

@@ -1,5 +1,7 @@
 """The int8 WBMM / WBMM_DEPTHWISE custom ops run on the wbmm delegate, against the original on
-TFLite's builtin int8 kernels: at most one step apart.
+TFLite's builtin int8 kernels: at most one step apart (the rest of the graph on the same
+kernels in both); against the original on XNNPACK, whose requantization the delegate follows:
+no step apart.
 
 The int8 kernels come from the C++ side (issue 16, part 1). Until the loaded delegate claims
 int8 custom ops these tests are skipped with the delegate's own reason
@@ -33,10 +35,15 @@ def make_delegate():
     return delegates.load
 
 
-def _steps_through_delegate(original: bytes, rewritten: bytes, make_delegate, seed: int = 3) -> tuple[int, float]:
+def _steps_through_delegate(original: bytes, rewritten: bytes, make_delegate, seed: int = 3,
+                            kernels: str = "cpu") -> tuple[int, float]:
+    """Steps between the original on ``kernels`` and the rewritten model on the same ``kernels`` plus
+    the delegate: every op the rewrite did not touch runs on the same kernels in both, so the
+    difference is the delegate's alone (mixing builtin and XNNPACK kernels for the other layers
+    measures the two TFLite backends, not the delegate)."""
     inputs = verify.random_inputs(original, seed)
-    reference = verify.run_tflite(original, inputs, kernels="cpu")[0].astype(np.int64)
-    candidate = verify.run_tflite(rewritten, inputs, kernels="xnnpack", delegate=make_delegate())[0].astype(np.int64)
+    reference = verify.run_tflite(original, inputs, kernels=kernels)[0].astype(np.int64)
+    candidate = verify.run_tflite(rewritten, inputs, kernels=kernels, delegate=make_delegate())[0].astype(np.int64)
     diff = np.abs(reference - candidate)
     return int(diff.max()), float(np.count_nonzero(diff)) / diff.size
 
@@ -69,7 +76,16 @@ def test_convnext_like_int8_through_the_delegate(make_delegate):
     original = convnext_like()
     result = rewrite_model(original, RewriteOptions(target="wbmm"))
     assert result.report.verification["passed"] and "wbmm delegate" in result.report.verification_note
-    steps, _ = _steps_through_delegate(original, result.model, make_delegate)
+    # The delegate's contract is XNNPACK's requantization: against the original on XNNPACK, bit for bit.
+    for seed in (3, 4):
+        assert _steps_through_delegate(original, result.model, make_delegate, seed, kernels="xnnpack")[0] == 0
+    # Against TFLite's builtin int8 kernels: each delegated layer is within one step of the builtin
+    # kernel (docs/USAGE.md), so with every other layer on the same builtin kernels the model stays
+    # within one step (measured at 1 on seeds 0-5, at most 1.7% of outputs). The original on builtin
+    # kernels against the rewritten model on XNNPACK differs by up to 3 steps whether or not the
+    # delegate runs: that is builtin vs XNNPACK on the LayerNorm / Dense / Add layers, which the
+    # rewrite does not touch (the original on XNNPACK is 2-3 steps from itself on builtin kernels).
+    steps, _ = _steps_through_delegate(original, result.model, make_delegate, kernels="cpu")
     assert steps <= 1
 
 

@@ -105,6 +105,15 @@ def test_float32_policy_boundary_and_enforce_message():
         compare([ref], [ref + 2e-4], tolerance_for("float32"), enforce=True)
 
 
+def test_int8_policy_is_two_steps_plus_the_measured_table_rounding():
+    ref = np.zeros((4,))
+    assert compare([ref], [ref + 0.02], tolerance_for("int8", 0.01)).passed          # 2 steps
+    assert not compare([ref], [ref + 0.021], tolerance_for("int8", 0.01)).passed
+    widened = tolerance_for("int8", 0.01, table_rounding=0.015)                       # + what the rounding makes
+    assert compare([ref], [ref + 0.035], widened).passed and not compare([ref], [ref + 0.036], widened).passed
+    assert "table's rounding" in str(widened) and "table" not in str(tolerance_for("int8", 0.01))
+
+
 def test_nan_and_shape_mismatch_always_fail():
     ref = np.ones((2, 2))
     assert not compare([ref], [np.full((2, 2), np.nan)], Tolerance(relative=1e9)).passed

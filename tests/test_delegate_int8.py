@@ -20,6 +20,8 @@ moved to the batch axis, 'same', the map padded with the input zero point).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
@@ -29,10 +31,10 @@ import delegates
 from converters.custom_ops import DepthwiseOptions, WbmmOptions
 from delegate_models import int8_conv_model, to_int8_tflite
 
-pytestmark = pytest.mark.skipif(not delegates.DEFAULT_LIBRARY.is_file() and not __import__("os").environ.get(
-    delegates.LIBRARY_ENV_VAR), reason="build the delegate first: make delegate")
+BUILT = delegates.built_file(delegates.LIBRARY_NAME) is not None or bool(os.environ.get(delegates.LIBRARY_ENV_VAR))
+pytestmark = pytest.mark.skipif(not BUILT, reason="build the delegate first: make delegate")
 
-ISAS = delegates.available_isas() if delegates.DEFAULT_LIBRARY.is_file() else ["portable"]
+ISAS = delegates.available_isas() if BUILT else ["portable"]
 BUILTIN = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 XNNPACK = OpResolverType.AUTO
 

@@ -40,17 +40,10 @@ def single_layer_model(x_shape: tuple[int, ...], kernel: np.ndarray, bias: np.nd
     from ai_edge_litert import schema_py_generated as schema
 
     from converters import tflite_io
-    from converters.rewrites._graph import Builtin, GraphEditor, Options
+    from converters.rewrites._graph import Builtin, Options, new_model
 
-    model = schema.ModelT()
-    model.version = 3
-    model.description = b"wbmm-mobile one-layer depthwise model"
-    model.buffers = [schema.BufferT()]
-    model.operatorCodes = []
-    graph = schema.SubGraphT()
-    graph.tensors, graph.operators = [], []
-    model.subgraphs = [graph]
-    editor = GraphEditor(model, 0)
+    editor = new_model("wbmm-mobile one-layer depthwise model")
+    model, graph = editor.model, editor.model.subgraphs[0]
     kh, kw, channels = kernel.shape
     x = editor.tensor("input", tuple(x_shape))
     w = editor.weight("kernel", kernel.reshape(1, kh, kw, channels), store_float16=kernel.dtype == np.float16)
@@ -88,16 +81,13 @@ def extracted_layer_model(model, subgraph: int, op_index: int) -> bytes:
     from ai_edge_litert import schema_py_generated as schema
 
     from converters import tflite_io
+    from converters.rewrites._graph import new_model
 
     graph = model.subgraphs[subgraph]
     op = graph.operators[op_index]
-    out = schema.ModelT()
-    out.version = 3
-    out.description = b"wbmm-mobile one-layer model taken from a model"
-    out.buffers = [schema.BufferT()]
+    out = new_model("wbmm-mobile one-layer model taken from a model").model
     out.operatorCodes = [copy.deepcopy(model.operatorCodes[op.opcodeIndex])]
-    sub = schema.SubGraphT()
-    sub.tensors = []
+    sub = out.subgraphs[0]
     index_of: dict[int, int] = {}
     inputs = [int(i) for i in op.inputs]
     for index in [i for i in inputs if i >= 0] + [int(o) for o in op.outputs]:

@@ -97,6 +97,7 @@ def layer_model(model, g: int, index: int) -> bytes:
     from ai_edge_litert import schema_py_generated as schema
 
     from converters import tflite_io
+    from converters.rewrites._graph import new_model
 
     graph = model.subgraphs[g]
     op = graph.operators[index]
@@ -113,13 +114,8 @@ def layer_model(model, g: int, index: int) -> bytes:
         if producer is not None and all(constant(int(i)) for i in producer.inputs if int(i) >= 0):
             ops.insert(0, producer)       # e.g. DEQUANTIZE of a float16 weight: part of the layer
 
-    new = schema.ModelT()
-    new.version = 3
-    new.description = b"wbmm-mobile: one layer cut out for an NPU placement check"
-    new.buffers = [schema.BufferT()]
-    new.operatorCodes = []
-    sub = schema.SubGraphT()
-    sub.tensors, sub.operators = [], []
+    new = new_model("wbmm-mobile: one layer cut out for an NPU placement check").model
+    sub = new.subgraphs[0]
     mapping: dict[int, int] = {}
     codes: dict[int, int] = {}
 
@@ -152,7 +148,6 @@ def layer_model(model, g: int, index: int) -> bytes:
     sub.inputs = np.array([mapping[int(i)] for i in op.inputs if int(i) >= 0 and not constant(int(i))
                            and int(i) not in produced], dtype=np.int32)
     sub.outputs = np.array([mapping[int(i)] for i in op.outputs], dtype=np.int32)
-    new.subgraphs = [sub]
     return tflite_io.model_to_bytes(new)
 
 

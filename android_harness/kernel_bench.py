@@ -1,7 +1,8 @@
 """Run ``wbmm_kernel_bench`` (delegates/bench/kernel_bench.cc) on an Android device.
 
-The kernels alone, without a TFLite runtime: on 1 thread, N threads and N independent
-1-thread runs (the device's capacity to scale at that moment). The binary must be built for
+The kernels alone (float32, or int8 with ``--int8`` among the flags), without a TFLite
+runtime: on 1 thread, N threads and N independent 1-thread runs (the device's capacity to
+scale at that moment). The binary must be built for
 the device's ABI (``make delegate-arm64 ANDROID_NDK_HOME=...`` builds the arm64 one); on the
 loopback test device, which runs commands on this computer, the host build is used.
 """
@@ -65,7 +66,7 @@ def choose_binary(device_abi: str, given: str | Path | None = None) -> Path:
 def run_kernel_bench(device: Device, args: Sequence[str], *, binary: str | Path | None = None,
                      timeout: float = 600.0) -> KernelBenchResult:
     """Push the benchmark to ``device``, run it with ``args`` (its own flags, e.g.
-    ``["--window", "7", "--threads", "4"]``, without ``--json``) and return its report."""
+    ``["--window", "7", "--int8", "--threads", "4"]``, without ``--json``) and return its report."""
     if any(arg == "--json" for arg in args):
         raise ValueError("run_kernel_bench writes the JSON itself; leave --json out of args")
     info = device.info()

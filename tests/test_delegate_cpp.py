@@ -55,16 +55,20 @@ def _kernel_bench(*args: str, runner: tuple[str, ...] = (), build: Path = BUILD)
                           timeout=300)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
 @pytest.mark.parametrize("mode, size, taps", [("--window", 7, 49), ("--kernel", 13, 169)])
-def test_kernel_bench_times_three_variants_and_writes_json(tmp_path, mode, size, taps):
+def test_kernel_bench_times_three_variants_and_writes_json(tmp_path, mode, size, taps, dtype):
     _cmake_build("wbmm_kernel_bench")
     out = tmp_path / "bench.json"
     result = _kernel_bench(mode, str(size), "--shape", "20x21x19", "--threads", "2", "--runs", "5",
-                           "--json", str(out))
+                           "--json", str(out), *(["--int8"] if dtype == "int8" else []))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
+    assert report["dtype"] == dtype
     assert report[mode[2:]] == size and report["shape"] == [20, 21, 19] and report["threads"] == 2
-    assert report["fmas"] == 20 * 21 * 19 * taps  # the dense form's count: d or K*K taps per output
+    # The dense form's count: d or K*K taps per output, FMAs in float32, multiply-accumulates in int8.
+    assert report["fmas" if dtype == "float32" else "macs"] == 20 * 21 * 19 * taps
+    assert ("GMAC/s" in result.stdout) == (dtype == "int8") and ("GFMA/s" in result.stdout) == (dtype == "float32")
     assert [v["name"] for v in report["variants"]] == ["1 thread", "2 threads", "2 x 1 thread, independent"]
     for variant in report["variants"]:
         assert 0 < variant["best_ms"] <= variant["median_ms"]
@@ -78,6 +82,7 @@ def test_kernel_bench_times_three_variants_and_writes_json(tmp_path, mode, size,
     (["--window", "0"], "--window wants a positive integer, got '0'"),
     (["--window", "7", "--shape", "56x56"], "--shape wants HxWxC"),
     (["--window", "7", "--isa", "sparc"], "kernel set 'sparc' is not usable here (usable: portable"),
+    (["--kernel", "7", "--int8", "--isa", "sparc"], "kernel set 'sparc' is not usable here for int8 (usable: auto"),
     (["--window", "7", "--json", "/nonexistent-dir/x.json", "--runs", "1"], "cannot write /nonexistent-dir/x.json"),
     (["--frobnicate"], "unknown option --frobnicate"),
 ])

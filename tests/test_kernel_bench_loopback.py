@@ -35,6 +35,7 @@ def test_kernel_bench_runs_on_the_device_and_keeps_its_report(phone, tmp_path, c
     assert code == 0, printed
     report = json.loads(out.read_text())
     assert report["serial"] == phone.serial and report["abi"] == "x86_64"
+    assert report["dtype"] == "float32" and report["isa"] != ""
     assert report["window"] == 7 and report["shape"] == [14, 14, 16] and report["threads"] == 2
     assert report["fmas"] == 14 * 14 * 16 * 49
     assert [v["name"] for v in report["variants"]] == ["1 thread", "2 threads", "2 x 1 thread, independent"]
@@ -42,6 +43,20 @@ def test_kernel_bench_runs_on_the_device_and_keeps_its_report(phone, tmp_path, c
     assert "2 threads vs 1:" in printed and f"wrote {out}" in printed
     pushed = phone.root / "data/local/tmp/wbmm/bin/wbmm_kernel_bench"
     assert pushed.read_bytes() == BENCH.read_bytes()
+
+
+def test_int8_kernel_bench_runs_the_int8_kernel_on_the_device(phone, tmp_path, capsys):
+    out = tmp_path / "results" / "kernel_bench_int8.json"
+    code = main(["kernel-bench", "--kernel", "13", "--int8", "--shape", "20x18x24", "--threads", "3", "--runs", "4",
+                 "--direct", "--device", phone.serial, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    report = json.loads(out.read_text())
+    assert report["dtype"] == "int8" and report["kernel"] == 13 and report["shape"] == [20, 18, 24]
+    assert report["macs"] == 20 * 18 * 24 * 169 and "fmas" not in report
+    assert [v["name"] for v in report["variants"]] == ["1 thread", "3 threads", "3 x 1 thread, independent"]
+    assert all(0 < v["best_ms"] <= v["median_ms"] for v in report["variants"])
+    assert "int8 depthwise kernel 13, 20x18x24" in printed and "GMAC/s" in printed and "GFMA/s" not in printed
 
 
 def test_a_binary_for_another_abi_is_refused_before_it_is_pushed(phone, tmp_path, capsys):

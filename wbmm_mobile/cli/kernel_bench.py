@@ -1,8 +1,9 @@
 """``wbmm-mobile kernel-bench``: the WBMM delegate's kernels alone on an Android device.
 
-Pushes ``wbmm_kernel_bench`` (built for the device's ABI) over ADB, runs one kernel on 1
-thread, on N threads and as N independent 1-thread runs (how far the device lets any work
-scale at that moment), prints the table and keeps the JSON report.
+Pushes ``wbmm_kernel_bench`` (built for the device's ABI) over ADB, runs one kernel (float32,
+or int8 with ``--int8``) on 1 thread, on N threads and as N independent 1-thread runs (how
+far the device lets any work scale at that moment), prints the table and keeps the JSON
+report.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--window", type=at_least(1), metavar="W", help="the WBMM operator with W x W windows")
     what.add_argument("--kernel", type=_odd_positive, metavar="K", help="an exact K x K 'same' depthwise conv (odd K)")
+    parser.add_argument("--int8", action="store_true",
+                        help="time the int8 kernel (int8 input and output, per-channel int8 weights) "
+                             "instead of the float32 one")
     parser.add_argument("--shape", type=_shape, default="56x56x96", metavar="HxWxC",
                         help="input map (default: 56x56x96)")
     parser.add_argument("--threads", type=at_least(1), default=4, metavar="N",
@@ -63,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     flags = ["--window", str(args.window)] if args.window is not None else ["--kernel", str(args.kernel)]
     flags += ["--shape", args.shape, "--threads", str(args.threads), "--runs", str(args.runs), "--isa", args.isa]
+    if args.int8:
+        flags.append("--int8")
     if args.cold:
         flags.append("--cold")
     if args.direct and not args.device:

@@ -32,11 +32,14 @@ TFLite's int8 spec:
              2 bias (C,) int32 at scale x_scale * w_scale[c], zero point 0, or -1.
     output:  int8, per-tensor.
     ``WBMM``: padding (bottom/right to the window, and at every window border)
-    holds the input zero point (real 0); ``shortcut`` must be 0 (fold the identity
-    into the table's centre tap before quantizing: the delegate refuses flag 1).
+    holds the input zero point (real 0); ``shortcut`` must be 0 (the delegate
+    refuses flag 1: the identity is a builtin int8 ADD after the op).
     ``WBMM_DEPTHWISE``: int8 DEPTHWISE_CONV_2D with its padding and activation.
-    The emitters: ``convert --precision int8 --lowering custom`` folds the shortcut into
-    the table before quantising it; the rewriter's ``WBMM_DEPTHWISE`` reuses the layer's own
+    The emitters: ``convert --precision int8 --lowering custom`` emits the op on the
+    table without the identity (a following BatchNorm's scale folded in), then the
+    shortcut as TFLite quantises it: int8 ADD of x (after an int8 MUL of x by the BN
+    scale when a BN follows), so the identity never sets the table's per-channel scale;
+    the rewriter's ``WBMM_DEPTHWISE`` reuses the layer's own
     int8 tensors and quantisation unchanged.
     Requantization: XNNPACK's (float32 scale x_scale * w_scale[c] / y_scale,
     round half to even), see docs/USAGE.md.

@@ -486,33 +486,6 @@ def _wbmm_ops(tree, params: list[WbmmParams]) -> list:
     return ops
 
 
-def _table_rounding(tree, op, p: WbmmParams, x: np.ndarray) -> float:
-    """The largest output change that rounding the stored int8 table of ``op`` makes on the real
-    input ``x``: WBMM is linear in its table, so that is WBMM of (float deploy table - stored
-    table), in float64 (see ``verify.tolerance_for``). 0.0 for a float table."""
-    from converters import tflite_io
-
-    filter_tensor = tree.subgraphs[0].tensors[int(op.inputs[1])]
-    if filter_tensor.quantization is None or filter_tensor.quantization.scale is None:
-        return 0.0
-    stored = tflite_io.constant_value(tree, 0, int(op.inputs[1])).astype(np.float64)[0]
-    stored_table, window = core.kernel_to_table(stored * np.asarray(filter_tensor.quantization.scale, np.float64))
-    change = core.wbmm_forward(np.asarray(x, np.float64), p.table.astype(np.float64) - stored_table, window,
-                               shortcut=False)
-    return float(np.abs(change).max())
-
-
-def _keras_layer_inputs(model, names: list[str], model_inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """What the Keras layers ``names`` read when ``model`` runs on ``model_inputs``."""
-    import keras
-
-    layers = {layer.name: layer for layer in _all_layers(model)}
-    tensors = [layers[name].input for name in names]
-    probe = keras.Model(model.inputs, tensors)
-    values = probe(list(model_inputs), training=False)
-    return [np.asarray(v, np.float64) for v in (values if isinstance(values, (list, tuple)) else [values])]
-
-
 def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers: dict[str, Any],
                             seed: int, precision: str) -> list[dict]:
     """Check each stored WBMM custom op (table, bias, options) in numpy against its Keras layer.
@@ -521,8 +494,9 @@ def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers:
     filter scale), fed inputs drawn inside the central half of its input's int8 range, and its
     output quantised with the op's output parameters; the Keras layer's output is clipped to
     that output's range (saturation is the quantised model's, not an error) and the two must
-    agree within the int8 policy: two output steps plus the stored table's own rounding on those
-    inputs (``verify.tolerance_for``; the delegate check in ``convert_keras`` uses the same rule).
+    agree within the int8 policy: two output steps (``verify.tolerance_for``). At int8 the op
+    carries no identity (a builtin ADD follows it), so the Keras side is the layer's output less
+    ``x * shortcut_scale``.
     """
     from converters import tflite_io
     from converters.custom_ops import WBMM_OP, unpack_options
@@ -562,8 +536,10 @@ def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers:
 
             span = keras.Model(layer.input, keras_layers[p.end_layer].output)
             reference = np.asarray(span(x, training=False), np.float64)
-        tolerance = tolerance_for(precision, out_spec.scale, _table_rounding(tree, op, p, x)) if integer \
-            else tolerance_for(precision)
+        tolerance = tolerance_for(precision, out_spec.scale) if integer else tolerance_for(precision)
+        if p.shortcut_scale is not None and not options.shortcut:
+            # int8: the identity is a builtin ADD after the op (x times a folded BN scale by a MUL)
+            reference = reference - np.asarray(x, np.float64) * p.shortcut_scale
         if integer:
             stored = dequantize(quantize(stored, out_spec), out_spec)
             reference = np.clip(reference, *((np.array([-128, 127]) - out_spec.zero_point) * out_spec.scale))
@@ -576,14 +552,11 @@ def _custom_ops_numpy_check(data: bytes, params: list[WbmmParams], keras_layers:
 
 
 def verify_against_keras(model, data: bytes, precision: str, seed: int = 0, delegate: Any = None,
-                         kernels: str = "xnnpack", inputs: Sequence[np.ndarray] | None = None,
-                         params: list[WbmmParams] | None = None) -> VerificationResult:
+                         kernels: str = "xnnpack", inputs: Sequence[np.ndarray] | None = None
+                         ) -> VerificationResult:
     """Run ``data`` and the Keras model on the same inputs (seeded random unless given); raise past
     the tolerance. Float inputs for a quantised model are quantised first and Keras sees exactly
-    the dequantised values the .tflite sees. ``params``: the WBMM layers of an int8 file with WBMM
-    custom ops, whose stored tables' rounding on these inputs is added to the tolerance (the
-    rule of ``verify.tolerance_for``, as in the numpy check; per op at the op's own output, so
-    exact for a WBMM whose output is the model's, the op-level figure otherwise)."""
+    the dequantised values the .tflite sees."""
     from converters.verify import load_interpreter, quantize
 
     interpreter = load_interpreter(data, kernels=kernels, delegate=delegate)
@@ -596,15 +569,7 @@ def verify_against_keras(model, data: bytes, precision: str, seed: int = 0, dele
     reference = model(keras_inputs if len(keras_inputs) > 1 else keras_inputs[0], training=False)
     reference = [np.asarray(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
     candidate = run_tflite(interpreter, inputs, dequantize_outputs=True)
-    table_rounding = 0.0
-    if precision == "int8" and params:
-        from converters import tflite_io
-
-        tree = tflite_io.load_model(data)
-        layer_inputs = _keras_layer_inputs(model, [p.name for p in params], keras_inputs)
-        table_rounding = sum(_table_rounding(tree, op, p, x)
-                             for op, p, x in zip(_wbmm_ops(tree, params), params, layer_inputs))
-    tolerances = tolerances_for_model(precision, interpreter, table_rounding)
+    tolerances = tolerances_for_model(precision, interpreter)
     return compare(reference, candidate, tolerances, enforce=True, what=f"the {precision} .tflite")
 
 
@@ -667,7 +632,7 @@ def convert_keras(model, *, precision: str = "float32", lowering: str = DEFAULT_
                 # int8: on a calibration sample, as below (the policy measures the conversion, not
                 # clipping of values the calibration never saw).
                 verification = verify_against_keras(model, data, precision, seed, delegate=make_delegate(),
-                                                    inputs=int8_check_input, params=params)
+                                                    inputs=int8_check_input)
                 note = "ai-edge-litert + wbmm delegate vs Keras on " + (
                     "the first representative sample" if precision == "int8" else "seeded random inputs")
             else:

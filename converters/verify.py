@@ -304,22 +304,10 @@ class Tolerance:
         return f"rel <= {self.relative:g}" if self.relative is not None else f"abs <= {self.absolute:g}"
 
 
-def tolerance_for(precision: str, output_scale: float | None = None, table_rounding: float = 0.0) -> Tolerance:
+def tolerance_for(precision: str, output_scale: float | None = None) -> Tolerance:
     """The project's policy: float32 1e-4 relative, float16 1e-2 relative, int8 two output steps
-    (plus ``table_rounding``, below).
-
-    ``table_rounding`` (int8 against the float model only): the largest output change that the
-    rounding of a stored int8 WBMM table makes on the inputs checked, computed in float64 from
-    the float deploy table and the stored int8 one (``keras_convert._table_rounding``). The
-    custom lowering's int8 op carries the identity shortcut folded into the table's centre tap
-    (the delegate's int8 form has no shortcut flag), so each channel's weight scale is set by
-    that tap (about 1 / 127) and the off-centre taps (about 0.03 in a trained-like layer) keep
-    only a few levels: measured 1.7-2.5 output steps from the table's rounding alone on a 7x7
-    table, 0.0 steps between the delegate and a numpy emulation of the int8 op. Two steps of
-    output rounding do not cover that, and a fixed larger step count would either hide a real
-    kernel error on small tables or still fail on large ones (the error grows with the number
-    of taps); the rounding's own effect, computed exactly, does neither: anything past it and
-    the two steps is a real disagreement (bias, zero point, requantization, layout)."""
+    (every int8 lowering meets it against the float model, the custom one included since its
+    int8 op keeps the identity shortcut out of the table: see ``converters/lowerings/custom.py``)."""
     if precision == "float32":
         return Tolerance(relative=FLOAT32_RELATIVE, description=f"float32: rel <= {FLOAT32_RELATIVE:g}")
     if precision == "float16":
@@ -328,10 +316,6 @@ def tolerance_for(precision: str, output_scale: float | None = None, table_round
         if not output_scale:
             raise ValueError("an int8 tolerance needs the output's quantisation scale")
         steps = INT8_STEPS * output_scale
-        if table_rounding:
-            return Tolerance(absolute=steps + table_rounding,
-                             description=f"int8: abs <= {INT8_STEPS:g} steps + the stored table's rounding = "
-                                         f"{steps:.3g} + {table_rounding:.3g}")
         return Tolerance(absolute=steps, description=f"int8: abs <= {INT8_STEPS:g} steps = {steps:.3g}")
     raise ValueError(f"precision must be float32, float16 or int8, got {precision!r}")
 
@@ -343,11 +327,10 @@ def integer_tolerance(spec: TensorSpec, steps: float) -> Tolerance:
                      description=f"{kind}: <= {steps:g} step(s) of {spec.scale:.3g}, compared as integers")
 
 
-def tolerances_for_model(precision: str, model: Any, table_rounding: float = 0.0) -> list[Tolerance]:
-    """One tolerance per output of a .tflite or a loaded interpreter (int8 reads each output's scale;
-    ``table_rounding`` as in ``tolerance_for``)."""
+def tolerances_for_model(precision: str, model: Any) -> list[Tolerance]:
+    """One tolerance per output of a .tflite or a loaded interpreter (int8 reads each output's scale)."""
     specs = output_specs(model)
-    return [tolerance_for(precision, spec.scale if spec.quantized else None, table_rounding)
+    return [tolerance_for(precision, spec.scale if spec.quantized else None)
             if precision == "int8" else tolerance_for(precision) for spec in specs]
 
 

@@ -186,39 +186,55 @@ def test_int8_with_representative_data(wbmm_bn_model):
     assert all(t.type == 9 for t in matmul_rhs)                       # TensorType.INT8 weights
 
 
-def test_custom_int8_emits_the_int8_wbmm_op_with_tflite_quantisation(wbmm_bn_model):
-    """int8 + custom: one WBMM op on int8 tensors, the table (shortcut and BN folded in) quantised
-    per channel symmetric as TFLite quantises the equivalent depthwise conv, int32 bias at
-    input scale x filter scale, no float tensor anywhere; checked per op in numpy when no
-    delegate runs int8 custom ops (tests/test_rewrite_int8_custom.py runs it on the delegate)."""
+def test_custom_int8_emits_the_int8_wbmm_op_then_tflites_own_shortcut_ops(wbmm_bn_model):
+    """int8 + custom: the WBMM op on the table alone (the BN scale folded in, the identity kept
+    out), quantised per channel symmetric as TFLite quantises the equivalent depthwise conv,
+    int32 bias at input scale x filter scale, its output at its own calibrated scale; then the
+    shortcut x * s as TFLite quantises it (int8 MUL by the BN scale, int8 ADD), no float tensor
+    anywhere; within two output steps of Keras (through the delegate when it runs int8 custom
+    ops, else per op in numpy; tests/test_rewrite_int8_custom.py runs it on the delegate)."""
     from converters.custom_ops import WBMM_OP, unpack_options
 
     data = np.random.default_rng(3).uniform(-1, 1, (8, 10, 12, 8)).astype(np.float32)
     result = convert_keras(wbmm_bn_model, lowering="custom", precision="int8", representative_data=data)
-    assert result.report.layers[0].folded == ["shortcut", "batchnorm 'bn1'"]
+    assert result.report.layers[0].folded == ["batchnorm 'bn1'"]
     tree = _tree(result.tflite)
     graph = tree.subgraphs[0]
     assert {t.type for t in graph.tensors} <= {9, 2}                     # INT8, INT32 only
     # The calibration placeholder (windows on the batch axis, a conv, windows back, crop) is gone:
-    # one op from the map to the map, 10x12 in windows of 4x4.
-    assert tflite_io.op_names(tree) == [WBMM_OP]
-    (op,) = graph.operators
+    # one op from the map to the map, 10x12 in windows of 4x4, then the shortcut's builtin ops.
+    assert tflite_io.op_names(tree) == [WBMM_OP, "MUL", "ADD"]
+    op, mul, add = graph.operators
     assert unpack_options(WBMM_OP, bytes(bytearray(op.customOptions))).shortcut is False
     x, table, bias, out = (graph.tensors[int(i)] for i in list(op.inputs) + list(op.outputs))
     assert (x.type, table.type, bias.type, out.type) == (9, 9, 2, 9)
     assert list(table.shape) == [1, 7, 7, 8] and table.quantization.quantizedDimension == 3
     assert list(x.shape) == list(out.shape) == [1, 10, 12, 8]
     assert len(table.quantization.scale) == 8 and not np.any(table.quantization.zeroPoint)
+    # The shortcut path reads the op's input; the ADD joins it to the op's output at its own scale.
+    assert int(op.inputs[0]) in [int(i) for i in mul.inputs] and int(op.outputs[0]) in [int(i) for i in add.inputs]
+    assert int(mul.outputs[0]) in [int(i) for i in add.inputs] and int(add.outputs[0]) == int(graph.outputs[0])
+    assert out.quantization.scale[0] != graph.tensors[int(add.outputs[0])].quantization.scale[0]
+    (s_index,) = [int(i) for i in mul.inputs if int(i) != int(op.inputs[0])]
+    s_tensor = graph.tensors[s_index]
+    bn_scale = wbmm_params(wbmm_bn_model, fold_shortcut=False)[0][0].shortcut_scale
+    (s_scale,), (s_zero,) = s_tensor.quantization.scale, s_tensor.quantization.zeroPoint     # int8, per tensor
+    stored_s = (tflite_io.constant_value(tree, 0, s_index).astype(np.float64).reshape(-1) - s_zero) * s_scale
+    np.testing.assert_allclose(stored_s, bn_scale, atol=s_scale / 2 * 1.001)
     values = tflite_io.constant_value(tree, 0, int(op.inputs[1])).astype(np.float64)
-    # The stored int8 table is the deploy table (shortcut and BN folded) to within half a step per channel.
-    deploy = wbmm_params(wbmm_bn_model)[0][0].kernel()                    # (7, 7, 8) float
+    # The stored int8 table is the deploy table (BN scale folded, no identity) within half a step per channel.
+    deploy = wbmm_params(wbmm_bn_model, fold_shortcut=False)[0][0].kernel()     # (7, 7, 8) float
+    assert not np.allclose(deploy, wbmm_params(wbmm_bn_model)[0][0].kernel())  # the identity is out
     half_step = np.asarray(table.quantization.scale) / 2
     assert np.all(np.abs(values[0] * np.asarray(table.quantization.scale) - deploy) <= half_step * 1.001)
     assert np.abs(values).reshape(-1, 8).max(axis=0).tolist() == [127.0] * 8   # max|table_c| / 127 per channel
     np.testing.assert_allclose(bias.quantization.scale, x.quantization.scale[0] * np.asarray(table.quantization.scale),
                                rtol=1e-6)
-    check = result.report.layers[0].numpy_check
-    assert result.report.verification is not None or (check["passed"] and "2 steps" in check["tolerance"])
+    if result.report.verification is not None:
+        assert result.report.verification.passed and "2 steps" in result.report.verification.tolerance
+    else:
+        check = result.report.layers[0].numpy_check
+        assert check["passed"] and "2 steps" in check["tolerance"]
 
 
 def test_plain_conversion_refuses_what_it_cannot_do(two_layer_model):

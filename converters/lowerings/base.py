@@ -86,7 +86,8 @@ class Lowering:
     needs_delegate = False
     edits_flatbuffer = False          # True when finalize() must run on the converted file
     # int8 keeps the identity shortcut out of the table (``WbmmParams.shortcut_scale``) unless
-    # the lowering's int8 form wants it folded (custom: one per-channel scale per table).
+    # a lowering sets this (none does: folded, the identity sets the table's int8 scales;
+    # benchmarks/int8_custom_shortcut.py sets it to measure that older custom form).
     folds_shortcut_at_int8 = False
 
     def check(self, params: WbmmParams, precision: str) -> str | None:

@@ -448,7 +448,11 @@ void FillGeometry(const ConvPlan& plan, const TfLiteTensor& x, Problem* p) {
   p->channels = x.dims->data[3];
   p->kernel_h = plan.kernel_h;
   p->kernel_w = plan.kernel_w;
-  const int eff_h = (p->kernel_h - 1) * plan.dilation_h + 1, eff_w = (p->kernel_w - 1) * plan.dilation_w + 1;
+  // In int64, saturated into int: a huge dilation's extent overflows int; the
+  // validation refuses such a problem (dilated kernels past kMaxMapSide).
+  const int64_t eff_h = (int64_t(p->kernel_h) - 1) * plan.dilation_h + 1;
+  const int64_t eff_w = (int64_t(p->kernel_w) - 1) * plan.dilation_w + 1;
+  auto to_int = [](int64_t v) { return int(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX)); };
   if (plan.windowed) {
     p->window_h = plan.window_h;
     p->window_w = plan.window_w;
@@ -457,11 +461,11 @@ void FillGeometry(const ConvPlan& plan, const TfLiteTensor& x, Problem* p) {
   } else if (plan.padding == Padding::kSame) {  // TF: pad_total = effective kernel - 1, the smaller half on top/left
     p->out_h = p->in_h;
     p->out_w = p->in_w;
-    p->pad_top = (eff_h - 1) / 2;
-    p->pad_left = (eff_w - 1) / 2;
+    p->pad_top = to_int((eff_h - 1) / 2);
+    p->pad_left = to_int((eff_w - 1) / 2);
   } else {
-    p->out_h = p->in_h - eff_h + 1;
-    p->out_w = p->in_w - eff_w + 1;
+    p->out_h = to_int(p->in_h - eff_h + 1);
+    p->out_w = to_int(p->in_w - eff_w + 1);
   }
 }
 

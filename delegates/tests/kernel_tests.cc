@@ -283,25 +283,25 @@ WBMM_TEST(PlainDepthwiseMatchesDirectLoops) {
 
 // Rows wider than the 64 column pieces the plain kernels' split once had room
 // for (64 * kMaxColumns: 512 columns portable, 896 AVX2, 1,024 AVX-512 and
-// NEON): such a row called blocks past the end of the block tables (a crash
-// from 3,073 columns on AVX-512, wrong blocks below that). Each width is a
-// few columns past a multiple of every ISA's piece width, so the split leaves
-// pieces of two sizes; 7x7 SAME, then a 13-wide kernel that takes the
-// kernel-rows-outermost path, with a channel tail and 2 threads.
+// NEON): such a row called through pointers past the end of the block tables
+// (on AVX-512 a crash from 3,073 columns). Each width is a few columns past a
+// multiple of every ISA's piece width, so the split leaves pieces of two
+// sizes; 7x7 SAME, a channel tail, 9 rows (two bands), and a 13x13 kernel that
+// takes the kernel-rows-outermost path on 16 lanes; 2 threads.
 WBMM_TEST(PlainRowsWiderThanSixtyFourPiecesMatchDirectLoops) {
   Rng rng{3073};
   const int shapes[][4] = {{3, 3073, 8, 7}, {2, 4099, 19, 7}, {2, 1537, 8, 13}, {9, 1025, 16, 7}};
-  for (const wbmm::KernelSet* set : AllKernelSets()) {
-    for (const auto& shape : shapes) {
-      DepthwiseProblem p;
-      p.in_h = p.out_h = shape[0];
-      p.in_w = p.out_w = shape[1];
-      p.channels = shape[2];
-      p.kernel_h = p.kernel_w = shape[3];
-      p.pad_top = p.pad_left = (shape[3] - 1) / 2;
-      CHECK(*wbmm::ValidateProblem(p) == '\0');
-      auto [x, k, bias] = RandomOperands(rng, p);
-      const auto want = ReferenceDepthwise(p, x, k, bias);
+  for (const auto& shape : shapes) {
+    DepthwiseProblem p;
+    p.in_h = p.out_h = shape[0];
+    p.in_w = p.out_w = shape[1];
+    p.channels = shape[2];
+    p.kernel_h = p.kernel_w = shape[3];
+    p.pad_top = p.pad_left = (shape[3] - 1) / 2;
+    CHECK(*wbmm::ValidateProblem(p) == '\0');
+    auto [x, k, bias] = RandomOperands(rng, p);
+    const auto want = ReferenceDepthwise(p, x, k, bias);
+    for (const wbmm::KernelSet* set : AllKernelSets()) {
       const auto got = RunKernel(*set, p, x, k.data(), wbmm::WeightType::kFloat32, bias, false, 2);
       const double err = MaxError(got, want);
       CHECK_MSG(err <= Tolerance(p.kernel_h * p.kernel_w), "%s %dx%dx%d kernel %d: max error %g", set->isa, p.in_h,

@@ -273,6 +273,22 @@ def test_int8_wbmm_refuses_the_shortcut_flag(capfd):
     assert "int8 WBMM takes no shortcut flag" in str(error.value) + capfd.readouterr().err
 
 
+def test_a_dilation_needing_gigabytes_of_scratch_is_refused_at_prepare(capfd):
+    """A valid int8 depthwise conv whose dilated kernel is 64,001 rows tall (65 x 1 taps, dilation
+    1,000; the builtin kernel takes up to about 65,535; on an 8-row map nearly every tap reads
+    padding): the plain kernels' per-thread strip of 4,096-pixel rows would take gigabytes, so
+    Prepare fails with the figure instead of allocating it. The builtin kernel runs the model."""
+    rng = np.random.default_rng(1)
+    shape = (1, 8, 4096, 8)
+    x, k, w_scales, xq, yq, bias = random_case(rng, shape, (65, 1))
+    model = int8_conv_model("DEPTHWISE_CONV_2D", shape, k, w_scales, xq, yq, bias, dilation=(1000, 1))
+    assert run(model, x, BUILTIN)[0].shape == shape
+    with pytest.raises(RuntimeError) as error:
+        run(model, x, claim_depthwise=1, min_kernel=3, verbose=1)
+    message = str(error.value) + capfd.readouterr().err
+    assert "MiB of scratch per thread" in message and "the limit is 1024 MiB" in message, message
+
+
 # ---------------------------------------------------------------- what is left to TFLite
 
 

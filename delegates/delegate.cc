@@ -34,6 +34,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -448,7 +449,11 @@ void FillGeometry(const ConvPlan& plan, const TfLiteTensor& x, Problem* p) {
   p->channels = x.dims->data[3];
   p->kernel_h = plan.kernel_h;
   p->kernel_w = plan.kernel_w;
-  const int eff_h = (p->kernel_h - 1) * plan.dilation_h + 1, eff_w = (p->kernel_w - 1) * plan.dilation_w + 1;
+  // In int64, saturated into int: a huge dilation's extent overflows int; the
+  // validation refuses such a problem (dilated kernels past kMaxMapSide).
+  const int64_t eff_h = (int64_t(p->kernel_h) - 1) * plan.dilation_h + 1;
+  const int64_t eff_w = (int64_t(p->kernel_w) - 1) * plan.dilation_w + 1;
+  auto to_int = [](int64_t v) { return int(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX)); };
   if (plan.windowed) {
     p->window_h = plan.window_h;
     p->window_w = plan.window_w;
@@ -457,12 +462,26 @@ void FillGeometry(const ConvPlan& plan, const TfLiteTensor& x, Problem* p) {
   } else if (plan.padding == Padding::kSame) {  // TF: pad_total = effective kernel - 1, the smaller half on top/left
     p->out_h = p->in_h;
     p->out_w = p->in_w;
-    p->pad_top = (eff_h - 1) / 2;
-    p->pad_left = (eff_w - 1) / 2;
+    p->pad_top = to_int((eff_h - 1) / 2);
+    p->pad_left = to_int((eff_w - 1) / 2);
   } else {
-    p->out_h = p->in_h - eff_h + 1;
-    p->out_w = p->in_w - eff_w + 1;
+    p->out_h = to_int(p->in_h - eff_h + 1);
+    p->out_w = to_int(p->in_w - eff_w + 1);
   }
+}
+
+// The most scratch one thread's copy of an op's input may take. The plain
+// kernels keep a band's input rows (kernel height + band, dilated) at the
+// output's full width per thread: a map 2^24 wide or a dilation of millions
+// asks for gigabytes, refused here with the figure rather than allocated (or
+// failing to be) at Prepare.
+constexpr size_t kMaxThreadScratchBytes = size_t(1) << 30;
+
+std::string CheckThreadScratch(size_t bytes) {
+  if (bytes <= kMaxThreadScratchBytes) return "";
+  return "needs " + std::to_string(bytes >> 20) + " MiB of scratch per thread (the map's width, or the dilated "
+         "kernel's height, is too large for the kernels' per-thread copy; the limit is " +
+         std::to_string(kMaxThreadScratchBytes >> 20) + " MiB)";
 }
 
 // Shapes, requantization and packed weights of one int8 op. Returns "" or why not.
@@ -484,6 +503,8 @@ std::string PrepareInt8(TfLiteContext* context, const Delegate& delegate, ConvOp
   Int8ActivationRange(plan.activation, yq->scale->data[0], p.output_zero_point, &p.out_min, &p.out_max);
   const char* invalid = ValidateInt8Problem(p);
   if (*invalid) return invalid;
+  const std::string too_big = CheckThreadScratch(Int8ThreadScratchBytes(p, *delegate.int8_kernels));
+  if (!too_big.empty()) return too_big;
   // XNNPACK's requantization scale, in float32 and in its order (kernels/int8_depthwise.h).
   std::vector<float> scales(size_t(p.channels));
   for (int c = 0; c < p.channels; ++c) {
@@ -512,7 +533,7 @@ std::string ShapeOutput(TfLiteContext* context, Partition* partition, int output
   return "";
 }
 
-TfLiteStatus PartitionPrepare(TfLiteContext* context, TfLiteNode* node) {
+TfLiteStatus PreparePartition(TfLiteContext* context, TfLiteNode* node) {
   auto* partition = static_cast<Partition*>(node->user_data);
   Delegate* delegate = partition->delegate;
   const int lanes = delegate->kernels->lanes;
@@ -538,8 +559,10 @@ TfLiteStatus PartitionPrepare(TfLiteContext* context, TfLiteNode* node) {
       p.out_min = -1.0f;
       p.out_max = 1.0f;
     }
-    const char* invalid = ValidateProblem(p);
-    if (*invalid) return Fail(context, std::string(plan.op_label) + " node " + std::to_string(plan.node_index) + ": " + invalid);
+    std::string invalid = ValidateProblem(p);
+    if (invalid.empty()) invalid = CheckThreadScratch(ThreadScratchFloats(p, lanes) * sizeof(float));
+    if (!invalid.empty())
+      return Fail(context, std::string(plan.op_label) + " node " + std::to_string(plan.node_index) + ": " + invalid);
 
     const std::string why = ShapeOutput(context, partition, plan.output, p.batch, p.out_h, p.out_w, p.channels, sizeof(float));
     if (!why.empty()) return Fail(context, why + " of node " + std::to_string(plan.node_index));
@@ -562,6 +585,17 @@ TfLiteStatus PartitionPrepare(TfLiteContext* context, TfLiteNode* node) {
   }
   partition->scratch.assign(std::max(scratch, (int8_scratch_bytes + sizeof(float) - 1) / sizeof(float)), 0.0f);
   return kTfLiteOk;
+}
+
+// An allocation that fails (packed weights, the partition's own tensors,
+// scratch) is a failed Prepare with a reason: an exception must not cross
+// TFLite's C interface, where it would end the process.
+TfLiteStatus PartitionPrepare(TfLiteContext* context, TfLiteNode* node) {
+  try {
+    return PreparePartition(context, node);
+  } catch (const std::bad_alloc&) {
+    return Fail(context, "out of memory while preparing a partition (packed weights, internal tensors or scratch)");
+  }
 }
 
 TfLiteStatus PartitionInvoke(TfLiteContext* context, TfLiteNode* node) {

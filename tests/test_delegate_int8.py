@@ -246,6 +246,25 @@ def test_int8_wbmm_depthwise_matches_builtin(padding, activation):
         assert_matches_tflite(y, builtin, xnnpack, f"WBMM_DEPTHWISE isa {isa}")
 
 
+def test_int8_rows_wider_than_the_float_kernels_old_limit_match_builtin():
+    """Rows of 3,073 and 4,099 pixels (the float kernels' column split once stopped at 64 pieces
+    of at most 16 columns, and crashed past it; the int8 kernels split a row without a table):
+    the int8 WBMM_DEPTHWISE op and a claimed int8 DEPTHWISE_CONV_2D against TFLite's kernels."""
+    rng = np.random.default_rng(3073)
+    for width in (3073, 4099):
+        shape, kernel = (1, 9, width, 8), (7, 7)
+        x, k, w_scales, xq, yq, bias = random_case(rng, shape, kernel)
+        reference = int8_conv_model("DEPTHWISE_CONV_2D", shape, k, w_scales, xq, yq, bias, padding="same")
+        custom = int8_conv_model("WBMM_DEPTHWISE", shape, k, w_scales, xq, yq, bias,
+                                 options=DepthwiseOptions(*kernel, 0, NONE).pack())
+        builtin = check_every_isa(reference, x, f"DEPTHWISE_CONV_2D width {width}")
+        xnnpack, _ = run(reference, x, XNNPACK)
+        for isa in ISAS:
+            y, report = run(custom, x, isa=isa, num_threads=2)
+            assert report.claimed_ops == ("WBMM_DEPTHWISE",)
+            assert_matches_tflite(y, builtin, xnnpack, f"WBMM_DEPTHWISE width {width} isa {isa}")
+
+
 def test_int8_wbmm_refuses_the_shortcut_flag(capfd):
     rng = np.random.default_rng(0)
     shape = (1, 14, 14, 8)
@@ -254,6 +273,22 @@ def test_int8_wbmm_refuses_the_shortcut_flag(capfd):
     with pytest.raises(RuntimeError) as error:  # nothing else runs our custom op: the model fails, with the reason
         run(model, x, verbose=1)
     assert "int8 WBMM takes no shortcut flag" in str(error.value) + capfd.readouterr().err
+
+
+def test_a_dilation_needing_gigabytes_of_scratch_is_refused_at_prepare(capfd):
+    """A valid int8 depthwise conv whose dilated kernel is 64,001 rows tall (65 x 1 taps, dilation
+    1,000; the builtin kernel takes up to about 65,535; on an 8-row map nearly every tap reads
+    padding): the plain kernels' per-thread strip of 4,096-pixel rows would take gigabytes, so
+    Prepare fails with the figure instead of allocating it. The builtin kernel runs the model."""
+    rng = np.random.default_rng(1)
+    shape = (1, 8, 4096, 8)
+    x, k, w_scales, xq, yq, bias = random_case(rng, shape, (65, 1))
+    model = int8_conv_model("DEPTHWISE_CONV_2D", shape, k, w_scales, xq, yq, bias, dilation=(1000, 1))
+    assert run(model, x, BUILTIN)[0].shape == shape
+    with pytest.raises(RuntimeError) as error:
+        run(model, x, claim_depthwise=1, min_kernel=3, verbose=1)
+    message = str(error.value) + capfd.readouterr().err
+    assert "MiB of scratch per thread" in message and "the limit is 1024 MiB" in message, message
 
 
 # ---------------------------------------------------------------- what is left to TFLite

@@ -28,6 +28,8 @@ const char* ValidateProblem(const DepthwiseProblem& p) {
   if (p.batch < 1 || p.in_h < 1 || p.in_w < 1 || p.channels < 1) return "input must be a non-empty NHWC map";
   if (p.kernel_h < 1 || p.kernel_w < 1) return "kernel must be at least 1x1";
   if (p.kernel_h > 255 || p.kernel_w > 255) return "kernels larger than 255 taps per side are not supported";
+  if (p.in_h > kMaxMapSide || p.in_w > kMaxMapSide || p.out_h > kMaxMapSide || p.out_w > kMaxMapSide)
+    return "maps longer than 16,777,216 pixels a side are not supported";
   if (p.windowed()) {
     if (p.window_w < 1) return "window must be positive";
     if (p.kernel_h != 2 * p.window_h - 1 || p.kernel_w != 2 * p.window_w - 1)

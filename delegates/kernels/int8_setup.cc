@@ -39,6 +39,11 @@ const char* ValidateInt8Problem(const Int8Problem& p) {
   if (p.kernel_h < 1 || p.kernel_w < 1) return "kernel must be at least 1x1";
   if (p.kernel_h > 255 || p.kernel_w > 255) return "kernels larger than 255 taps per side are not supported";
   if (p.dilation_h < 1 || p.dilation_w < 1) return "dilation must be positive";
+  if (p.in_h > kMaxMapSide || p.in_w > kMaxMapSide || p.out_h > kMaxMapSide || p.out_w > kMaxMapSide)
+    return "maps longer than 16,777,216 pixels a side are not supported";
+  // The dilated kernel's extent, in int64: (kernel - 1) * dilation may not fit an int.
+  if ((int64_t(p.kernel_h) - 1) * p.dilation_h >= kMaxMapSide || (int64_t(p.kernel_w) - 1) * p.dilation_w >= kMaxMapSide)
+    return "dilated kernels longer than 16,777,216 pixels a side are not supported";
   if (p.input_zero_point < -128 || p.input_zero_point > 127 || p.output_zero_point < -128 || p.output_zero_point > 127)
     return "zero points must be int8 values";
   if (p.out_min > p.out_max) return "activation range is empty";

@@ -240,28 +240,35 @@ BlockFn FullWindowFor(int width, bool two_rows) {
   return width <= kFullWindowMax1 ? kFullWindow1[width - 1] : nullptr;
 }
 
-// Near-equal column pieces of at most max_columns covering [0, width),
-// computed once per run: the divisions cost as much as a small block's FMAs.
+// Near-equal column pieces of at most max_columns covering [0, width): the
+// first `larger` pieces have size + 1 columns, the others `size`. Computed
+// once per run: the divisions cost as much as a small block's FMAs. Any
+// width: a piece's start is the running sum, not an entry of a fixed table
+// (a 64-entry table of starts once capped a row at 64 pieces, so a plain row
+// wider than 64 * kMaxColumns got pieces wider than the block tables, and
+// the call went past them: a crash, or a wrong block).
 struct ColumnSplit {
-  static constexpr int kMaxPieces = 64;
-  int pieces = 0;
-  int start[kMaxPieces + 1] = {};
+  int pieces = 0, size = 0, larger = 0;
 };
 
 ColumnSplit SplitColumns(int width, int max_columns) {
   ColumnSplit split;
-  split.pieces = std::min(ColumnSplit::kMaxPieces, (std::max(width, 0) + max_columns - 1) / max_columns);
-  for (int piece = 0; piece <= split.pieces; ++piece)
-    split.start[piece] = split.pieces ? int((int64_t(width) * piece) / split.pieces) : 0;
+  if (width <= 0) return split;
+  split.pieces = width / max_columns + (width % max_columns != 0);
+  split.size = width / split.pieces;
+  split.larger = width % split.pieces;
   return split;
 }
 
-// Calls table[n-1] for each piece of `split`.
+// Calls table[n-1] for each piece of `split`, n its column count (<= max_columns).
 template <class Table, class SetColumn>
 inline void ForColumnPieces(const Table& table, const ColumnSplit& split, BlockArgs a, SetColumn set_column) {
+  int start = 0;
   for (int piece = 0; piece < split.pieces; ++piece) {
-    set_column(a, split.start[piece]);
-    table[split.start[piece + 1] - split.start[piece] - 1](a);
+    const int columns = split.size + (piece < split.larger ? 1 : 0);
+    set_column(a, start);
+    table[columns - 1](a);
+    start += columns;
   }
 }
 

@@ -76,6 +76,12 @@ struct DepthwiseProblem {
   bool windowed() const { return window_h > 0; }
 };
 
+// The longest map side (input or output, height or width) either kernel family
+// takes: the kernels index rows and columns with int, a column times the
+// lanes (<= 16) plus a kernel's width included, so a side must stay far below
+// INT_MAX / 16. Larger maps are refused at Prepare (ValidateProblem says why).
+constexpr int kMaxMapSide = 1 << 24;
+
 // Returns "" if the problem is well-formed, else why not.
 const char* ValidateProblem(const DepthwiseProblem& p);
 

@@ -281,6 +281,60 @@ WBMM_TEST(PlainDepthwiseMatchesDirectLoops) {
   }
 }
 
+// Rows wider than the 64 column pieces the plain kernels' split once had room
+// for (64 * kMaxColumns: 512 columns portable, 896 AVX2, 1,024 AVX-512 and
+// NEON): such a row called through pointers past the end of the block tables
+// (on AVX-512 a crash from 3,073 columns). Each width is a few columns past a
+// multiple of every ISA's piece width, so the split leaves pieces of two
+// sizes; 7x7 SAME, a channel tail, 9 rows (two bands), and a 13x13 kernel that
+// takes the kernel-rows-outermost path on 16 lanes; 2 threads.
+WBMM_TEST(PlainRowsWiderThanSixtyFourPiecesMatchDirectLoops) {
+  Rng rng{3073};
+  const int shapes[][4] = {{3, 3073, 8, 7}, {2, 4099, 19, 7}, {2, 1537, 8, 13}, {9, 1025, 16, 7}};
+  for (const auto& shape : shapes) {
+    DepthwiseProblem p;
+    p.in_h = p.out_h = shape[0];
+    p.in_w = p.out_w = shape[1];
+    p.channels = shape[2];
+    p.kernel_h = p.kernel_w = shape[3];
+    p.pad_top = p.pad_left = (shape[3] - 1) / 2;
+    CHECK(*wbmm::ValidateProblem(p) == '\0');
+    auto [x, k, bias] = RandomOperands(rng, p);
+    const auto want = ReferenceDepthwise(p, x, k, bias);
+    for (const wbmm::KernelSet* set : AllKernelSets()) {
+      const auto got = RunKernel(*set, p, x, k.data(), wbmm::WeightType::kFloat32, bias, false, 2);
+      const double err = MaxError(got, want);
+      CHECK_MSG(err <= Tolerance(p.kernel_h * p.kernel_w), "%s %dx%dx%d kernel %d: max error %g", set->isa, p.in_h,
+                p.in_w, p.channels, p.kernel_h, err);
+    }
+  }
+}
+
+// Maps whose sides the kernels' int indexing cannot take are refused with a
+// reason, not run; the largest side allowed still validates.
+WBMM_TEST(MapsLongerThanTheLimitAreRefused) {
+  DepthwiseProblem p;
+  p.in_h = p.out_h = 1;
+  p.in_w = p.out_w = wbmm::kMaxMapSide;
+  p.channels = 8;
+  p.kernel_h = p.kernel_w = 7;
+  p.pad_top = p.pad_left = 3;
+  CHECK(*wbmm::ValidateProblem(p) == '\0');
+  p.in_w = p.out_w = wbmm::kMaxMapSide + 1;
+  CHECK(std::string(wbmm::ValidateProblem(p)).find("not supported") != std::string::npos);
+  wbmm::Int8Problem q;
+  q.in_h = q.out_h = wbmm::kMaxMapSide + 1;
+  q.in_w = q.out_w = 1;
+  q.channels = 8;
+  q.kernel_h = q.kernel_w = 7;
+  q.pad_top = q.pad_left = 3;
+  CHECK(std::string(wbmm::ValidateInt8Problem(q)).find("not supported") != std::string::npos);
+  q.in_h = q.out_h = 8;
+  CHECK(*wbmm::ValidateInt8Problem(q) == '\0');
+  q.dilation_w = 1 << 30;  // (7 - 1) * 2^30 overflows int
+  CHECK(std::string(wbmm::ValidateInt8Problem(q)).find("dilated kernels") != std::string::npos);
+}
+
 WBMM_TEST(ExpectedKernelSetsAreBuilt) {
   CHECK(wbmm::FindKernelSet("portable") != nullptr);
   CHECK(wbmm::FindKernelSet("no-such-isa") == nullptr);

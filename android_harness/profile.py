@@ -357,9 +357,12 @@ class _DeviceWorker:
                     device.transport.close()
                 except (DeviceError, OSError):
                     pass
-        if busy is not None:
+        if busy is not None and self.pidfile is not None:
             # Unblocks the worker even if the benchmark had not written its pid yet (a device
             # that does not end a command with its connection is swept at the next session).
+            # Only while the worker is still inside the benchmark's command: once it has left it,
+            # it sees `interrupted` by itself, and cutting its connection then would cut its
+            # clean-up command instead, whose stderr file a late-starting shell can recreate.
             try:
                 busy.transport.abort()
             except (DeviceError, OSError):

@@ -255,6 +255,7 @@ def test_unreadable_model_is_a_permission_problem_not_not_found(tmp_path, capsys
     assert f"wbmm-mobile: permission denied: {path}: cannot be read" in err and "not found" not in err
 
 
+@pytest.mark.toolchain     # runs the built delegate in a worker: the fast tier cannot see that from here
 def test_a_wide_input_through_the_delegate_does_not_crash(corpus, tmp_path):
     """The WBMM custom-op model with its maps made 4,096 pixels wide (a valid model): run through
     the wbmm delegate in a worker process, it must give an answer, not kill the process (it did:

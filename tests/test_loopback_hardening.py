@@ -34,7 +34,8 @@ from android_harness.loopback.wire import A_CNXN, HEADER, Packet, encode_packet
 from tests._adb_helpers import free_port
 from wbmm_mobile.errors import DeviceError, DeviceUnauthorizedError
 
-pytestmark = pytest.mark.timeout(300)
+# Whole-device runs (tuning, storms, interrupts) of 5-15 s each: in `make test`, not `make test-fast`.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
 
 

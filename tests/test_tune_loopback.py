@@ -23,7 +23,8 @@ from converters.layer_models import depthwise_model
 from converters.strategy import LayerShape
 from wbmm_mobile.cli import main as cli_main
 
-pytestmark = pytest.mark.timeout(300)
+# Whole-device runs (tuning, storms, interrupts) of 5-15 s each: in `make test`, not `make test-fast`.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 PROPS = Path("system/etc/wbmm_fixture/getprop.txt")
 

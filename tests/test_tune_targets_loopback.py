@@ -23,7 +23,8 @@ from converters.strategy import LayerShape, pick
 from tests._rewrite_case import converted_depthwise
 from wbmm_mobile.cli import main as cli_main
 
-pytestmark = pytest.mark.timeout(300)
+# Whole-device runs (tuning, storms, interrupts) of 5-15 s each: in `make test`, not `make test-fast`.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 SHAPE = (12, 12, 8, 7)
 ROW = {"height": 12, "width": 12, "channels": 8, "kernel": 7}

@@ -14,7 +14,6 @@ them (``converters/strategy.py``).
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np

@@ -30,7 +30,7 @@ from android_harness.loopback.identity import LOOPBACK_MODEL, android_abi
 from android_harness.loopback.stress import (
     open_connections, push_onto_directory, raise_fd_limit, resource_counts, shell_burst, sigterm_leaves_no_children,
     wait_until)
-from android_harness.loopback.wire import A_CNXN, HEADER, Packet, encode_packet
+from android_harness.loopback.wire import A_CNXN, HEADER
 from tests._adb_helpers import free_port
 from wbmm_mobile.errors import DeviceError, DeviceUnauthorizedError
 

@@ -105,7 +105,7 @@ def test_float32_policy_boundary_and_enforce_message():
         compare([ref], [ref + 2e-4], tolerance_for("float32"), enforce=True)
 
 
-def test_int8_policy_is_two_output_steps():
+def test_int8_tolerance_is_two_steps_with_no_widening():
     ref = np.zeros((4,))
     assert compare([ref], [ref + 0.02], tolerance_for("int8", 0.01)).passed          # 2 steps
     assert not compare([ref], [ref + 0.021], tolerance_for("int8", 0.01)).passed
